@@ -1,0 +1,155 @@
+"""`lrpilot evaluate`: a grid of tasks x controllers x seeds (x base-LR multipliers).
+
+Every controller gets the same seeds (hence the same initialisation, batches and eval
+batches), the same budget and the same protocol evaluations. Each finished run is written
+atomically under `OUT/runs/...`; a rerun with the same arguments skips finished runs, so an
+interrupted evaluation resumes. Results: `results.json` (FORMATS.md), `results.md` and PNG
+plots per task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import lrpilot
+from lrpilot import controllers, data as datasets, plots
+from lrpilot.io import read_json, write_json, write_text
+
+STAT_FIELDS = ("best_val_loss", "final_train_loss", "total_train_time", "ms_per_iter", "controller_overhead_ms",
+               "avg_inference_tokens_per_second")
+
+
+def safe_name(label: str) -> str:
+    """A file-system-safe, collision-free directory name for a label such as 'policy:/a/b'."""
+    clean = re.sub(r"[^A-Za-z0-9._=-]+", "_", label).strip("_")[:60]
+    return clean if clean == label else f"{clean}-{hashlib.sha1(label.encode()).hexdigest()[:8]}"
+
+
+def mult_key(m: float) -> str:
+    return f"{m:g}"
+
+
+def mean_stderr(xs: Sequence[float]) -> tuple[float | None, float | None]:
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    if not xs:
+        return None, None
+    if len(xs) == 1:
+        return float(xs[0]), None
+    return float(np.mean(xs)), float(np.std(xs, ddof=1) / math.sqrt(len(xs)))
+
+
+def aggregate(infos: list[dict]) -> dict:
+    out: dict = {}
+    for f in STAT_FIELDS:
+        m, s = mean_stderr([i.get(f) for i in infos])
+        out[f"{f}_mean"] = m
+        if f in ("best_val_loss", "final_train_loss", "total_train_time"):
+            out[f"{f}_stderr"] = s
+    out["n_seeds"] = len(infos)
+    out["n_diverged"] = sum(bool(i.get("diverged")) for i in infos)
+    return out
+
+
+@dataclasses.dataclass
+class Grid:
+    tasks: list[str]
+    controllers: list[str]
+    seeds: list[int]
+    scale: str
+    lr_mults: list[float] = dataclasses.field(default_factory=lambda: [1.0])
+    overrides: dict = dataclasses.field(default_factory=dict)
+
+
+def run_dir(out: Path, task: str, lr_mult: float, ctrl: str, seed: int) -> Path:
+    return out / "runs" / safe_name(task) / f"lr_x{mult_key(lr_mult)}" / safe_name(ctrl) / f"seed{seed}"
+
+
+def evaluate(grid: Grid, out: Path, max_batch: int = 0, progress: bool = True, log=print) -> dict:
+    from trainers.config import scale_config
+    from trainers.loop import RunSpec, device_info, train
+
+    for spec in grid.controllers:  # fail fast on a bad controller spec, before any training
+        controllers.make(spec)
+    out = Path(out)
+    for task in grid.tasks:
+        data = datasets.load(task)
+        cfg = scale_config(task, grid.scale, **grid.overrides)
+        cfg_dict = dataclasses.asdict(cfg)
+        pending, n_done = [], 0
+        for m in grid.lr_mults:
+            for spec in grid.controllers:
+                for seed in grid.seeds:
+                    d = run_dir(out, task, m, spec, seed)
+                    fi = d / "final_info.json"
+                    if fi.exists() and read_json(fi).get("config") == cfg_dict:
+                        n_done += 1
+                        continue
+                    pending.append(RunSpec(seed, controllers.make(spec), spec, m))
+        log(f"[evaluate] {task}: {n_done} runs already done, {len(pending)} to train ({cfg.max_iters} iters each)")
+        step = max_batch if max_batch > 0 else len(pending) or 1
+        for j in range(0, len(pending), step):
+            batch = pending[j : j + step]
+            for res in train(data, cfg, batch, progress=progress):
+                spec = next(b for b in batch if b.label == res.controller and b.seed == res.seed
+                            and b.lr_mult == res.final_info["lr_mult"])
+                d = run_dir(out, task, spec.lr_mult, spec.label, spec.seed)
+                res.final_info["scale"] = grid.scale
+                write_json(d / "curves.json", res.curves)
+                write_json(d / "final_info.json", res.final_info)
+            log(f"[evaluate] {task}: {min(j + step, len(pending))}/{len(pending)} runs trained")
+
+    backend, device = device_info()
+    by_mult: dict = {}
+    for m in grid.lr_mults:
+        by_task: dict = {}
+        for task in grid.tasks:
+            by_task[task] = {}
+            for spec in grid.controllers:
+                infos = [read_json(run_dir(out, task, m, spec, s) / "final_info.json") for s in grid.seeds]
+                by_task[task][spec] = aggregate(infos)
+        by_mult[mult_key(m)] = by_task
+    results = {"scale": grid.scale, "seeds": grid.seeds, "device": device, "backend": backend,
+               "lrpilot_version": lrpilot.__version__, "overrides": grid.overrides,
+               "results": by_mult.get("1", {}), "lr_mults": grid.lr_mults, "by_lr_mult": by_mult}
+    write_json(out / "results.json", results)
+    write_text(out / "results.md", results_markdown(results))
+    for task in grid.tasks:
+        for m in grid.lr_mults:
+            curves = {spec: [read_json(run_dir(out, task, m, spec, s) / "curves.json") for s in grid.seeds]
+                      for spec in grid.controllers}
+            suffix = "" if m == 1 else f"_lr_x{mult_key(m)}"
+            title = f"{task}, scale {grid.scale}, base LR x{mult_key(m)}, mean of {len(grid.seeds)} seeds"
+            plots.loss_and_lr(task, curves, out / f"{safe_name(task)}{suffix}.png", title)
+    return results
+
+
+def _fmt(m, s, digits=4):
+    if m is None:
+        return "-"
+    return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if s is not None else "")
+
+
+def results_markdown(results: dict) -> str:
+    lines = [f"# lrpilot evaluate: scale {results['scale']}, seeds {results['seeds']}, {results['device']}", ""]
+    for mk, by_task in results["by_lr_mult"].items():
+        for task, rows in by_task.items():
+            lines += [f"## {task}, base LR x{mk}", "",
+                      "| controller | best val loss | final train loss | time (s) | ms/iter | ctrl overhead ms/iter | diverged |",
+                      "|---|---|---|---|---|---|---|"]
+            ranked = sorted(rows.items(), key=lambda kv: kv[1]["best_val_loss_mean"] if kv[1]["best_val_loss_mean"] is not None else math.inf)
+            for spec, r in ranked:
+                lines.append(
+                    f"| `{spec}` | {_fmt(r['best_val_loss_mean'], r['best_val_loss_stderr'])} | "
+                    f"{_fmt(r['final_train_loss_mean'], r['final_train_loss_stderr'])} | {_fmt(r['total_train_time_mean'], None, 1)} | "
+                    f"{_fmt(r['ms_per_iter_mean'], None, 1)} | {_fmt(r['controller_overhead_ms_mean'], None, 3)} | "
+                    f"{r['n_diverged']}/{r['n_seeds']} |")
+            lines.append("")
+    lines.append("Mean ± standard error over seeds. best val loss: minimum over the protocol's evaluations (nats/char).")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,206 @@
+"""Batched, controller-driven char-LM training: N independent runs in one jitted step.
+
+`RunGroup` holds N runs of one task, one `TrainConfig` and one optimizer kind, stacked on
+a leading run axis (sharded over the host's devices when there are several). Its jitted
+`train_chunk` does C updates of every run with a per-run, per-iteration LR array
+(`lax.scan` over iterations of a `vmap` over runs), so the controllers can change the LR
+at any iteration without recompiling. A run whose loss or gradient becomes NaN/inf is
+frozen at its last finite parameters and marked dead; the others go on.
+
+Randomness: run r with seed s draws its initial parameters, its training batches
+(fold_in(data_key, it)), dropout masks and evaluation batches (fold_in(eval_key, it))
+from PRNGKey(s) only, so two runs with the same seed see the same data whatever their
+controller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from trainers import optim
+from trainers.config import TrainConfig
+from trainers.gpt import GPT, cross_entropy
+
+
+def get_batch(data_N: jax.Array, key: jax.Array, batch: int, block: int) -> tuple[jax.Array, jax.Array]:
+    """nanoGPT's get_batch: `batch` random windows; x (B, T) and y = x shifted by one, int32."""
+    ix = jax.random.randint(key, (batch,), 0, data_N.shape[0] - block)
+    win_BxT1 = jax.vmap(lambda i: jax.lax.dynamic_slice(data_N, (i,), (block + 1,)))(ix).astype(jnp.int32)
+    return win_BxT1[:, :-1], win_BxT1[:, 1:]
+
+
+def _keys(seed_key):
+    """Per-run streams: init, data, dropout, eval."""
+    return [jax.random.fold_in(seed_key, i) for i in range(4)]
+
+
+class RunGroup:
+    """N runs trained in lockstep. State leaves have a leading axis of size N (padded to the
+    device count when sharded; padding runs are copies of run 0 and never reported)."""
+
+    def __init__(self, cfg: TrainConfig, vocab_size: int, kind: str, seeds: list[int], devices=None):
+        self.cfg, self.kind, self.n = cfg, kind, len(seeds)
+        self.model = GPT(cfg.model(vocab_size))
+        self.tx = optim.make(kind, cfg)
+        devices = list(devices if devices is not None else jax.local_devices())
+        n_dev = len(devices) if len(devices) > 1 else 1
+        self.n_padded = -(-self.n // n_dev) * n_dev
+        seeds = list(seeds) + [seeds[0]] * (self.n_padded - self.n)
+        if n_dev > 1:
+            mesh = Mesh(np.array(devices), ("runs",))
+            self.run_sharding = NamedSharding(mesh, P("runs"))
+            self.replicated = NamedSharding(mesh, P())
+        else:
+            self.run_sharding = self.replicated = None
+        self.state = self._put(jax.jit(jax.vmap(self._init_run))(jnp.asarray(seeds, jnp.uint32)))
+        self._chunk = jax.jit(self._train_chunk, donate_argnums=0)
+        self._eval = jax.jit(self._evaluate)
+
+    # ---- placement -------------------------------------------------------------------
+    def _put(self, tree):
+        return tree if self.run_sharding is None else jax.device_put(tree, self.run_sharding)
+
+    def put_data(self, arr: np.ndarray) -> jax.Array:
+        a = jnp.asarray(arr)
+        return a if self.replicated is None else jax.device_put(a, self.replicated)
+
+    # ---- one run ---------------------------------------------------------------------
+    def _init_run(self, seed):
+        k_init, _, _, _ = _keys(jax.random.key(seed))
+        dummy = jnp.zeros((1, self.cfg.block_size), jnp.int32)
+        params = self.model.init(k_init, dummy)["params"]
+        return {"params": params, "opt": self.tx.init(params), "alive": jnp.array(True),
+                "key": jax.random.key_data(jax.random.key(seed))}
+
+    def _loss(self, params, x, y, key):
+        if self.cfg.dropout > 0:
+            logits = self.model.apply({"params": params}, x, deterministic=False, rngs={"dropout": key})
+        else:
+            logits = self.model.apply({"params": params}, x)
+        return cross_entropy(logits, y)
+
+    def _step(self, run, lr, it, train_data):
+        _, k_data, k_drop, _ = _keys(jax.random.wrap_key_data(run["key"]))
+        x, y = get_batch(train_data, jax.random.fold_in(k_data, it), self.cfg.batch_size, self.cfg.block_size)
+        loss, grads = jax.value_and_grad(self._loss)(run["params"], x, y, jax.random.fold_in(k_drop, it))
+        opt = optim.set_lr(run["opt"], lr)
+        updates, new_opt = self.tx.update(grads, opt, run["params"])
+        new_params = optax.apply_updates(run["params"], updates)
+        ok = run["alive"] & jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+        return {**run, "params": keep(new_params, run["params"]), "opt": keep(new_opt, run["opt"]), "alive": ok}, loss
+
+    # ---- batched, jitted -----------------------------------------------------------------
+    def _train_chunk(self, state, lrs_CxN, it0, train_data):
+        step_N = jax.vmap(self._step, in_axes=(0, 0, None, None))
+
+        def body(st, xs):
+            lr_N, c = xs
+            return step_N(st, lr_N, it0 + c, train_data)
+
+        c_range = jnp.arange(lrs_CxN.shape[0], dtype=jnp.int32)
+        state, loss_CxN = jax.lax.scan(body, state, (lrs_CxN, c_range))
+        eff_N = jax.vmap(partial(optim.effective_lr, self.kind))(state["opt"], lrs_CxN[-1])
+        return state, loss_CxN, eff_N
+
+    def _evaluate(self, state, it, train_data, val_data):
+        """Mean loss over eval_iters batches of each split, dropout off: (N,), (N,)."""
+
+        def one(run):
+            _, _, _, k_eval = _keys(jax.random.wrap_key_data(run["key"]))
+            params = optim.eval_params(self.kind, run["opt"], run["params"])
+            k_it = jax.random.fold_in(k_eval, it)
+
+            def split_loss(data, split_id):
+                def body(acc, k):
+                    x, y = get_batch(data, k, self.cfg.batch_size, self.cfg.block_size)
+                    return acc + cross_entropy(self.model.apply({"params": params}, x), y), None
+
+                keys = jax.random.split(jax.random.fold_in(k_it, split_id), self.cfg.eval_iters)
+                total, _ = jax.lax.scan(body, jnp.float32(0.0), keys)
+                return total / self.cfg.eval_iters
+
+            return split_loss(train_data, 0), split_loss(val_data, 1)
+
+        return jax.vmap(one)(state)
+
+    def train_chunk(self, lrs_NxC: np.ndarray, it0: int, train_data) -> tuple[np.ndarray, np.ndarray]:
+        """C updates of every run. lrs_NxC: per-run LR of iterations it0..it0+C-1.
+        Returns the minibatch losses (N, C) and the effective LR after the chunk (N,)."""
+        lrs = np.zeros((lrs_NxC.shape[1], self.n_padded), np.float32)
+        lrs[:, : self.n] = lrs_NxC.T
+        lrs = jnp.asarray(lrs) if self.run_sharding is None else jax.device_put(
+            lrs, NamedSharding(self.run_sharding.mesh, P(None, "runs")))
+        self.state, loss_CxN, eff_N = self._chunk(self.state, lrs, jnp.int32(it0), train_data)
+        return np.asarray(loss_CxN).T[: self.n], np.asarray(eff_N)[: self.n]
+
+    def evaluate(self, it: int, train_data, val_data) -> tuple[np.ndarray, np.ndarray]:
+        tr, va = self._eval(self.state, jnp.int32(it), train_data, val_data)
+        return np.asarray(tr)[: self.n], np.asarray(va)[: self.n]
+
+    def alive(self) -> np.ndarray:
+        return np.asarray(self.state["alive"])[: self.n]
+
+    def params(self, i: int):
+        """Parameters to evaluate/sample from for run i (unstacked)."""
+        run = jax.tree.map(lambda a: a[i], self.state)
+        return optim.eval_params(self.kind, run["opt"], run["params"])
+
+
+# ---- inference speed ---------------------------------------------------------------------
+@partial(jax.jit, static_argnums=(0,))
+def _generate(model: GPT, params, key, n_tokens, temperature=0.8, top_k=200):
+    """Samples n_tokens after token 0 with a sliding window of block_size (nanoGPT's generate)."""
+    cfg = model.cfg
+    t_max = cfg.block_size
+
+    def body(i, carry):
+        buf, n, key = carry
+        key, sub = jax.random.split(key)
+        logits = model.apply({"params": params}, buf[None])[0, jnp.minimum(n, t_max) - 1] / temperature
+        if top_k < cfg.vocab_size:
+            kth = jax.lax.top_k(logits, top_k)[0][-1]
+            logits = jnp.where(logits < kth, -jnp.inf, logits)
+        tok = jax.random.categorical(sub, logits).astype(jnp.int32)
+        inserted = buf.at[jnp.minimum(n, t_max - 1)].set(tok)
+        rolled = jnp.roll(buf, -1).at[t_max - 1].set(tok)
+        return jnp.where(n < t_max, inserted, rolled), n + 1, key
+
+    buf = jnp.zeros((t_max,), jnp.int32)
+    buf, _, _ = jax.lax.fori_loop(0, n_tokens, body, (buf, jnp.int32(1), key))
+    return buf
+
+
+def inference_tokens_per_second(model: GPT, params, n_tokens: int, seed: int = 0) -> float:
+    """Tokens per second of single-sequence sampling, compile excluded."""
+    if n_tokens <= 0:
+        return float("nan")
+    key = jax.random.key(seed)
+    _generate(model, params, key, 1).block_until_ready()  # compile
+    t0 = time.perf_counter()
+    _generate(model, params, key, n_tokens).block_until_ready()
+    return n_tokens / (time.perf_counter() - t0)
+
+
+@dataclasses.dataclass
+class ChunkTimer:
+    """Median seconds per iteration over chunk calls, excluding each chunk length's first call."""
+
+    seen: set = dataclasses.field(default_factory=set)
+    per_iter: list = dataclasses.field(default_factory=list)
+
+    def add(self, length: int, seconds: float) -> None:
+        if length in self.seen:
+            self.per_iter.append(seconds / length)
+        self.seen.add(length)
+
+    def median_ms(self) -> float:
+        return float(np.median(self.per_iter) * 1e3) if self.per_iter else float("nan")
