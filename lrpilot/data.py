@@ -234,8 +234,24 @@ def offline_corpus_text(name: str) -> str:
     raise KeyError(name)
 
 
-def load_offline(name: str) -> CharData:
+def _cached_offline_text(name: str) -> str:
+    """offline_corpus_text, cached under the cache directory per Python and Unicode version."""
+    path = cache_dir() / "offline" / f"{name}-py{sys.version.split()[0]}-u{unicodedata.unidata_version}.txt"
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        pass
     text = offline_corpus_text(name)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    except OSError:
+        pass  # a read-only cache is not an error
+    return text
+
+
+def load_offline(name: str) -> CharData:
+    text = _cached_offline_text(name)
     meta = {
         "python": sys.version.split()[0],
         "unicode": unicodedata.unidata_version,

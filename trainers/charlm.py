@@ -128,7 +128,8 @@ class RunGroup:
                 total, _ = jax.lax.scan(body, jnp.float32(0.0), keys)
                 return total / self.cfg.eval_iters
 
-            return split_loss(train_data, 0), split_loss(val_data, 1)
+            train = split_loss(train_data, 0) if self.cfg.eval_train else jnp.float32(jnp.nan)
+            return train, split_loss(val_data, 1)
 
         return jax.vmap(one)(state)
 
@@ -145,6 +146,10 @@ class RunGroup:
     def evaluate(self, it: int, train_data, val_data) -> tuple[np.ndarray, np.ndarray]:
         tr, va = self._eval(self.state, jnp.int32(it), train_data, val_data)
         return np.asarray(tr)[: self.n], np.asarray(va)[: self.n]
+
+    def stop(self, i: int) -> None:
+        """Freezes run i from now on (its parameters stop changing)."""
+        self.state = {**self.state, "alive": self.state["alive"].at[i].set(False)}
 
     def alive(self) -> np.ndarray:
         return np.asarray(self.state["alive"])[: self.n]

@@ -30,6 +30,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     eval_interval: int = 250
     eval_iters: int = 20
+    eval_train: bool = True  # also estimate the train loss at evaluations (collection skips it)
     sample_tokens: int = 500  # tokens generated to measure inference speed (0: skip)
 
     def __post_init__(self):

@@ -105,6 +105,7 @@ def _train_group(data, cfg, kind, runs, progress, devices, on_eval) -> list[RunR
     eff_lr = [float("nan")] * n
     curves: list[list[dict]] = [[] for _ in range(n)]
     dead_at: list[int | None] = [None] * n
+    diverged = [False] * n
     timer = ChunkTimer()
     ctrl_seconds = [0.0] * n
     bar = _progress(cfg.max_iters, progress, f"{data.name} x{n} ({kind})")
@@ -116,6 +117,10 @@ def _train_group(data, cfg, kind, runs, progress, devices, on_eval) -> list[RunR
                 if not alive[r] and dead_at[r] is None:
                     bad = np.flatnonzero(~np.isfinite(losses[r, : max(it, 1)]))
                     dead_at[r] = int(bad[0]) if len(bad) else it
+                    diverged[r] = True
+                    nxt = [p for p in sorted(obs_pts[r]) if p >= it]
+                    if nxt:  # the controller learns of the divergence as NaN metrics
+                        ctrls[r].observe(Observation(nxt[0], train_loss=math.nan, val_loss=math.nan, lr=last_lr[r]))
             evals = None
             if it in eval_pts:
                 evals = group.evaluate(it, train_arr, val_arr)
@@ -123,6 +128,7 @@ def _train_group(data, cfg, kind, runs, progress, devices, on_eval) -> list[RunR
                 if dead_at[r] is not None:
                     continue
                 tl, vl = (float(evals[0][r]), float(evals[1][r])) if evals is not None else (None, None)
+                tl = tl if cfg.eval_train else None
                 mean_train = float(np.mean(losses[r, last_obs[r] : it])) if it > last_obs[r] else None
                 if evals is not None and (it in protocol or it in obs_pts[r]):
                     curves[r].append({"iter": it, "train_loss": tl, "val_loss": vl, "lr": last_lr[r],
@@ -133,6 +139,9 @@ def _train_group(data, cfg, kind, runs, progress, devices, on_eval) -> list[RunR
                     ctrls[r].observe(Observation(it, train_loss=mean_train, val_loss=vl, lr=last_lr[r]))
                     ctrl_seconds[r] += time.perf_counter() - t0
                     last_obs[r] = it
+                    if getattr(ctrls[r], "stop", False) and it < cfg.max_iters:
+                        dead_at[r] = it  # the controller ended the run (e.g. an env episode terminated)
+                        group.stop(r)
             if evals is not None and on_eval is not None:
                 on_eval(it, curves)
             if it >= cfg.max_iters or all(d is not None for d in dead_at):
@@ -177,8 +186,9 @@ def _train_group(data, cfg, kind, runs, progress, devices, on_eval) -> list[RunR
             "ms_per_iter": timer.median_ms(),
             "runs_batched": n,
             "controller_overhead_ms": 1e3 * ctrl_seconds[r] / steps,
-            "diverged": dead_at[r] is not None,
-            "diverged_at": dead_at[r],
+            "diverged": diverged[r],
+            "diverged_at": dead_at[r] if diverged[r] else None,
+            "stopped_at": dead_at[r],
             "optimizer": kind,
             "controller_options": ctrl.describe(),
             "config": dataclasses.asdict(cfg),

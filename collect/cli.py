@@ -1,0 +1,59 @@
+"""`lrpilot collect` and `lrpilot collect summary`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _mix(items: list[str]) -> tuple[tuple[str, float], ...]:
+    out = []
+    for it in items:
+        k, _, w = it.partition("=")
+        try:
+            out.append((k, float(w) if w else 1.0))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--explore takes KIND[=WEIGHT], got {it!r}") from None
+    return tuple(out)
+
+
+def cmd_collect(args) -> int:
+    from collect.job import DEFAULT_MIX, Job, collect, summary
+
+    if args.action == "summary":
+        if not args.dir:
+            raise ValueError("usage: lrpilot collect summary DIR [--plot PNG]")
+        summary(args.dir, plot=args.plot or f"{args.dir.rstrip('/')}/summary.png")
+        return 0
+    if args.action is not None or args.dir is not None:
+        raise ValueError(f"unexpected argument(s) {args.action or ''} {args.dir or ''}; did you mean 'collect summary DIR'?")
+    if not args.out or args.runs is None:
+        raise ValueError("lrpilot collect needs --runs N and --out DIR")
+    mix = _mix(args.explore) if args.explore else tuple(DEFAULT_MIX.items())
+    if args.policy and not args.explore:
+        mix = mix + (("policy", 0.5),)
+    job = Job(seed=args.seed, family=args.family, tasks=tuple(args.tasks), parallel=args.parallel, mix=mix,
+              policy=args.policy)
+    n = collect(args.out, job, args.runs, ray_address=args.ray, progress=not args.quiet)
+    print(f"[collect] trained {n} run(s); {args.out} is complete up to {args.runs} runs of job {args.seed}")
+    return 0
+
+
+def register(sub) -> None:
+    from collect.tasks import DEFAULT_TASKS, FAMILIES
+
+    c = sub.add_parser("collect", help="collect real training trajectories (or: collect summary DIR)",
+                       description="Grow, resume or (with 'summary DIR') inspect a trajectory dataset.")
+    c.add_argument("action", nargs="?", choices=["summary"], help="'summary DIR' prints counts and plots curves")
+    c.add_argument("dir", nargs="?", help="dataset directory for 'summary'")
+    c.add_argument("--runs", type=int, help="total runs this job should have (finished ones are kept)")
+    c.add_argument("--parallel", type=int, default=4, help="runs trained together in one batched step")
+    c.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="corpora to draw runs from")
+    c.add_argument("--family", default="cpu", choices=list(FAMILIES), help="model-size/run-length family")
+    c.add_argument("--explore", nargs="+", help="KIND[=WEIGHT]: walk, cosine, wsd, constant, policy")
+    c.add_argument("--policy", help="policy checkpoint for the 'policy' explorer (epsilon-greedy)")
+    c.add_argument("--seed", type=int, default=0, help="job seed (a different seed adds a different job)")
+    c.add_argument("--out", help="dataset directory")
+    c.add_argument("--ray", metavar="ADDRESS", help="run groups as Ray tasks ('local' starts a local instance)")
+    c.add_argument("--plot", help="summary: PNG path (default DIR/summary.png)")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_collect)

@@ -1,0 +1,161 @@
+"""Trajectory files: one Parquet file per finished run, one row per environment step.
+
+Columns (k = 0..L-1, L <= n_decisions + 1):
+
+| column | type | meaning |
+|---|---|---|
+| step | int32 | decision index k |
+| iter | int32 | training iteration of decision point k |
+| obs_<field> | float32 | observation k, one column per spec field, in spec order |
+| val_loss, train_loss | float64, null | raw metrics (nats) behind observation k |
+| reward | float32, null | r_k = val_{k-1} - val_k (null at k = 0) |
+| terminated | bool | divergence at step k (the last row) |
+| truncated | bool | budget exhausted at step k (the last row, k = n) |
+| action | int8 | action index taken at k (-1 on the last row) |
+| lr | float64, null | absolute LR of interval k chosen by that action |
+
+File key-value metadata: `lrpilot.run` (JSON: task, model/training config, seed, controller,
+base_lr, backend, device, wall time, library versions, ...), `lrpilot.spec` (the EnvSpec
+JSON) and `lrpilot.format` (this format's version, "1").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lrpilot.io import atomic_path
+from lrpilot.spec import EnvSpec, SpecMismatch
+
+FORMAT_VERSION = "1"
+
+
+class TrajectoryFileError(ValueError):
+    """A trajectory file is unreadable or does not follow the format; the message names it."""
+
+
+def schema(spec: EnvSpec) -> pa.Schema:
+    return pa.schema(
+        [pa.field("step", pa.int32(), nullable=False), pa.field("iter", pa.int32(), nullable=False)]
+        + [pa.field(f"obs_{n}", pa.float32(), nullable=False) for n in spec.names]
+        + [pa.field("val_loss", pa.float64()), pa.field("train_loss", pa.float64()), pa.field("reward", pa.float32()),
+           pa.field("terminated", pa.bool_(), nullable=False), pa.field("truncated", pa.bool_(), nullable=False),
+           pa.field("action", pa.int8(), nullable=False), pa.field("lr", pa.float64())]
+    )
+
+
+def write_run(path: str | Path, rows: list[dict], run_meta: dict, spec: EnvSpec) -> None:
+    """Writes one run atomically: a crash leaves either no file or a complete one."""
+    if not rows:
+        raise ValueError(f"{path}: a trajectory needs at least one row")
+    sch = schema(spec)
+    table = pa.Table.from_pylist([{k: r.get(k) for k in sch.names} for r in rows], schema=sch)
+    meta = {b"lrpilot.run": json.dumps(run_meta, sort_keys=True, default=str).encode(),
+            b"lrpilot.spec": spec.to_json().encode(), b"lrpilot.format": FORMAT_VERSION.encode()}
+    table = table.replace_schema_metadata(meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_run(path: str | Path, spec: EnvSpec) -> tuple[pa.Table, dict]:
+    """Reads and validates one file against `spec`; returns (table, run metadata)."""
+    path = Path(path)
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise TrajectoryFileError(f"{path}: not a readable Parquet file ({e})") from None
+    meta = table.schema.metadata or {}
+    for key in (b"lrpilot.run", b"lrpilot.spec", b"lrpilot.format"):
+        if key not in meta:
+            raise TrajectoryFileError(f"{path}: missing file metadata '{key.decode()}'; not an lrpilot trajectory file")
+    if meta[b"lrpilot.format"].decode() != FORMAT_VERSION:
+        raise TrajectoryFileError(f"{path}: format version {meta[b'lrpilot.format'].decode()}, expected {FORMAT_VERSION}")
+    try:
+        spec.check_same(json.loads(meta[b"lrpilot.spec"]), where=str(path))
+    except SpecMismatch:
+        raise
+    except Exception as e:
+        raise TrajectoryFileError(f"{path}: unreadable 'lrpilot.spec' metadata ({e})") from None
+    want = schema(spec)
+    for f in want:
+        if f.name not in table.schema.names:
+            raise TrajectoryFileError(f"{path}: missing column '{f.name}' ({f.type})")
+        got = table.schema.field(f.name).type
+        if got != f.type:
+            raise TrajectoryFileError(f"{path}: column '{f.name}' has type {got}, expected {f.type}")
+    steps = table.column("step").to_numpy()
+    if len(steps) == 0 or len(steps) > spec.n_decisions + 1 or not np.array_equal(steps, np.arange(len(steps))):
+        raise TrajectoryFileError(f"{path}: column 'step' must be 0..L-1 with L <= {spec.n_decisions + 1}, got {steps[:8]}...")
+    actions = table.column("action").to_numpy()
+    if np.any(actions[:-1] < 0) or np.any(actions >= spec.n_actions) or actions[-1] != -1:
+        raise TrajectoryFileError(f"{path}: column 'action' must be in [0, {spec.n_actions}) except -1 on the last row")
+    run_meta = json.loads(meta[b"lrpilot.run"])
+    return table, run_meta
+
+
+@dataclasses.dataclass
+class Trajectories:
+    """A directory of runs as padded arrays (R runs, n = n_decisions).
+
+    obs: (R, n+1, n_obs) float32, rows past an episode's end repeat its last observation.
+    actions: (R, n) int32, -1 past the end. length: (R,) number of observation rows.
+    terminated: (R,) bool. meta: run metadata dicts. files: their paths.
+    """
+
+    spec: EnvSpec
+    obs: np.ndarray
+    actions: np.ndarray
+    length: np.ndarray
+    terminated: np.ndarray
+    meta: list
+    files: list
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def subset(self, idx) -> "Trajectories":
+        idx = np.asarray(idx, dtype=int)
+        return Trajectories(self.spec, self.obs[idx], self.actions[idx], self.length[idx], self.terminated[idx],
+                            [self.meta[i] for i in idx], [self.files[i] for i in idx])
+
+    def rewards(self) -> np.ndarray:
+        """(R, n) rewards r_1..r_n derived from the observations (0 past the end)."""
+        r = np.asarray(self.spec.reward(self.obs[:, :-1], self.obs[:, 1:]))
+        valid = np.arange(1, self.spec.n_decisions + 1)[None] < self.length[:, None]
+        return np.where(valid, r, 0.0).astype(np.float32)
+
+
+def load_dir(paths: str | Path | list, spec: EnvSpec) -> Trajectories:
+    """Loads every `*.parquet` file under the given directories (recursively) or files."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(p.rglob("*.parquet"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such trajectory file or directory")
+    n, f = spec.n_decisions, spec.n_obs
+    obs = np.zeros((len(files), n + 1, f), np.float32)
+    actions = np.full((len(files), n), -1, np.int32)
+    length = np.zeros(len(files), np.int32)
+    term = np.zeros(len(files), bool)
+    metas = []
+    for i, path in enumerate(files):
+        table, meta = read_run(path, spec)
+        o = np.stack([table.column(f"obs_{name}").to_numpy() for name in spec.names], axis=-1)
+        L = len(o)
+        obs[i, :L], obs[i, L:] = o, o[-1]
+        a = table.column("action").to_numpy()[:-1]
+        actions[i, : L - 1] = a
+        length[i] = L
+        term[i] = bool(table.column("terminated").to_numpy()[-1])
+        metas.append(meta)
+    return Trajectories(spec, obs, actions, length, term, metas, [str(p) for p in files])

@@ -1,0 +1,254 @@
+"""Collection jobs: plan, train in batched groups, write one file per finished run, resume.
+
+A job is fixed by its arguments (family, tasks, exploration mix, policy, parallel K, job
+seed): run i belongs to group i // K, whose task and config are drawn from a RNG seeded by
+(job seed, group); run i's seed, explorer and base LR from (job seed, i). So `--runs 600`
+after `--runs 300` grows the same job, and a rerun after a crash trains only the runs whose
+files are missing. The job's arguments are kept in `DIR/jobs/seed<S>.json`; resuming with
+different ones is refused (use another --seed to add a different job to the directory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import lrpilot
+from collect import explore, format as tfmt
+from collect.tasks import DEFAULT_TASKS, FAMILIES, GroupPlan, sample_base_mult, sample_group
+from lrpilot.io import read_json, write_json
+from lrpilot.spec import DEFAULT_SPEC, EnvSpec
+
+DEFAULT_MIX = {"walk": 0.4, "cosine": 0.25, "wsd": 0.2, "constant": 0.15}
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    seed: int = 0
+    family: str = "cpu"
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    parallel: int = 4
+    mix: tuple[tuple[str, float], ...] = tuple(DEFAULT_MIX.items())
+    policy: str | None = None
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"collect: unknown family '{self.family}'; expected one of {', '.join(FAMILIES)}")
+        if self.parallel <= 0:
+            raise ValueError(f"collect: --parallel must be positive, got {self.parallel}")
+        kinds = {"walk", "cosine", "wsd", "constant", "policy"}
+        for k, w in self.mix:
+            if k not in kinds or w < 0:
+                raise ValueError(f"collect: --explore entry '{k}={w}' invalid; kinds: {', '.join(sorted(kinds))}, weights >= 0")
+        if dict(self.mix).get("policy", 0) > 0 and not self.policy:
+            raise ValueError("collect: --explore policy=W needs --policy PATH (a policy checkpoint)")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["tasks"], d["mix"] = list(self.tasks), {k: w for k, w in self.mix}
+        return d
+
+    def group(self, g: int) -> GroupPlan:
+        return sample_group(random.Random(f"{self.seed}/group/{g}"), self.family, self.tasks)
+
+    def run_seed(self, i: int) -> int:
+        return self.seed * 1_000_003 + i
+
+    def explorer(self, i: int, spec: EnvSpec):
+        rng = random.Random(f"{self.seed}/run/{i}")
+        ctrl = explore.sample_explorer(rng, self.run_seed(i), spec, self.policy, dict(self.mix))
+        return ctrl, sample_base_mult(rng)
+
+    def filename(self, i: int) -> str:
+        return f"run_s{self.seed}_{i:05d}.parquet"
+
+
+def check_job_file(out: Path, job: Job) -> None:
+    path = out / "jobs" / f"seed{job.seed}.json"
+    if path.exists():
+        old = read_json(path)
+        diff = sorted(k for k in job.to_dict() if k != "parallel" and old.get(k) != job.to_dict()[k])
+        if "parallel" in old and old["parallel"] != job.parallel:
+            diff.append("parallel")
+        if diff:
+            raise ValueError(f"{path}: this directory's job {job.seed} was started with different {', '.join(diff)} "
+                             f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); resume with the same arguments "
+                             f"or start another job with --seed")
+    else:
+        write_json(path, job.to_dict())
+
+
+def pending_groups(out: Path, job: Job, n_runs: int) -> dict[int, list[int]]:
+    """Group index -> run indices whose files are missing."""
+    todo: dict[int, list[int]] = {}
+    for i in range(n_runs):
+        if not (out / job.filename(i)).exists():
+            todo.setdefault(i // job.parallel, []).append(i)
+    return todo
+
+
+def clean_partial(out: Path) -> int:
+    """Removes temporary files left by a killed writer (never complete runs)."""
+    stale = list(out.glob(".*.tmp"))
+    for p in stale:
+        p.unlink()
+    return len(stale)
+
+
+def _versions() -> dict:
+    import flax
+    import jax
+    import optax
+
+    return {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
+            "optax": optax.__version__, "numpy": np.__version__, "lrpilot": lrpilot.__version__}
+
+
+def run_group(out: str, job_dict: dict, g: int, indices: list[int], spec_json: str, progress: bool = False) -> list[str]:
+    """Trains the given runs of group g together and writes their files. Returns file names.
+
+    Top-level and argument-picklable, so Ray workers can call it."""
+    from lrpilot import data as datasets
+    from trainers.loop import RunSpec, device_info, train
+
+    spec = EnvSpec.from_json(spec_json)
+    d = dict(job_dict)
+    d["tasks"], d["mix"] = tuple(d["tasks"]), tuple(d["mix"].items())
+    job = Job(**d)
+    plan = job.group(g)
+    ds = datasets.load(plan.task)
+    runs, ctrls = [], []
+    for i in indices:
+        ctrl, mult = job.explorer(i, spec)
+        ctrls.append(ctrl)
+        runs.append(RunSpec(job.run_seed(i), ctrl, ctrl.name, mult))
+    t0 = time.time()
+    results = train(ds, plan.cfg, runs, progress=progress)
+    wall = time.time() - t0
+    backend, device = device_info()
+    written = []
+    for i, spec_run, res, ctrl in zip(indices, runs, results, ctrls):
+        meta = {
+            "task": plan.task, "data": ds.meta, "vocab_size": ds.vocab_size, "config": dataclasses.asdict(plan.cfg),
+            "seed": spec_run.seed, "run_index": i, "group": g, "job_seed": job.seed, "family": job.family,
+            "controller": ctrl.describe(), "base_lr": plan.cfg.learning_rate * spec_run.lr_mult,
+            "base_lr_mult": spec_run.lr_mult, "diverged": res.final_info["diverged"],
+            "terminated": ctrl.terminated, "backend": backend, "device": device, "group_wall_time": wall,
+            "runs_in_group": len(indices), "ms_per_iter": res.final_info["ms_per_iter"], "versions": _versions(),
+            "host": platform.node(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        name = job.filename(i)
+        tfmt.write_run(Path(out) / name, ctrl.trajectory(), meta, spec)
+        written.append(name)
+    return written
+
+
+def collect(out: str | Path, job: Job, n_runs: int, spec: EnvSpec = DEFAULT_SPEC, ray_address: str | None = None,
+            progress: bool = True, log=print) -> int:
+    """Grows `out` to n_runs runs of `job`. Returns the number of runs trained now."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    check_job_file(out, job)
+    n_stale = clean_partial(out)
+    todo = pending_groups(out, job, n_runs)
+    n_todo = sum(len(v) for v in todo.values())
+    log(f"[collect] {out}: job seed {job.seed}, {n_runs - n_todo}/{n_runs} runs present"
+        + (f", removed {n_stale} partial file(s)" if n_stale else "") + f", {n_todo} to train in {len(todo)} group(s)")
+    if not n_todo:
+        return 0
+    bar = _bar(n_todo, progress)
+    try:
+        if ray_address:
+            _collect_ray(out, job, todo, spec, ray_address, bar)
+        else:
+            for g, idx in sorted(todo.items()):
+                run_group(str(out), job.to_dict(), g, idx, spec.to_json())
+                bar.update(len(idx))
+    finally:
+        bar.close()
+    return n_todo
+
+
+def _collect_ray(out: Path, job: Job, todo: dict, spec: EnvSpec, address: str, bar) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("collect --ray needs Ray: pip install 'lrpilot[distributed]'") from None
+    if not ray.is_initialized():
+        if address == "local":
+            ray.init(num_cpus=None, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    remote = ray.remote(run_group)
+    pending = {remote.remote(str(out), job.to_dict(), g, idx, spec.to_json()): len(idx) for g, idx in sorted(todo.items())}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            ray.get(ref)  # re-raises a worker's error
+            bar.update(pending.pop(ref))
+
+
+def _bar(total, enabled):
+    from trainers.loop import _progress
+
+    return _progress(total, enabled, "runs")
+
+
+def summary(out: str | Path, spec: EnvSpec = DEFAULT_SPEC, plot: str | Path | None = None, n_plot: int = 24,
+            log=print) -> dict:
+    """Counts per task and controller, and a PNG of a sample of curves (val loss and LR)."""
+    traj = tfmt.load_dir(out, spec)
+    counts: dict = {}
+    for m in traj.meta:
+        c = m["controller"]["name"]
+        counts.setdefault(m["task"], {}).setdefault(c, 0)
+        counts[m["task"]][c] += 1
+    sizes: dict = {}
+    for m in traj.meta:
+        cfg = m["config"]
+        key = f"{cfg['n_layer']}x{cfg['n_embd']}"
+        sizes[key] = sizes.get(key, 0) + 1
+    info = {"runs": len(traj), "terminated": int(traj.terminated.sum()), "by_task_controller": counts,
+            "by_model_size": dict(sorted(sizes.items())), "devices": sorted({m["device"] for m in traj.meta})}
+    log(f"{len(traj)} runs in {out} ({info['terminated']} terminated by divergence); devices: {', '.join(info['devices'])}")
+    ctrls = sorted({c for v in counts.values() for c in v})
+    log(f"{'task':20s}" + "".join(f"{c:>18s}" for c in ctrls) + f"{'total':>8s}")
+    for task, v in sorted(counts.items()):
+        log(f"{task:20s}" + "".join(f"{v.get(c, 0):18d}" for c in ctrls) + f"{sum(v.values()):8d}")
+    log("model sizes (layers x width): " + ", ".join(f"{k}: {n}" for k, n in info["by_model_size"].items()))
+    if plot:
+        _plot_sample(traj, Path(plot), n_plot)
+        log(f"plot: {plot}")
+    return info
+
+
+def _plot_sample(traj, path: Path, n: int) -> None:
+    from lrpilot.plots import _plt, _save
+
+    plt = _plt()
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(traj), size=min(n, len(traj)), replace=False)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for i in idx:
+        m, L = traj.meta[i], traj.length[i]
+        T = m["config"]["max_iters"]
+        x = np.arange(L) / traj.spec.n_decisions * T
+        vi, li = traj.spec.index("val"), traj.spec.index("log_lr")
+        line, = axes[0].plot(x, traj.obs[i, :L, vi] * 1.0, lw=1)
+        lr = m["base_lr"] * 10 ** traj.obs[i, :L, li]
+        axes[1].step(x, lr, where="pre", lw=1, color=line.get_color())
+    axes[0].set_title("val loss / initial val loss")
+    axes[1].set_title("LR (absolute) of the interval before each decision")
+    axes[1].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{len(idx)} of {len(traj)} runs")
+    _save(fig, path)

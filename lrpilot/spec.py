@@ -1,0 +1,190 @@
+"""The environment contract: what an env step is, what is observed, what an action does.
+
+One `EnvSpec` serves collection, the world model, the policy and deployment; it is saved
+in every trajectory file and every checkpoint, and a mismatch is an error naming the field.
+
+A run of `max_iters` updates is cut into `n_decisions` intervals. Decision point k
+(k = 0..n) is iteration `decision_iter(k) = round(k * max_iters / n)`. At decision k < n
+the controller picks an action a_k; the LR of interval k (iterations [d_k, d_{k+1})) is
+
+    lr_k = clip(lr_{k-1} * actions[a_k], lr_range * base_lr),   lr_{-1} = base_lr,
+
+constant over the interval, except that interval 0 warms up linearly (nanoGPT's formula)
+to lr_0. base_lr is the LR the user configured (possibly mis-set).
+
+Observation k, all task-independent (val0 = the validation loss at iteration 0):
+
+    progress = k / n                      (deterministic)
+    log_lr   = log10(lr_{k-1} / base_lr)  (deterministic given the actions; 0 at k = 0)
+    val      = val_loss(d_k) / val0       (1 at k = 0)
+    train    = mean minibatch train loss over interval k-1 / val0   (1 at k = 0)
+
+Reward r_k = val_{k-1} - val_k (k >= 1): it telescopes to 1 - val_n. Divergence (a
+non-finite loss, or val >= divergence_ratio) terminates the episode; its observation is
+written with val = train = divergence_ratio (the top of their box), so its reward,
+val_{k-1} - divergence_ratio, is the penalty and is derived from the observations like any
+other. Reaching k = n (the budget) truncates the episode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+
+SPEC_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ObsField:
+    name: str
+    low: float
+    high: float
+    deterministic: bool  # known without a model: never predicted, written directly
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    n_decisions: int = 20
+    actions: tuple[float, ...] = (0.5, 0.8, 0.95, 1.0, 1.05, 1.25, 2.0)
+    lr_range: tuple[float, float] = (1e-3, 1e2)  # relative to base_lr
+    divergence_ratio: float = 1.5
+    fields: tuple[ObsField, ...] = (
+        ObsField("progress", 0.0, 1.0, True),
+        ObsField("log_lr", -3.0, 2.0, True),
+        ObsField("val", 0.0, 1.5, False),
+        ObsField("train", 0.0, 1.5, False),
+    )
+    version: int = SPEC_VERSION
+
+    def __post_init__(self):
+        if self.n_decisions < 2:
+            raise ValueError(f"EnvSpec.n_decisions must be >= 2, got {self.n_decisions}")
+        if not all(a > 0 for a in self.actions):
+            raise ValueError(f"EnvSpec.actions must be positive factors, got {self.actions}")
+        lo, hi = self.lr_range
+        if not 0 < lo <= 1 <= hi:
+            raise ValueError(f"EnvSpec.lr_range must contain 1 and be positive, got {self.lr_range}")
+        names = [f.name for f in self.fields]
+        for need in ("progress", "log_lr", "val", "train"):
+            if need not in names:
+                raise ValueError(f"EnvSpec.fields must include '{need}', got {names}")
+        if self.field("val").high != self.divergence_ratio or self.field("train").high != self.divergence_ratio:
+            raise ValueError("EnvSpec: the val and train boxes must end at divergence_ratio")
+
+    # ---- structure ------------------------------------------------------------------------
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    @property
+    def n_obs(self) -> int:
+        return len(self.fields)
+
+    @property
+    def n_actions(self) -> int:
+        return len(self.actions)
+
+    def field(self, name: str) -> ObsField:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+    @property
+    def noop_action(self) -> int:
+        return min(range(self.n_actions), key=lambda i: abs(math.log(self.actions[i])))
+
+    def decision_iter(self, k: int, max_iters: int) -> int:
+        return int(round(k * max_iters / self.n_decisions))
+
+    def decision_iters(self, max_iters: int) -> list[int]:
+        if max_iters < self.n_decisions:
+            raise ValueError(f"a run of {max_iters} iterations is shorter than the spec's {self.n_decisions} decisions")
+        return [self.decision_iter(k, max_iters) for k in range(self.n_decisions + 1)]
+
+    # ---- dynamics ---------------------------------------------------------------------------
+    def next_lr_rel(self, lr_rel: float, action: int) -> float:
+        """LR relative to base_lr after `action`, clipped to lr_range."""
+        lo, hi = self.lr_range
+        return float(min(max(lr_rel * self.actions[action], lo), hi))
+
+    def observation(self, k: int, lr_rel_prev: float, val_loss: float | None, train_loss: float | None,
+                    val0: float) -> tuple[np.ndarray, bool]:
+        """Observation k from raw metrics (nats). Returns (obs (n_obs,) float32, diverged)."""
+        r = self.divergence_ratio
+        val = val_loss / val0 if _finite(val_loss) else math.inf
+        train = (train_loss / val0 if _finite(train_loss) else math.inf) if k > 0 else 1.0
+        if k == 0:
+            val = 1.0
+        diverged = not (val < r and train < r)
+        if diverged:
+            val = train = r
+        values = {"progress": k / self.n_decisions, "log_lr": math.log10(lr_rel_prev), "val": val, "train": train}
+        return np.array([values[f.name] for f in self.fields], np.float32), diverged
+
+    def reward(self, prev_obs, obs):
+        """r_k = val_{k-1} - val_k; works on numpy or jax arrays (last axis = fields)."""
+        i = self.index("val")
+        return prev_obs[..., i] - obs[..., i]
+
+    # ---- (de)serialization -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EnvSpec":
+        d = dict(d)
+        if d.get("version") != SPEC_VERSION:
+            raise ValueError(f"EnvSpec version {d.get('version')} is not supported (this lrpilot reads {SPEC_VERSION})")
+        d["fields"] = tuple(ObsField(**f) for f in d["fields"])
+        d["actions"] = tuple(d["actions"])
+        d["lr_range"] = tuple(d["lr_range"])
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, s: str) -> "EnvSpec":
+        return cls.from_dict(json.loads(s))
+
+    def diff(self, other: "EnvSpec | dict") -> list[str]:
+        """Names of the fields that differ from `other` (empty when the specs match)."""
+        a, b = self.to_dict(), other.to_dict() if isinstance(other, EnvSpec) else dict(other)
+        return sorted(k for k in set(a) | set(b) if _listify(a.get(k)) != _listify(b.get(k)))
+
+    def check_same(self, other: "EnvSpec | dict", where: str) -> None:
+        d = self.diff(other)
+        if d:
+            theirs = other.to_dict() if isinstance(other, EnvSpec) else other
+            mine = self.to_dict()
+            detail = "; ".join(f"{k}: {where} has {_listify(theirs.get(k))!r}, expected {_listify(mine.get(k))!r}" for k in d)
+            raise SpecMismatch(f"{where}: spec differs in field(s) {', '.join(d)} ({detail})")
+
+
+class SpecMismatch(ValueError):
+    """A trajectory file or checkpoint was made under a different EnvSpec."""
+
+
+def _listify(x):
+    """JSON round trips turn tuples into lists; compare like with like."""
+    if isinstance(x, tuple):
+        return [_listify(v) for v in x]
+    if isinstance(x, list):
+        return [_listify(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _listify(v) for k, v in x.items()}
+    return x
+
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+DEFAULT_SPEC = EnvSpec()
