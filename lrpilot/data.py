@@ -8,7 +8,8 @@ Every dataset is a `CharData`: train and val token arrays (uint16) and a vocabul
 * offline corpora built from the running Python installation (no download):
   `python_docs` (the reference manual's topics), `python_docstrings` (docstrings
   of the standard library), `python_stdlib` (standard-library source code) and
-  `unicode_names` (the Unicode character-name table); 90/10 split. Their text
+  `unicode_names` (the Unicode character-name table without its algorithmic names);
+  90/10 split. Their text
   depends on the Python version; `CharData.meta` records it with a SHA-256.
 * `file:PATH`: any text file (UTF-8, else latin-1), vocab built from it, 90/10 split.
 
@@ -24,6 +25,7 @@ import dataclasses
 import glob
 import hashlib
 import os
+import re
 import sys
 import sysconfig
 import unicodedata
@@ -207,8 +209,10 @@ def offline_corpus_text(name: str) -> str:
 
         return "\n\n".join(topics.topics[k].strip() for k in sorted(topics.topics))
     if name == "unicode_names":
+        # without the algorithmic names (CJK UNIFIED IDEOGRAPH-4E00, HANGUL SYLLABLE GA, ...): 77% of the table
+        algorithmic = re.compile(r"-[0-9A-F]{4,6}$|^HANGUL SYLLABLE ")
         names = (unicodedata.name(chr(i), "") for i in range(sys.maxunicode + 1))
-        return "\n".join(n for n in names if n) + "\n"
+        return "\n".join(n for n in names if n and not algorithmic.search(n)) + "\n"
     if name == "python_stdlib":
         parts, total = [], 0
         for f in _stdlib_files():
