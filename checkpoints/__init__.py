@@ -1,0 +1,14 @@
+"""The one place that saves and restores world models and policies (see `checkpoints.store`)."""
+
+from checkpoints.store import (
+    FORMAT_VERSION,
+    KINDS,
+    Checkpoint,
+    CheckpointError,
+    exists,
+    load,
+    pretrained,
+    save,
+)
+
+__all__ = ["FORMAT_VERSION", "KINDS", "Checkpoint", "CheckpointError", "exists", "load", "pretrained", "save"]

@@ -104,7 +104,8 @@ class Trajectories:
 
     obs: (R, n+1, n_obs) float32, rows past an episode's end repeat its last observation.
     actions: (R, n) int32, -1 past the end. length: (R,) number of observation rows.
-    terminated: (R,) bool. meta: run metadata dicts. files: their paths.
+    terminated: (R,) bool. val_loss: (R, n+1) float64 raw validation loss (nats), NaN where
+    missing or past the end. meta: run metadata dicts. files: their paths.
     """
 
     spec: EnvSpec
@@ -114,6 +115,7 @@ class Trajectories:
     terminated: np.ndarray
     meta: list
     files: list
+    val_loss: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -121,7 +123,8 @@ class Trajectories:
     def subset(self, idx) -> "Trajectories":
         idx = np.asarray(idx, dtype=int)
         return Trajectories(self.spec, self.obs[idx], self.actions[idx], self.length[idx], self.terminated[idx],
-                            [self.meta[i] for i in idx], [self.files[i] for i in idx])
+                            [self.meta[i] for i in idx], [self.files[i] for i in idx],
+                            None if self.val_loss is None else self.val_loss[idx])
 
     def rewards(self) -> np.ndarray:
         """(R, n) rewards r_1..r_n derived from the observations (0 past the end)."""
@@ -147,6 +150,7 @@ def load_dir(paths: str | Path | list, spec: EnvSpec) -> Trajectories:
     actions = np.full((len(files), n), -1, np.int32)
     length = np.zeros(len(files), np.int32)
     term = np.zeros(len(files), bool)
+    val_loss = np.full((len(files), n + 1), np.nan)
     metas = []
     for i, path in enumerate(files):
         table, meta = read_run(path, spec)
@@ -157,5 +161,6 @@ def load_dir(paths: str | Path | list, spec: EnvSpec) -> Trajectories:
         actions[i, : L - 1] = a
         length[i] = L
         term[i] = bool(table.column("terminated").to_numpy()[-1])
+        val_loss[i, :L] = table.column("val_loss").to_numpy(zero_copy_only=False).astype(np.float64)
         metas.append(meta)
-    return Trajectories(spec, obs, actions, length, term, metas, [str(p) for p in files])
+    return Trajectories(spec, obs, actions, length, term, metas, [str(p) for p in files], val_loss)

@@ -64,7 +64,13 @@ class Observation:
 
 
 def finite(x: float | None) -> bool:
-    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+    """Whether x is a finite real number: Python, NumPy (e.g. float32) or a 0-d array scalar."""
+    if x is None or isinstance(x, (str, bytes)):
+        return False
+    try:
+        return math.isfinite(x)
+    except (TypeError, ValueError):
+        return False
 
 
 class Controller:

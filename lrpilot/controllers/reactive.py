@@ -22,14 +22,19 @@ class Reactive(Schedule):
     """Shared plumbing: option parsing, warmup, observation points, current LR."""
 
     metric = "val"
+    default_every_div = 0  # every < 0: observe every max_iters // default_every_div iterations
 
     def reset(self, run):
         super().reset(run)
+        if self.opts.get("metric", "val") not in ("val", "train"):
+            raise ValueError(f"controller '{self.name}': metric must be val or train, got {self.opts['metric']!r}")
         self.current = self.peak
 
     def observe_iters(self):
         every = self.opts.get("every", 0)
         run = self._run()
+        if every < 0 and self.default_every_div:
+            every = max(run.max_iters // self.default_every_div, 1)
         if every <= 0:
             return run.eval_iters()
         pts = list(range(0, run.max_iters + 1, int(every)))
@@ -44,7 +49,7 @@ class Reactive(Schedule):
         v = obs.val_loss if self.opts.get("metric", "val") == "val" else obs.train_loss
         if v is None:
             return None
-        return v if finite(v) else math.inf
+        return float(v) if finite(v) else math.inf
 
     def lr(self, it):
         if it < self.warmup:
@@ -67,6 +72,8 @@ class Plateau(Reactive):
 
     def reset(self, run):
         super().reset(run)
+        if not 0 < self.opts["factor"] < 1:
+            raise ValueError(f"controller 'plateau': factor must be in (0, 1), got {self.opts['factor']}")
         self.best, self.plateau_count, self.cooldown_count = math.inf, 0, 0
         self.scale, self.count, self.avg = 1.0, 0, 0.0
 
@@ -112,15 +119,14 @@ class GreedyLR(Reactive):
                 "threshold": 1e-6, "threshold_mode": "abs", "cooldown": 0, "patience_warmup": 0,
                 "min_lr": -1.0, "max_lr": -1.0, "smooth": False, "window": 50, "reset_start": 500}
 
-    def observe_iters(self):
-        if self.opts["every"] < 0:
-            self.opts["every"] = max(self._run().max_iters // 100, 1)
-        return super().observe_iters()
+    default_every_div = 100
 
     def reset(self, run):
         super().reset(run)
         if not 0 < self.opts["factor"] < 1:
             raise ValueError(f"controller 'greedylr': factor must be in (0, 1), got {self.opts['factor']}")
+        if self.opts["threshold_mode"] not in ("abs", "rel"):
+            raise ValueError(f"controller 'greedylr': threshold_mode must be abs or rel, got {self.opts['threshold_mode']!r}")
         self.lo = self.opts["min_lr"] if self.opts["min_lr"] >= 0 else self.floor
         self.hi = self.opts["max_lr"] if self.opts["max_lr"] > 0 else 10 * self.peak
         self.best, self.good, self.bad = math.inf, 0, 0
@@ -180,10 +186,7 @@ class QLearning(Reactive):
                 "gamma": 0.9, "epsilon": 0.1, "loss_bins": 10, "lr_bins": 9, "table": None}
     ACTIONS = (-1, 0, 1)
 
-    def observe_iters(self):
-        if self.opts["every"] < 0:
-            self.opts["every"] = max(self._run().max_iters // 40, 1)
-        return super().observe_iters()
+    default_every_div = 40
 
     def reset(self, run):
         super().reset(run)

@@ -154,6 +154,8 @@ class Step(Schedule):
     defaults = {"lr_mult": 1.0, "warmup": -1, "step_size": 0, "gamma": 0.0}
 
     def after_warmup(self, s, S):
+        if self.opts["step_size"] < 0:
+            raise ValueError(f"controller 'step': step_size must be >= 0 (0: default), got {self.opts['step_size']}")
         size = self.opts["step_size"] or math.ceil(S / 3)
         n_drops = max(math.ceil(S / size) - 1, 1)
         return self.peak * _default_gamma(self, n_drops) ** (s // size)
@@ -229,7 +231,8 @@ class OneCycle(Schedule):
 class CosineRestarts(Schedule):
     """CosineAnnealingWarmRestarts (SGDR) after warmup: cycles of length cycle, cycle*t_mult, ...
 
-    Defaults: t_mult 2 and cycle = S // 7, so three cycles (1 + 2 + 4) end at max_iters.
+    Defaults: t_mult 2 and cycle = ceil(S / 7), so three cycles (1 + 2 + 4) cover the run and the
+    third ends at (or within 6 iterations after) max_iters: no restart back to the peak at the end.
     Each restart's peak is multiplied by `restart_decay`.
     """
 
@@ -237,7 +240,7 @@ class CosineRestarts(Schedule):
     defaults = {"lr_mult": 1.0, "warmup": -1, "cycle": 0, "t_mult": 2.0, "restart_decay": 1.0}
 
     def after_warmup(self, s, S):
-        t_i = self.opts["cycle"] or max(S // 7, 1)
+        t_i = self.opts["cycle"] or max(math.ceil(S / 7), 1)
         peak, t = self.peak, s
         while t >= t_i:
             t -= t_i
@@ -259,6 +262,8 @@ class Cyclic(Schedule):
         mode = self.opts["mode"]
         if mode not in ("triangular", "triangular2", "exp_range"):
             raise ValueError(f"controller 'cyclic': mode must be triangular, triangular2 or exp_range, got {mode!r}")
+        if self.opts["step_size"] < 0:
+            raise ValueError(f"controller 'cyclic': step_size must be >= 0 (0: default), got {self.opts['step_size']}")
         step = self.opts["step_size"] or max(S // 8, 1)
         cycle = math.floor(1 + s / (2 * step))
         x = abs(s / step - 2 * cycle + 1)

@@ -1,0 +1,156 @@
+"""Training the world model on a trajectory dataset.
+
+Runs are split into training and held-out sets by run group (runs that share a task and a
+configuration stay together), never by step. The model is trained with the digit-weighted
+cross-entropy on stochastic observation symbols only; the held-out loss is logged every
+`eval_every` steps and the best parameters are kept. Training state (parameters, optimizer
+state, step, best held-out loss) is checkpointed so that an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import checkpoints
+import lrpilot
+from collect.format import Trajectories
+from lrpilot.spec import EnvSpec
+from worldmodel.model import WorldModelConfig, build, weighted_loss
+
+
+def group_key(meta: dict, fallback: str) -> str:
+    """Runs trained in one batched group share a task and a config: split them together."""
+    if "group" in meta and "job_seed" in meta:
+        return f"{meta.get('family')}/{meta['job_seed']}/{meta['group']}"
+    return fallback
+
+
+def split_runs(traj: Trajectories, heldout_frac: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, held-out); a deterministic hash of each run's group decides its side."""
+    keys = [group_key(m, f) for m, f in zip(traj.meta, traj.files)]
+    u = np.array([int(hashlib.sha256(f"{seed}:{k}".encode()).hexdigest()[:8], 16) / 2**32 for k in keys])
+    held = u < heldout_frac
+    if held.all() or not held.any():  # tiny datasets: keep at least one run on each side
+        order = np.argsort(u)
+        held = np.zeros(len(u), bool)
+        held[order[: max(1, int(round(heldout_frac * len(u))))]] = True
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def encode(traj: Trajectories, cfg: WorldModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    ser = cfg.serializer(traj.spec)
+    seq = ser.encode_episodes(traj.obs, traj.actions, traj.length)
+    return seq, ser.loss_weights(seq, cfg.loss_decay)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    params: dict
+    log: list
+    best_heldout: float
+    n_train: int
+    n_heldout: int
+
+
+def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = None, log=print,
+          progress: bool = True, meta: dict | None = None) -> TrainResult:
+    """Trains (or resumes) a world model; saves the best held-out parameters at `out`."""
+    spec: EnvSpec = traj.spec
+    model, ser = build(cfg, spec)
+    tr_idx, ho_idx = split_runs(traj, cfg.heldout_frac, cfg.seed)
+    seq, w = encode(traj, cfg)
+    seq_tr, w_tr = jnp.asarray(seq[tr_idx]), jnp.asarray(w[tr_idx])
+    seq_ho, w_ho = jnp.asarray(seq[ho_idx]), jnp.asarray(w[ho_idx])
+    log(f"[worldmodel] {len(traj)} runs: {len(tr_idx)} train, {len(ho_idx)} held out (split by run group); "
+        f"sequence length {ser.seq_len}, vocab {ser.vocab_size}")
+
+    sched = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, cfg.warmup, max(cfg.steps, cfg.warmup + 1),
+                                               cfg.learning_rate / 10)
+    mask = lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, b1=0.9, b2=0.99, weight_decay=cfg.weight_decay, mask=mask))
+    key = jax.random.key(cfg.seed)
+    params = model.init(key, seq_tr[:1])["params"]
+    opt_state = tx.init(params)
+    step, best, best_params, history = 0, np.inf, params, []
+
+    state_path = Path(f"{out}.state") if out else None
+    if state_path is not None and checkpoints.exists(state_path):
+        ck = checkpoints.load(state_path, kind="worldmodel", spec=spec)
+        arch = ("n_layer", "d_model", "n_head", "base", "digits")
+        bad = [f"{k}: {ck.model_config.get(k)!r} there, {getattr(cfg, k)!r} here" for k in arch if ck.model_config.get(k) != getattr(cfg, k)]
+        if bad:
+            raise ValueError(f"{state_path}: cannot resume, the architecture differs ({'; '.join(bad)}); "
+                             f"delete it or use another --out")
+        params = ck.params
+        opt_state = jax.tree.unflatten(jax.tree.structure(opt_state), jax.tree.leaves(ck.extra["opt"]))
+        best_params = ck.extra["best"]
+        step, best, history = int(ck.meta["step"]), float(ck.meta["best_heldout"]), list(ck.meta["log"])
+        log(f"[worldmodel] resuming from {state_path} at step {step} (best held-out {best:.4f})")
+
+    def loss_fn(p, s, wt, k):
+        logits, _ = model.apply({"params": p}, s, deterministic=False, rngs={"dropout": k})
+        return weighted_loss(logits, s, wt)[0]
+
+    @jax.jit
+    def train_step(p, o, k, st):
+        k_batch, k_drop = jax.random.split(jax.random.fold_in(k, st))
+        idx = jax.random.randint(k_batch, (cfg.batch_size,), 0, seq_tr.shape[0])
+        loss, g = jax.value_and_grad(loss_fn)(p, seq_tr[idx], w_tr[idx], k_drop)
+        upd, o = tx.update(g, o, p)
+        return optax.apply_updates(p, upd), o, loss
+
+    @jax.jit
+    def eval_loss(p, s, wt):
+        logits, _ = model.apply({"params": p}, s)
+        return weighted_loss(logits, s, wt)
+
+    def heldout(p):
+        tot, wsum = 0.0, 0.0
+        for j in range(0, seq_ho.shape[0], 256):
+            l, n = eval_loss(p, seq_ho[j : j + 256], w_ho[j : j + 256])
+            tot, wsum = tot + float(l) * float(n), wsum + float(n)
+        return tot / max(wsum, 1e-8)
+
+    from trainers.loop import _progress
+
+    bar = _progress(cfg.steps, progress, "worldmodel")
+    bar.update(step)
+    t0, recent = time.perf_counter(), []
+    try:
+        while step < cfg.steps:
+            params, opt_state, loss = train_step(params, opt_state, key, jnp.int32(step))
+            recent.append(loss)
+            step += 1
+            bar.update(1)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                tr = float(np.mean(jax.device_get(recent)))
+                recent = []
+                ho = heldout(params)
+                if ho < best:
+                    best, best_params = ho, params
+                history.append({"step": step, "train_loss": tr, "heldout_loss": ho, "seconds": time.perf_counter() - t0})
+                bar.set_postfix(train=f"{tr:.4f}", heldout=f"{ho:.4f}", best=f"{best:.4f}")
+                if not progress:
+                    log(f"[worldmodel] step {step}: train {tr:.4f} held-out {ho:.4f} (best {best:.4f})")
+                if state_path is not None:
+                    checkpoints.save(state_path, kind="worldmodel", params=params, spec=spec, model_config=cfg.to_dict(),
+                                     meta={"step": step, "best_heldout": best, "log": history},
+                                     extra={"opt": jax.tree.leaves(opt_state), "best": best_params})
+    finally:
+        bar.close()
+    result = TrainResult(best_params, history, best, len(tr_idx), len(ho_idx))
+    if out is not None:
+        checkpoints.save(out, kind="worldmodel", params=best_params, spec=spec, model_config=cfg.to_dict(),
+                         meta={"best_heldout_loss": best, "log": history, "n_train_runs": len(tr_idx),
+                               "n_heldout_runs": len(ho_idx), "heldout_files": [traj.files[i] for i in ho_idx],
+                               "lrpilot_version": lrpilot.__version__, **(meta or {})})
+        log(f"[worldmodel] saved {out} (best held-out loss {best:.4f})")
+    return result

@@ -1,0 +1,99 @@
+"""`lrpilot worldmodel train` and `lrpilot worldmodel eval`."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+
+def _load_data(paths, spec):
+    from collect.format import load_dir
+
+    traj = load_dir(paths, spec)
+    if len(traj) < 2:
+        raise ValueError(f"{paths}: {len(traj)} trajectory file(s); a world model needs at least 2 runs")
+    return traj
+
+
+def data_dirs(arg: list[str]) -> list[str]:
+    """'starter' means the dataset shipped with the package."""
+    from collect import starter_dataset
+
+    return [str(starter_dataset()) if a == "starter" else a for a in arg]
+
+
+def cmd_train(args) -> int:
+    from lrpilot.spec import DEFAULT_SPEC
+    from trainers.worldmodel import train
+    from worldmodel.model import WorldModelConfig
+
+    over = {f.name: getattr(args, f.name) for f in dataclasses.fields(WorldModelConfig) if getattr(args, f.name, None) is not None}
+    cfg = WorldModelConfig(**over)
+    dirs = data_dirs(args.data)
+    traj = _load_data(dirs, DEFAULT_SPEC)
+    train(traj, cfg, args.out, progress=not args.quiet, meta={"data": dirs, "command": "lrpilot worldmodel train"})
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import checkpoints
+    from collect.format import load_dir
+    from lrpilot.io import write_json
+    from lrpilot.spec import DEFAULT_SPEC
+    from trainers.worldmodel import split_runs
+    from worldmodel import forecast
+    from worldmodel.model import WorldModelConfig, build
+
+    ck = checkpoints.load(resolve_ckpt(args.ckpt), kind="worldmodel", spec=DEFAULT_SPEC)
+    cfg = WorldModelConfig.from_dict(ck.model_config)
+    model, ser = build(cfg, ck.spec)
+    traj = load_dir(data_dirs(args.data), ck.spec)
+    if not args.all_runs:
+        _, ho = split_runs(traj, cfg.heldout_frac, cfg.seed)
+        traj = traj.subset(ho)
+    print(f"[forecast] {len(traj)} held-out runs")
+    result, samples = forecast.evaluate(model, ck.params, ser, traj, contexts=tuple(args.contexts),
+                                        n_samples=args.samples, seed=args.seed)
+    out = Path(args.out)
+    result["checkpoint"] = str(args.ckpt)
+    import lrpilot
+
+    result["lrpilot_version"] = lrpilot.__version__
+    write_json(out / "forecast.json", result)
+    for c in args.contexts:
+        forecast.fan_charts(samples, out / f"fan_context{c}.png", c)
+    f = result["forecasters"]
+    print("horizon  " + "  ".join(f"{n:>11s}" for n in f))
+    for i, h in enumerate(result["horizons"]):
+        print(f"{h:7d}  " + "  ".join(f"{f[n]['mae'][i]:11.4f}" if f[n]["mae"][i] is not None else f"{'-':>11s}" for n in f))
+    print(f"-> {out}/forecast.json, fan charts in {out}")
+    return 0
+
+
+def resolve_ckpt(path: str) -> str:
+    import checkpoints
+
+    return str(checkpoints.pretrained("worldmodel")) if path == "pretrained" else path
+
+
+def register(sub) -> None:
+    from worldmodel.model import WorldModelConfig
+
+    w = sub.add_parser("worldmodel", help="train or evaluate the world model")
+    ws = w.add_subparsers(dest="wm_command", required=True)
+    t = ws.add_parser("train", help="train a world model on trajectory files")
+    t.add_argument("--data", nargs="+", default=["starter"], help="trajectory directories ('starter': the shipped dataset)")
+    t.add_argument("--out", required=True, help="checkpoint directory (resumes from OUT.state)")
+    t.add_argument("--quiet", action="store_true")
+    for f in dataclasses.fields(WorldModelConfig):
+        t.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None)
+    t.set_defaults(func=cmd_train)
+    e = ws.add_parser("eval", help="forecast held-out runs; writes forecast.json and fan charts")
+    e.add_argument("--data", nargs="+", default=["starter"])
+    e.add_argument("--ckpt", required=True, help="world-model checkpoint ('pretrained': the shipped one)")
+    e.add_argument("--out", required=True)
+    e.add_argument("--contexts", nargs="+", type=int, default=[3, 5, 10])
+    e.add_argument("--samples", type=int, default=32)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--all-runs", action="store_true", help="evaluate on every run of --data (data never trained on)")
+    e.set_defaults(func=cmd_eval)
