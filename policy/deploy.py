@@ -1,0 +1,91 @@
+"""Deploying a policy checkpoint as a controller (the common `Controller` interface).
+
+    ctrl = policy.load("pretrained")             # or a checkpoint directory
+    ctrl.reset(RunInfo(base_lr=1e-3, min_lr=1e-4, warmup_iters=100, max_iters=5000, eval_interval=250))
+    # at ctrl.observe_iters(): ctrl.observe(Observation(it, train_loss=..., val_loss=...)); every step: ctrl.lr(it)
+
+The network is built and jitted once per process and architecture (not per call, not per run);
+each decision is one forward pass over the episode's symbols (a few milliseconds on a CPU,
+once per decision interval). Greedy (argmax) by default; `greedy=False` samples with a seeded
+key. The LR stays inside the spec's range; NaN, inf or missing metrics follow `SpecController`
+(missing: the last value is repeated; non-finite: the episode ends and the LR is held).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import checkpoints
+from lrpilot.controllers.spec_controller import SpecController
+from lrpilot.spec import DEFAULT_SPEC, EnvSpec
+from policy.network import PolicyNet, build
+from worldmodel.model import WorldModelConfig
+
+
+@functools.lru_cache(maxsize=8)
+def _forward(net: PolicyNet):
+    @jax.jit
+    def f(params, tokens_S, pos):
+        logits, value, _ = net.apply({"params": params}, tokens_S[None])
+        return logits[0, pos], value[0, pos]
+
+    return f
+
+
+class PolicyController(SpecController):
+    name = "policy"
+
+    def __init__(self, net: PolicyNet, params, spec: EnvSpec, wm_cfg: WorldModelConfig, greedy: bool = True,
+                 seed: int = 0, source: str = ""):
+        super().__init__(spec)
+        self.net, self.params, self.greedy, self.seed, self.source = net, params, greedy, seed, source
+        self.ser = wm_cfg.serializer(spec)
+        self._f = _forward(net)
+
+    def reset(self, run):
+        super().reset(run)
+        self._key = jax.random.key(self.seed if self.greedy else run.seed * 7919 + self.seed)
+
+    def act(self, obs: list, actions: list) -> int:
+        """Action for the last observation given the episode so far (obs 0..k, actions 0..k-1)."""
+        k = len(obs) - 1
+        ser = self.ser
+        o = np.zeros((self.spec.n_decisions + 1, self.spec.n_obs), np.float32)
+        o[: k + 1] = np.stack(obs)
+        a = np.full(self.spec.n_decisions, -1, np.int32)
+        a[:k] = actions[:k]
+        seq = ser.encode_episodes(o[None], a[None], np.array([k + 1]))[0]
+        logits, _ = self._f(self.params, jnp.asarray(seq), ser.decision_pos(k))
+        if self.greedy:
+            return int(jnp.argmax(logits))
+        self._key, sub = jax.random.split(self._key)
+        return int(jax.random.categorical(sub, logits))
+
+    def choose(self, k: int) -> int:
+        return self.act(self.obs, self.actions)
+
+    def describe(self):
+        return {"name": self.name, "checkpoint": self.source, "greedy": self.greedy}
+
+
+def load_controller(path: str | Path = "pretrained", spec: EnvSpec = DEFAULT_SPEC, greedy: bool = True,
+                    seed: int = 0) -> PolicyController:
+    """A controller from a policy checkpoint ('pretrained': the one shipped with lrpilot).
+
+    Raises SpecMismatch naming the field when the checkpoint was trained under another spec."""
+    p = checkpoints.pretrained("policy") if str(path) == "pretrained" else Path(path)
+    ck = checkpoints.load(p, kind="policy", spec=spec)
+    wm_cfg = WorldModelConfig.from_dict(ck.model_config["trunk"])
+    net = build(wm_cfg, ck.spec)
+    params = jax.tree.map(jnp.asarray, ck.params)
+    ctrl = PolicyController(net, params, ck.spec, wm_cfg, greedy, seed, str(path))
+    ctrl.act([np.zeros(ck.spec.n_obs, np.float32)], [])  # compile now, not during the first run
+    return ctrl
+
+
+load = load_controller

@@ -1,0 +1,83 @@
+"""The policy: the world model's trunk over the same symbol sequence, with an action head and a
+value head read at each decision position (the last symbol of an observation). It sees the
+whole episode, its own past actions included (they are symbols of the sequence).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lrpilot.spec import EnvSpec
+from worldmodel.model import Trunk, WorldModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+    """PPO in the simulator, and how the policy is initialised (saved in its checkpoint)."""
+
+    init: str = "worldmodel"  # "worldmodel": trunk copied from the world model; "scratch": fresh
+    n_envs: int = 128  # simulated episodes per iteration
+    iterations: int = 100
+    update_epochs: int = 4
+    n_minibatches: int = 4
+    learning_rate: float = 3e-4
+    clip: float = 0.1
+    gae_lambda: float = 0.95
+    gamma: float = 1.0
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    temperature: float = 1.0  # world-model sampling temperature
+    max_prefix: int = 5  # episodes start after 1..max_prefix real observations
+    reward_scale: float = 10.0  # rewards are fractions of the initial loss: scale them for the value head
+    seed: int = 0
+    eval_envs: int = 256
+    checkpoint_every: int = 10
+
+    def __post_init__(self):
+        if self.init not in ("worldmodel", "scratch"):
+            raise ValueError(f"PolicyConfig.init must be 'worldmodel' or 'scratch', got {self.init!r}")
+        if self.n_envs % self.n_minibatches:
+            raise ValueError(f"PolicyConfig: n_envs={self.n_envs} not divisible by n_minibatches={self.n_minibatches}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class PolicyNet(nn.Module):
+    """tokens (B, S) -> action logits (B, S, A), value (B, S), cache (see worldmodel.model.Trunk)."""
+
+    cfg: WorldModelConfig
+    vocab_size: int
+    max_len: int
+    n_actions: int
+
+    @nn.compact
+    def __call__(self, tokens_BxS, pos0=0, cache=None):
+        h, cache = Trunk(self.cfg, self.vocab_size, self.max_len, name="trunk")(tokens_BxS, pos0, cache, True)
+        logits = nn.Dense(self.n_actions, name="action_head", kernel_init=nn.initializers.zeros)(h)
+        value = nn.Dense(1, name="value_head", kernel_init=nn.initializers.zeros)(h)[..., 0]
+        return logits, value, cache
+
+
+def build(wm_cfg: WorldModelConfig, spec: EnvSpec) -> PolicyNet:
+    ser = wm_cfg.serializer(spec)
+    return PolicyNet(wm_cfg, ser.vocab_size, ser.seq_len, spec.n_actions)
+
+
+def init_params(net: PolicyNet, key, wm_params=None) -> dict:
+    """Fresh parameters; with `wm_params`, the trunk is the world model's trunk (by subtree name)."""
+    params = net.init(key, jnp.zeros((1, net.max_len), jnp.int32))["params"]
+    if wm_params is not None:
+        if "trunk" not in wm_params:
+            raise ValueError("world-model parameters have no 'trunk' subtree")
+        want = jax.tree.map(jnp.shape, params["trunk"])
+        got = jax.tree.map(jnp.shape, wm_params["trunk"])
+        if want != got:
+            raise ValueError(f"world-model trunk shapes {got} do not fit the policy trunk {want}")
+        params = {**params, "trunk": jax.tree.map(jnp.asarray, wm_params["trunk"])}
+    return params

@@ -1,0 +1,102 @@
+"""Training a policy with PPO inside a world model, with periodic checkpoints and resume, and
+its evaluation in the simulator against constant-LR and cosine controllers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+import checkpoints
+import lrpilot
+from collect.format import Trajectories
+from policy.network import PolicyConfig, build as build_policy, init_params
+from trainers.ppo import TrainState, evaluate_in_sim, make_iteration, policy_act_fn
+from worldmodel.env import SimEnv, cosine_target, schedule_policy
+from worldmodel.model import WorldModelConfig, build as build_wm
+
+SIM_LEVELS = (0.3, 1.0, 3.0, 10.0)  # relative LR levels of the constant and cosine baselines
+
+
+def load_world_model(path):
+    ck = checkpoints.load(path, kind="worldmodel")
+    cfg = WorldModelConfig.from_dict(ck.model_config)
+    model, ser = build_wm(cfg, ck.spec)
+    return ck, cfg, model, ser
+
+
+def sim_baselines(env: SimEnv, env_params, key, n_envs: int) -> dict:
+    """Return (mean, stderr, divergence rate) of constant and cosine controllers at several levels."""
+    out = {}
+    for c in SIM_LEVELS:
+        out[f"constant x{c:g}"] = evaluate_in_sim(env, env_params, key, schedule_policy(env.spec, lambda k, c=c: jnp.float32(c)), n_envs)
+        out[f"cosine x{c:g}"] = evaluate_in_sim(env, env_params, key, schedule_policy(env.spec, cosine_target(env.spec, c)), n_envs)
+    return out
+
+
+def sim_report(env: SimEnv, env_params, net, params, key, n_envs: int) -> dict:
+    res = {"policy (greedy)": evaluate_in_sim(env, env_params, key, policy_act_fn(net, params, env), n_envs)}
+    res.update(sim_baselines(env, env_params, key, n_envs))
+    best_const = max((k for k in res if k.startswith("constant")), key=lambda k: res[k][0])
+    best_cos = max((k for k in res if k.startswith("cosine")), key=lambda k: res[k][0])
+    return {"returns": {k: {"mean": v[0], "stderr": v[1], "diverged": v[2]} for k, v in res.items()},
+            "best_constant": best_const, "best_cosine": best_cos, "n_envs": n_envs}
+
+
+def train(wm_path: str, traj: Trajectories, cfg: PolicyConfig, out: str | Path, progress: bool = True, log=print,
+          meta: dict | None = None) -> dict:
+    wm_ck, wm_cfg, wm, ser = load_world_model(wm_path)
+    wm_ck.spec.check_same(traj.spec, where=str(wm_path))
+    env = SimEnv(wm, ser)
+    env_params = env.params(jax.tree.map(jnp.asarray, wm_ck.params), traj, cfg.max_prefix, cfg.temperature)
+    net = build_policy(wm_cfg, wm_ck.spec)
+    iteration, tx = make_iteration(net, env, cfg)
+    key = jax.random.key(cfg.seed)
+    k_init, k_run, k_eval = jax.random.split(key, 3)
+    params = init_params(net, k_init, wm_ck.params if cfg.init == "worldmodel" else None)
+    ts = TrainState(params, tx.init(params), jnp.int32(0))
+    history: list = []
+    model_config = {"trunk": wm_cfg.to_dict(), "policy": cfg.to_dict()}
+    state_path = Path(f"{out}.state")
+    if checkpoints.exists(state_path):
+        ck = checkpoints.load(state_path, kind="policy", spec=wm_ck.spec)
+        if ck.model_config.get("trunk") != model_config["trunk"]:
+            raise ValueError(f"{state_path}: cannot resume, its trunk differs from {wm_path}'s; delete it or use another --out")
+        opt = jax.tree.unflatten(jax.tree.structure(ts.opt_state), [jnp.asarray(x) for x in ck.extra["opt"]])
+        ts = TrainState(jax.tree.map(jnp.asarray, ck.params), opt, jnp.int32(ck.meta["iteration"]))
+        history = list(ck.meta["log"])
+        log(f"[policy] resuming from {state_path} at iteration {int(ts.iteration)}")
+    step = jax.jit(iteration)
+    from trainers.loop import _progress
+
+    bar = _progress(cfg.iterations, progress, "ppo")
+    bar.update(int(ts.iteration))
+    t0 = time.perf_counter()
+    try:
+        while int(ts.iteration) < cfg.iterations:
+            i = int(ts.iteration)
+            ts, m = step(ts, env_params, jax.random.fold_in(k_run, i))
+            m = {k: float(v) for k, v in m.items()}
+            history.append({"iteration": i + 1, **m, "seconds": time.perf_counter() - t0})
+            bar.update(1)
+            bar.set_postfix(ret=f"{m['return_mean']:.4f}", ent=f"{m['entropy']:.2f}")
+            if not progress and ((i + 1) % cfg.checkpoint_every == 0 or i == 0):
+                log(f"[policy] iteration {i + 1}: return {m['return_mean']:.4f} entropy {m['entropy']:.3f} "
+                    f"diverged {m['diverged']:.3f} value loss {m['value_loss']:.4f}")
+            if (i + 1) % cfg.checkpoint_every == 0 or i + 1 == cfg.iterations:
+                checkpoints.save(state_path, kind="policy", params=ts.params, spec=wm_ck.spec, model_config=model_config,
+                                 meta={"iteration": i + 1, "log": history}, extra={"opt": jax.tree.leaves(ts.opt_state)})
+    finally:
+        bar.close()
+    report = sim_report(env, env_params, net, ts.params, k_eval, cfg.eval_envs)
+    r = report["returns"]
+    log(f"[policy] simulator returns over {cfg.eval_envs} episodes (same starts): "
+        + ", ".join(f"{k} {v['mean']:.4f}±{v['stderr']:.4f}" for k, v in r.items()))
+    checkpoints.save(out, kind="policy", params=ts.params, spec=wm_ck.spec, model_config=model_config,
+                     meta={"world_model": str(wm_path), "log": history, "sim_eval": report,
+                           "lrpilot_version": lrpilot.__version__, **(meta or {})})
+    log(f"[policy] saved {out}")
+    return report
+
