@@ -121,6 +121,8 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
 
     from trainers.loop import _progress
 
+    if step == 0:
+        history.append({"step": 0, "train_loss": None, "heldout_loss": heldout(params), "seconds": 0.0})
     bar = _progress(cfg.steps, progress, "worldmodel")
     bar.update(step)
     t0, recent = time.perf_counter(), []

@@ -1,0 +1,245 @@
+"""World model: serialization, loss masking and weighting, causality, the cached simulator."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lrpilot.spec import DEFAULT_SPEC
+from worldmodel import forecast
+from worldmodel.env import SimEnv, constant_policy, simulate
+from worldmodel.model import init_cache, weighted_loss
+from worldmodel.serialization import Serializer
+
+SPEC = DEFAULT_SPEC
+
+
+# ---- serialization ----------------------------------------------------------------------------
+def test_layout_arithmetic():
+    ser = Serializer(SPEC, base=128, digits=2)
+    assert ser.obs_len == 8 and ser.step_len == 9
+    assert ser.seq_len == 21 * 8 + 20
+    assert ser.vocab_size == 128 + 7 + 1 and ser.pad == 135
+    assert ser.action_pos(0) == 8 and ser.obs_pos(1) == 9 and ser.decision_pos(1) == 16
+
+
+def test_round_trip_within_half_bin():
+    ser = Serializer(SPEC, base=16, digits=3)
+    rng = np.random.default_rng(0)
+    lo = np.array([f.low for f in SPEC.fields])
+    hi = np.array([f.high for f in SPEC.fields])
+    x = (lo + rng.uniform(size=(1000, SPEC.n_obs)) * (hi - lo)).astype(np.float32)
+    back = ser.decode_obs(ser.encode_obs(x))
+    assert np.all(np.abs(back - x) <= (hi - lo) / ser.n_bins / 2 + 1e-6)
+
+
+def test_digits_most_significant_first_and_bin_centres():
+    spec = dataclasses.replace(SPEC)
+    ser = Serializer(spec, base=10, digits=2)
+    i = spec.index("progress")  # box [0, 1]: bin b covers [b/100, (b+1)/100)
+    x = np.zeros(spec.n_obs, np.float32)
+    x[i] = 0.375
+    x[spec.index("log_lr")] = -3.0
+    d = ser.encode_obs(x)
+    assert list(d[i * 2 : i * 2 + 2]) == [3, 7]
+    assert ser.decode_obs(d)[i] == pytest.approx(0.375)  # centre of bin 37 is 0.375
+
+
+def test_edges_beyond_box_and_nan():
+    ser = Serializer(SPEC, base=128, digits=2)
+    v = SPEC.index("val")
+    lo, hi = SPEC.field("val").low, SPEC.field("val").high
+    x = np.zeros((5, SPEC.n_obs), np.float32)
+    x[:, v] = [lo, hi, lo - 5.0, hi + 5.0, np.nan]
+    dig = ser.encode_obs(x).reshape(5, SPEC.n_obs, 2)[:, v]
+    assert dig[0].tolist() == [0, 0]
+    assert dig[1].tolist() == [127, 127]  # the top of the box is the top bin
+    assert dig[2].tolist() == [0, 0] and dig[3].tolist() == [127, 127]  # clipped
+    assert dig[4].tolist() == [127, 127]  # NaN = divergence value
+    full = ser.decode_obs(ser.encode_obs(x))
+    dec = full[:, v]
+    half = (hi - lo) / ser.n_bins / 2
+    assert dec[0] == pytest.approx(lo + half) and dec[1] == pytest.approx(hi - half)
+    assert ser.diverged(full).tolist() == [False, True, False, True, True]
+
+
+def test_jax_and_numpy_agree():
+    ser = Serializer(SPEC)
+    x = np.random.default_rng(1).uniform(-1, 2, (7, SPEC.n_obs)).astype(np.float32)
+    np.testing.assert_array_equal(ser.encode_obs(x), np.asarray(ser.encode_obs(jnp.asarray(x))))
+
+
+def test_episode_encoding_and_padding(traj):
+    ser = Serializer(SPEC)
+    t = traj.subset([0, 1])
+    t.length[1] = 4  # a short (terminated) episode
+    seq = ser.encode_episodes(t.obs, t.actions, t.length)
+    assert seq[0, ser.action_pos(0)] == ser.base + t.actions[0, 0]
+    np.testing.assert_array_equal(seq[0, : ser.obs_len], ser.encode_obs(t.obs[0, 0]))
+    end = ser.obs_pos(3) + ser.obs_len  # observation 3 is the last
+    assert np.all(seq[1, end:] == ser.pad)
+    assert np.all(seq[1, :end] != ser.pad)
+
+
+# ---- loss ------------------------------------------------------------------------------------
+def test_loss_weights_mask_and_decay(traj):
+    ser = Serializer(SPEC)
+    seq = ser.encode_episodes(traj.obs[:1], traj.actions[:1], traj.length[:1])
+    w = ser.loss_weights(seq, decay=0.8)[0]
+    field, sig, step = ser.symbol_roles()
+    for p in range(ser.seq_len):
+        f = field[p]
+        if f < 0 or SPEC.fields[f].deterministic or step[p] == 0:
+            assert w[p] == 0.0, p
+        else:
+            assert w[p] == pytest.approx(0.8 ** sig[p])
+    short = seq.copy()
+    short[0, ser.obs_pos(5) :] = ser.pad
+    assert ser.loss_weights(short, 0.8)[0, ser.obs_pos(5) :].sum() == 0.0
+
+
+def test_weighted_loss_ignores_unweighted_positions():
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(2, 10, 8)), jnp.float32)
+    seq = jnp.asarray(rng.integers(0, 8, (2, 10)), jnp.int32)
+    w = jnp.zeros((2, 10)).at[:, 3].set(1.0).at[:, 7].set(0.8)
+    base, total = weighted_loss(logits, seq, w)
+    assert float(total) == pytest.approx(2 * 1.8)
+    noise = jnp.asarray(rng.normal(size=(2, 8)), jnp.float32) * 3
+    changed = logits.at[:, 4].add(noise).at[:, 0].add(noise)  # predictions of unweighted targets 5 and 1
+    assert float(weighted_loss(changed, seq, w)[0]) == pytest.approx(float(base), rel=1e-6)
+    changed = logits.at[:, 2].add(noise)  # prediction of weighted target 3
+    assert abs(float(weighted_loss(changed, seq, w)[0]) - float(base)) > 1e-3
+
+
+# ---- model -----------------------------------------------------------------------------------
+def test_causality(tiny_wm):
+    cfg, model, ser, params = tiny_wm
+    seq = jnp.asarray(np.random.default_rng(0).integers(0, ser.vocab_size, (1, ser.seq_len)), jnp.int32)
+    a, _ = model.apply({"params": params}, seq)
+    b, _ = model.apply({"params": params}, seq.at[0, 50].set((seq[0, 50] + 1) % ser.vocab_size))
+    d = jnp.abs(a - b).max(axis=(0, 2))
+    assert float(d[:50].max()) == 0.0
+    assert float(d[50:].max()) > 0.0
+
+
+def test_cached_decoding_equals_full_forward(tiny_wm):
+    cfg, model, ser, params = tiny_wm
+    seq = jnp.asarray(np.random.default_rng(1).integers(0, ser.vocab_size, (3, ser.seq_len)), jnp.int32)
+    full, _ = model.apply({"params": params}, seq)
+    cache = init_cache(cfg, 3, ser.seq_len)
+    outs, pos = [], 0
+    for s in [7, 1, 5, 1, 1, 9] + [1] * (ser.seq_len - 24):
+        o, cache = model.apply({"params": params}, seq[:, pos : pos + s], pos, cache)
+        outs.append(o)
+        pos += s
+    assert pos == ser.seq_len
+    np.testing.assert_allclose(np.asarray(jnp.concatenate(outs, 1)), np.asarray(full), atol=1e-5)
+
+
+# ---- simulator -------------------------------------------------------------------------------
+def test_env_step_matches_model_likelihood(tiny_wm, traj):
+    cfg, model, ser, params = tiny_wm
+    env = SimEnv(model, ser)
+    ep = env.params(params, traj)
+    obs0, st = jax.jit(env.reset)(jax.random.key(3), ep)
+    step = jax.jit(env.step)
+    for i in range(4):
+        obs1, st1, r, term, trunc, info = step(jax.random.key(10 + i), st, i % SPEC.n_actions, ep)
+        # teacher forcing the sequence the env wrote through the full forward pass gives the logits it sampled from
+        full, _ = model.apply({"params": params}, st1.tokens[None])
+        sampled = [j for j in range(ser.obs_len) if not SPEC.fields[j // ser.digits].deterministic]
+        positions = jnp.asarray([int(st.pos) + j for j in sampled])  # symbol j of the step sits at pos + 1 + j
+        np.testing.assert_allclose(np.asarray(info["logits"]), np.asarray(full[0, positions]), atol=1e-5)
+        # deterministic fields follow the dynamics exactly; the reward comes from the two observations
+        lr = float(np.clip(float(st.lr_rel) * SPEC.actions[i % SPEC.n_actions], *SPEC.lr_range))
+        assert float(obs1[SPEC.index("progress")]) == pytest.approx((int(st.k) + 1) / SPEC.n_decisions)
+        assert float(obs1[SPEC.index("log_lr")]) == pytest.approx(np.log10(lr), abs=1e-5)
+        assert float(r) == pytest.approx(float(st.obs[SPEC.index("val")] - obs1[SPEC.index("val")]), abs=1e-6)
+        assert int(st1.pos) == int(st.pos) + ser.step_len
+        st = st1
+
+
+def test_reset_starts_from_a_real_prefix(tiny_wm, traj):
+    cfg, model, ser, params = tiny_wm
+    env = SimEnv(model, ser)
+    ep = env.params(params, traj, max_prefix=5)
+    for s in range(5):
+        obs, st = env.reset(jax.random.key(s), ep)
+        p = int(st.start)
+        assert 1 <= p <= 5 and int(st.k) == p - 1 and int(st.pos) == p * ser.step_len - 1
+        match = [r for r in range(len(traj)) if np.allclose(traj.obs[r, p - 1], np.asarray(obs))]
+        assert match, "the start observation comes from a real trajectory"
+        r = match[0]
+        np.testing.assert_array_equal(np.asarray(st.tokens[: int(st.pos)]), np.asarray(ep.seq[r, : int(st.pos)]))
+
+
+def test_divergence_terminates_and_truncation_at_budget(tiny_wm, traj):
+    cfg, model, ser, params = tiny_wm
+    env = SimEnv(model, ser)
+    # a digit head that always predicts the top digit: every sampled val/train lands in the top bin
+    p = jax.tree.map(lambda x: x, params)
+    p["digit_head"] = {"kernel": jnp.zeros_like(p["digit_head"]["kernel"]),
+                       "bias": jnp.zeros_like(p["digit_head"]["bias"]).at[-1].set(50.0)}
+    ep = env.params(p, traj)
+    _, st = env.reset(jax.random.key(0), ep)
+    obs, st2, r, term, trunc, info = env.step(jax.random.key(1), st, 3, ep)
+    assert bool(term) and not bool(trunc) and bool(st2.done)
+    assert float(obs[SPEC.index("val")]) == SPEC.divergence_ratio
+    assert float(r) == pytest.approx(float(st.obs[SPEC.index("val")]) - SPEC.divergence_ratio, abs=1e-6)
+    # frozen afterwards
+    obs3, st3, r3, term3, trunc3, _ = env.step(jax.random.key(2), st2, 3, ep)
+    assert float(r3) == 0.0 and not bool(term3) and int(st3.k) == int(st2.k)
+    # budget: with the normal model an episode is truncated at k = n (never terminated by it)
+    ep = env.params(params, traj)
+    r, term, trunc, was_done, final = simulate(env, ep, jax.random.key(5), constant_policy(SPEC, 3), 8)
+    ended = np.asarray(term | trunc)
+    assert np.all(ended.sum(1) == 1)
+    assert np.all(np.asarray(final.k)[np.asarray(trunc).any(1)] == SPEC.n_decisions)
+
+
+def test_env_jits_and_vmaps(tiny_wm, traj):
+    cfg, model, ser, params = tiny_wm
+    env = SimEnv(model, ser)
+    ep = env.params(params, traj)
+    keys = jax.random.split(jax.random.key(0), 64)
+    obs, st = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(keys, ep)
+    out = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))(keys, st, jnp.arange(64) % SPEC.n_actions, ep)
+    assert out[0].shape == (64, SPEC.n_obs) and out[2].shape == (64,)
+
+
+# ---- trainer and forecasting -------------------------------------------------------------------
+def test_training_lowers_heldout_loss_and_resumes(tmp_path):
+    from conftest import synthetic_trajectories
+    from trainers.worldmodel import split_runs, train
+    from worldmodel.model import WorldModelConfig
+
+    traj = synthetic_trajectories(n_runs=40, noise=0.0)  # deterministic dynamics: learnable from 30 runs
+
+    tr, ho = split_runs(traj, 0.3)
+    assert set(tr).isdisjoint(ho) and len(tr) + len(ho) == len(traj)
+    groups = lambda idx: {traj.meta[i]["group"] for i in idx}
+    assert groups(tr).isdisjoint(groups(ho)), "runs of one group stay on one side"
+    cfg = WorldModelConfig(n_layer=1, d_model=32, n_head=2, dropout=0.0, steps=60, eval_every=20, batch_size=16,
+                           learning_rate=3e-3, warmup=5, heldout_frac=0.3, base=16, digits=2)
+    res = train(traj, cfg, tmp_path / "wm", progress=False, log=lambda *_: None)
+    assert res.log[0]["step"] == 0
+    assert res.best_heldout < res.log[0]["heldout_loss"] - 0.3, res.log
+    longer = dataclasses.replace(cfg, steps=80)
+    logs = []
+    res2 = train(traj, longer, tmp_path / "wm", progress=False, log=logs.append)
+    assert any("resuming" in line and "step 60" in line for line in logs)
+    assert [h["step"] for h in res2.log] == [0, 20, 40, 60, 80]
+
+
+def test_simple_forecasters():
+    lin = np.array([4.0, 3.8, 3.6, 3.4, 3.2])
+    assert forecast.linear(lin, 2) == pytest.approx(2.8)
+    assert forecast.last_value(lin, 3) == 3.2
+    k = np.arange(0, 8, dtype=float)
+    pl = 1.0 + 2.0 * np.maximum(k, 1) ** -0.5
+    assert forecast.power_law(pl, 3) == pytest.approx(1.0 + 2.0 * 10 ** -0.5, rel=0.02)
