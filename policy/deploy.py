@@ -46,6 +46,7 @@ class PolicyController(SpecController):
         self.net, self.params, self.greedy, self.seed, self.source = net, params, greedy, seed, source
         self.ser = wm_cfg.serializer(spec)
         self._f = _forward(net)
+        self._key = jax.random.key(seed)
 
     def reset(self, run):
         super().reset(run)
@@ -84,7 +85,7 @@ def load_controller(path: str | Path = "pretrained", spec: EnvSpec = DEFAULT_SPE
     net = build(wm_cfg, ck.spec)
     params = jax.tree.map(jnp.asarray, ck.params)
     ctrl = PolicyController(net, params, ck.spec, wm_cfg, greedy, seed, str(path))
-    ctrl.act([np.zeros(ck.spec.n_obs, np.float32)], [])  # compile now, not during the first run
+    ctrl._f(params, jnp.zeros(ctrl.ser.seq_len, jnp.int32), 0)  # compile now, not during the first run
     return ctrl
 
 

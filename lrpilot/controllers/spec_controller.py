@@ -40,8 +40,8 @@ class SpecController(Controller):
 
     def observe(self, o: Observation) -> None:
         """Records observation k and picks action k. A missing metric (None) repeats the last
-        value; a non-finite one (or val >= divergence_ratio) is divergence: the episode ends
-        and the LR stays where it was."""
+        value (a train loss never seen stands in as the val loss); a non-finite one (or
+        val >= divergence_ratio) is divergence: the episode ends and the LR stays where it was."""
         if self.stop:
             return
         k = len(self.obs)
@@ -49,6 +49,8 @@ class SpecController(Controller):
             raise ValueError(f"{self.name}: observation at iteration {o.iter}, expected decision point {self.points[k]}")
         val = o.val_loss if o.val_loss is not None else self._last("val_loss")
         train = o.train_loss if o.train_loss is not None else self._last("train_loss")
+        if train is None and k > 0:
+            train = val  # never seen a train loss: stand in with the validation loss
         if self.val0 is None and finite(val) and val > 0:
             self.val0 = val  # normally at k = 0; later only if the first ones were missing
         if self.val0 is None:

@@ -1,0 +1,178 @@
+"""Policy: GAE, masked normalisation, initialisation from the world model, PPO on a known
+environment, deployment behaviour (NaN/missing metrics, LR range, spec mismatch)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import checkpoints
+from lrpilot.controllers import Observation, RunInfo
+from lrpilot.spec import DEFAULT_SPEC, SpecMismatch
+from policy.network import PolicyConfig, build, init_params
+from trainers.ppo import TrainState, gae, make_iteration, make_train, masked_normalize
+from worldmodel.env import EnvState, SimEnv
+
+SPEC = DEFAULT_SPEC
+
+
+def test_gae_separates_termination_and_truncation():
+    r = jnp.array([[1.0, 1.0, 0.0]])
+    v = jnp.array([[0.5, 0.5, 0.0]])
+    active = jnp.array([[True, True, False]])
+    g, lam = 1.0, 1.0
+    term = jnp.array([[False, True, False]])
+    adv, ret = gae(r, v, term, jnp.zeros_like(term), active, g, lam)
+    np.testing.assert_allclose(np.asarray(adv), [[1.5, 0.5, 0.0]])  # no bootstrap after termination
+    trunc = term
+    adv2, _ = gae(r, v, jnp.zeros_like(term), trunc, active, g, lam, truncation_value=jnp.array([[0.0, 2.0, 0.0]]))
+    np.testing.assert_allclose(np.asarray(adv2), [[3.5, 2.5, 0.0]])  # truncation bootstraps with its value
+    adv3, _ = gae(jnp.ones((1, 3)), jnp.zeros((1, 3)), jnp.zeros((1, 3), bool), jnp.zeros((1, 3), bool),
+                  jnp.ones((1, 3), bool), 1.0, 0.5)
+    np.testing.assert_allclose(np.asarray(adv3), [[1 + 0.5 * 1.5, 1.5, 1.0]])
+
+
+def test_masked_normalize_ignores_padding():
+    x = jnp.array([1.0, 2.0, 3.0, 100.0])
+    m = jnp.array([True, True, True, False])
+    y = masked_normalize(x, m)
+    assert float(y[3]) == 0.0
+    np.testing.assert_allclose(np.asarray(y[:3]), np.asarray((x[:3] - 2.0) / jnp.sqrt(2 / 3 + 1e-8)), rtol=1e-5)
+
+
+def test_init_from_world_model_by_subtree(tiny_wm):
+    cfg, model, ser, wm_params = tiny_wm
+    net = build(cfg, SPEC)
+    p = init_params(net, jax.random.key(1), wm_params)
+    for a, b in zip(jax.tree.leaves(p["trunk"]), jax.tree.leaves(wm_params["trunk"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert float(jnp.abs(p["action_head"]["kernel"]).sum()) == 0.0  # fresh heads: a uniform policy at first
+    scratch = init_params(net, jax.random.key(1))
+    assert not np.allclose(np.asarray(scratch["trunk"]["wte"]["embedding"]), np.asarray(wm_params["trunk"]["wte"]["embedding"]))
+    bigger = dataclasses.replace(cfg, d_model=32)
+    with pytest.raises(ValueError, match="do not fit"):
+        init_params(build(bigger, SPEC), jax.random.key(0), wm_params)
+
+
+class RewardedActionEnv(SimEnv):
+    """A known environment with the simulator's shape: the val loss drops by 0.02 per step when
+    the action is `good`, else stays; episodes run to the budget. Optimal return 0.02 per step."""
+
+    good = 5
+
+    def step(self, key, state: EnvState, action, params):
+        spec, ser = self.spec, self.ser
+        action = jnp.asarray(action, jnp.int32)
+        k1 = state.k + 1
+        obs = state.obs
+        obs = obs.at[spec.index("progress")].set(k1 / spec.n_decisions)
+        obs = obs.at[spec.index("val")].add(jnp.where(action == self.good, -0.02, 0.0))
+        syms = jnp.concatenate([(ser.base + action)[None], ser.encode_obs(obs)])
+        tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, syms, state.pos, 0)
+        trunc = k1 >= spec.n_decisions
+        reward = jnp.where(state.done, 0.0, spec.reward(state.obs, obs))
+        keep = lambda old, new: jnp.where(state.done, old, new)
+        new = EnvState(tokens=keep(state.tokens, tokens), cache=state.cache, pos=keep(state.pos, state.pos + ser.step_len),
+                       k=keep(state.k, k1), obs=keep(state.obs, obs), lr_rel=state.lr_rel, done=state.done | trunc,
+                       start=state.start)
+        return new.obs, new, reward, jnp.array(False), trunc & ~state.done, {}
+
+
+def test_ppo_learns_a_known_environment(tiny_wm, traj):
+    cfg, model, ser, wm_params = tiny_wm
+    env = RewardedActionEnv(model, ser)
+    ep = env.params(wm_params, traj, max_prefix=1)  # every episode has all 20 decisions
+    net = build(cfg, SPEC)
+    pcfg = PolicyConfig(n_envs=32, n_minibatches=2, update_epochs=4, learning_rate=3e-3, ent_coef=0.0, reward_scale=10.0)
+    iteration, tx = make_iteration(net, env, pcfg)
+    params = init_params(net, jax.random.key(0), wm_params)
+    ts = TrainState(params, tx.init(params), jnp.int32(0))
+    step = jax.jit(iteration)
+    returns = []
+    for i in range(25):
+        ts, m = step(ts, ep, jax.random.key(i))
+        returns.append(float(m["return_mean"]))
+    optimal = 0.02 * SPEC.n_decisions
+    assert returns[0] < 0.5 * optimal  # a uniform policy picks the good action 1/7 of the time
+    assert np.mean(returns[-3:]) > 0.8 * optimal, returns
+
+
+def test_train_is_one_function_vmappable_over_seeds(tiny_wm, traj):
+    cfg, model, ser, wm_params = tiny_wm
+    env = SimEnv(model, ser)
+    ep = env.params(wm_params, traj)
+    net = build(cfg, SPEC)
+    pcfg = PolicyConfig(n_envs=4, n_minibatches=2, update_epochs=1, iterations=2)
+    train = make_train(net, env, pcfg, ep, lambda k: init_params(net, k, wm_params))
+    ts, metrics = jax.jit(jax.vmap(train))(jax.random.split(jax.random.key(0), 3))
+    assert metrics["return_mean"].shape == (3, 2)
+    assert ts.iteration.tolist() == [2, 2, 2]
+
+
+# ---- deployment ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def policy_ckpt(tmp_path_factory, tiny_wm):
+    cfg, model, ser, wm_params = tiny_wm
+    net = build(cfg, SPEC)
+    params = init_params(net, jax.random.key(0), wm_params)
+    # a policy that always doubles the LR: the range clamp must hold
+    params["action_head"]["bias"] = jnp.zeros(SPEC.n_actions).at[SPEC.actions.index(2.0)].set(10.0)
+    path = tmp_path_factory.mktemp("pol") / "policy"
+    checkpoints.save(path, kind="policy", params=params, spec=SPEC,
+                     model_config={"trunk": cfg.to_dict(), "policy": PolicyConfig().to_dict()})
+    return path
+
+
+def _run(ctrl, vals, max_iters=200):
+    ctrl.reset(RunInfo(base_lr=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=max_iters, eval_interval=50))
+    pts = ctrl.observe_iters()
+    lrs = []
+    for k, it in enumerate(pts):
+        v = vals(k)
+        ctrl.observe(Observation(it, train_loss=None if k == 0 else v, val_loss=v))
+        lrs.append(ctrl.lr(min(it, max_iters - 1)))
+    return lrs
+
+
+def test_deployed_policy_is_deterministic_and_clamped(policy_ckpt):
+    import policy
+
+    ctrl = policy.load(policy_ckpt)
+    lrs = _run(ctrl, lambda k: 4.0 - 0.1 * k)
+    assert lrs == _run(policy.load(policy_ckpt), lambda k: 4.0 - 0.1 * k)  # greedy: same every time
+    assert max(lrs) <= SPEC.lr_range[1] * 1e-3 * (1 + 1e-9)
+    assert all(math.isfinite(x) and x > 0 for x in lrs)
+    sampled = policy.load(policy_ckpt, greedy=False, seed=3)
+    assert len(_run(sampled, lambda k: 4.0 - 0.1 * k)) == SPEC.n_decisions + 1
+
+
+def test_deployed_policy_on_nan_and_missing_metrics(policy_ckpt):
+    import policy
+
+    ctrl = policy.load(policy_ckpt)
+    ctrl.reset(RunInfo(base_lr=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=200, eval_interval=50))
+    pts = ctrl.observe_iters()
+    ctrl.observe(Observation(pts[0], val_loss=4.0))
+    ctrl.observe(Observation(pts[1], train_loss=None, val_loss=None))  # missing: the last value is repeated
+    assert not ctrl.stop and ctrl.rows[-1]["val_loss"] == 4.0
+    lr_before = ctrl.lr(pts[2])
+    ctrl.observe(Observation(pts[2], train_loss=float("nan"), val_loss=float("nan")))  # divergence
+    assert ctrl.stop and ctrl.terminated
+    assert ctrl.lr(pts[2]) == lr_before and math.isfinite(lr_before)  # the LR is held, never NaN
+    ctrl.observe(Observation(pts[3], val_loss=3.0))  # ignored after the end
+    assert len(ctrl.rows) == 3
+
+
+def test_policy_checkpoint_with_another_spec_is_refused(policy_ckpt):
+    import policy
+
+    other = dataclasses.replace(SPEC, n_decisions=10)
+    with pytest.raises(SpecMismatch, match="n_decisions"):
+        policy.load(policy_ckpt, spec=other)
+    with pytest.raises(checkpoints.CheckpointError, match="expected worldmodel"):
+        checkpoints.load(policy_ckpt, kind="worldmodel")
