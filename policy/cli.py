@@ -34,3 +34,46 @@ def register(sub) -> None:
     for f in dataclasses.fields(PolicyConfig):
         t.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None)
     t.set_defaults(func=cmd_policy_train)
+    register_simple(sub)
+
+
+def cmd_simple(args) -> int:
+    from policy.network import PolicyConfig
+    from trainers.simple import SimpleConfig, run
+    from worldmodel.cli import data_dirs
+    from worldmodel.model import WorldModelConfig
+
+    wm_over = {k[3:]: v for k, v in vars(args).items() if k.startswith("wm_") and v is not None}
+    pol_over = {k[4:]: v for k, v in vars(args).items() if k.startswith("ppo_") and v is not None}
+    cfg = SimpleConfig(rounds=args.rounds, runs_per_round=args.runs_per_round, parallel=args.parallel,
+                       family=args.family, tasks=tuple(args.tasks),
+                       initial_data=tuple(data_dirs(args.initial_data)) if args.initial_data else (), seed=args.seed)
+    run(args.out, cfg, WorldModelConfig(**wm_over), PolicyConfig(**pol_over), progress=not args.quiet)
+    return 0
+
+
+def register_simple(sub) -> None:
+    from trainers.simple import SimpleConfig
+
+    d = SimpleConfig()
+    s = sub.add_parser("simple", help="the SimPLe loop: collect, retrain the world model, retrain the policy, repeat")
+    s.add_argument("--rounds", type=int, default=d.rounds)
+    s.add_argument("--runs-per-round", type=int, default=d.runs_per_round)
+    s.add_argument("--parallel", type=int, default=d.parallel)
+    s.add_argument("--family", default=d.family)
+    s.add_argument("--tasks", nargs="+", default=list(d.tasks))
+    s.add_argument("--initial-data", nargs="*", help="trajectory dirs to start from ('starter': the shipped dataset)")
+    s.add_argument("--seed", type=int, default=d.seed)
+    s.add_argument("--out", required=True)
+    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--wm-steps", dest="wm_steps", type=int)
+    s.add_argument("--wm-d-model", dest="wm_d_model", type=int)
+    s.add_argument("--wm-n-layer", dest="wm_n_layer", type=int)
+    s.add_argument("--wm-n-head", dest="wm_n_head", type=int)
+    s.add_argument("--wm-batch-size", dest="wm_batch_size", type=int)
+    s.add_argument("--wm-eval-every", dest="wm_eval_every", type=int)
+    s.add_argument("--ppo-iterations", dest="ppo_iterations", type=int)
+    s.add_argument("--ppo-n-envs", dest="ppo_n_envs", type=int)
+    s.add_argument("--ppo-n-minibatches", dest="ppo_n_minibatches", type=int)
+    s.add_argument("--ppo-eval-envs", dest="ppo_eval_envs", type=int)
+    s.set_defaults(func=cmd_simple)
