@@ -94,7 +94,10 @@ def read_run(path: str | Path, spec: EnvSpec) -> tuple[pa.Table, dict]:
     actions = table.column("action").to_numpy()
     if np.any(actions[:-1] < 0) or np.any(actions >= spec.n_actions) or actions[-1] != -1:
         raise TrajectoryFileError(f"{path}: column 'action' must be in [0, {spec.n_actions}) except -1 on the last row")
-    run_meta = json.loads(meta[b"lrpilot.run"])
+    try:
+        run_meta = json.loads(meta[b"lrpilot.run"])
+    except ValueError as e:
+        raise TrajectoryFileError(f"{path}: unreadable 'lrpilot.run' metadata ({e})") from None
     return table, run_meta
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import lrpilot
 from collect import explore, format as tfmt
 from collect.tasks import DEFAULT_TASKS, FAMILIES, GroupPlan, sample_base_mult, sample_group
+from lrpilot.data import HELD_OUT_TASKS, OFFLINE_TASKS
 from lrpilot.io import read_json, write_json
 from lrpilot.spec import DEFAULT_SPEC, EnvSpec
 
@@ -43,6 +44,17 @@ class Job:
             raise ValueError(f"collect: unknown family '{self.family}'; expected one of {', '.join(FAMILIES)}")
         if self.parallel <= 0:
             raise ValueError(f"collect: --parallel must be positive, got {self.parallel}")
+        # checked here, before collect() records the job's arguments in DIR/jobs/seed<S>.json:
+        # a job refused only when its first group is planned would leave that file behind, and
+        # the corrected command would then be refused as a different job
+        if not self.tasks:
+            raise ValueError("collect: --tasks needs at least one task")
+        held = [t for t in self.tasks if t in HELD_OUT_TASKS]
+        if held:
+            raise ValueError(f"collect: {held} are held out for zero-shot evaluation and are never collected from")
+        unknown = [t for t in self.tasks if t not in OFFLINE_TASKS and not t.startswith("file:")]
+        if unknown:
+            raise ValueError(f"collect: unknown task(s) {unknown}; expected {', '.join(OFFLINE_TASKS)} or file:PATH")
         kinds = {"walk", "cosine", "wsd", "constant", "policy"}
         for k, w in self.mix:
             if k not in kinds or w < 0:
@@ -94,9 +106,10 @@ def pending_groups(out: Path, job: Job, n_runs: int) -> dict[int, list[int]]:
     return todo
 
 
-def clean_partial(out: Path) -> int:
-    """Removes temporary files left by a killed writer (never complete runs)."""
-    stale = list(out.glob(".*.tmp"))
+def clean_partial(out: Path, job: Job | None = None) -> int:
+    """Removes temporary files left by a killed writer (never complete runs): with `job`, only
+    that job's, so a job resuming never deletes the file another job (seed) is writing."""
+    stale = list(out.glob(f".run_s{job.seed}_*.tmp" if job is not None else ".*.tmp"))
     for p in stale:
         p.unlink()
     return len(stale)
@@ -156,7 +169,7 @@ def collect(out: str | Path, job: Job, n_runs: int, spec: EnvSpec = DEFAULT_SPEC
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_job_file(out, job)
-    n_stale = clean_partial(out)
+    n_stale = clean_partial(out, job)
     todo = pending_groups(out, job, n_runs)
     n_todo = sum(len(v) for v in todo.values())
     log(f"[collect] {out}: job seed {job.seed}, {n_runs - n_todo}/{n_runs} runs present"

@@ -1,0 +1,522 @@
+"""Collection: the trajectory file format, jobs, resume, schema/spec errors, divergence, CLI, Ray.
+
+Real training is tiny (the `tiny` family: 1 layer, width 16, 40 iterations, `python_docs`),
+two runs per group, so every group has the same shapes and, after the first compilation,
+loads its XLA executables from a persistent compilation cache shared with subprocesses and
+Ray workers. One 4-run job is collected once per module and copied where a test needs to
+change it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import collect.job as cj
+from collect import format as tfmt
+from collect.explore import Follow
+from collect.format import TrajectoryFileError, load_dir, read_run, write_run
+from collect.job import Job, collect, summary
+from lrpilot.controllers.base import Observation
+from lrpilot.controllers.spec_controller import SpecController
+from lrpilot.spec import DEFAULT_SPEC, SpecMismatch
+from trainers.loop import RunSpec, run_info, train
+
+JOB = Job(family="tiny", tasks=("python_docs",), parallel=2)
+N = DEFAULT_SPEC.n_decisions
+UP = DEFAULT_SPEC.actions.index(2.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compile_cache(tmp_path_factory):
+    """A persistent XLA compilation cache for this module, also given (by environment) to the
+    CLI subprocess and Ray workers; everything restored afterwards."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    cache = str(tmp_path_factory.getbasetemp() / "jax-compile-cache")
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    old = {n: getattr(jax.config, n) for n in names}
+    cc.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAX_COMPILATION_CACHE_DIR", cache)
+        mp.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        mp.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+        yield
+    for n, v in old.items():
+        jax.config.update(n, v)
+    cc.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+    """JOB grown to 4 runs (2 groups) in a fresh directory: (dir, runs trained, log lines)."""
+    out = tmp_path_factory.mktemp("job") / "data"
+    logs: list[str] = []
+    n = collect(out, JOB, 4, progress=False, log=logs.append)
+    return out, n, logs
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _mtimes(out: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
+
+
+def _count_groups(monkeypatch) -> list:
+    """Replaces collect.job.run_group by a wrapper recording (group, indices) of each call."""
+    calls, real = [], cj.run_group
+
+    def counted(out, job_dict, g, indices, spec_json, progress=False):
+        calls.append((g, list(indices)))
+        return real(out, job_dict, g, indices, spec_json, progress)
+
+    monkeypatch.setattr(cj, "run_group", counted)
+    return calls
+
+
+def _no_training(monkeypatch) -> None:
+    def fail(*a, **k):
+        raise AssertionError("collect trained a run it should not have")
+
+    monkeypatch.setattr(cj, "run_group", fail)
+
+
+def _same_runs(a: Path, b: Path, names: list[str]) -> None:
+    """Same observations, actions and raw losses (runs are deterministic given the job)."""
+    ta, tb = load_dir([a / n for n in names], DEFAULT_SPEC), load_dir([b / n for n in names], DEFAULT_SPEC)
+    np.testing.assert_array_equal(ta.obs, tb.obs)
+    np.testing.assert_array_equal(ta.actions, tb.actions)
+    np.testing.assert_array_equal(ta.length, tb.length)
+    np.testing.assert_array_equal(ta.val_loss, tb.val_loss)
+    assert [m["controller"] for m in ta.meta] == [m["controller"] for m in tb.meta]
+
+
+# ---- rows without training: a SpecController driven by hand -------------------------------------
+
+class Scripted(SpecController):
+    """Plays a fixed list of actions."""
+
+    name = "scripted"
+
+    def __init__(self, actions, spec=DEFAULT_SPEC):
+        super().__init__(spec)
+        self.script = list(actions)
+
+    def choose(self, k):
+        return self.script[k]
+
+
+def _drive(ctrl: SpecController, vals: list[float], max_iters: int = 40, base_lr: float = 1e-3) -> list[dict]:
+    """Feeds observation k with val loss vals[k] (train loss 1.02 x val) until the episode ends."""
+    ctrl.reset(run_info_for(max_iters, base_lr))
+    for k, v in enumerate(vals):
+        if ctrl.stop:
+            break
+        ctrl.observe(Observation(ctrl.points[k], train_loss=None if k == 0 else 1.02 * v, val_loss=v))
+    return ctrl.trajectory()
+
+
+def run_info_for(max_iters, base_lr):
+    from lrpilot.controllers.base import RunInfo
+
+    return RunInfo(base_lr=base_lr, min_lr=base_lr / 10, warmup_iters=0, max_iters=max_iters, eval_interval=max_iters)
+
+
+def _episode(spec=DEFAULT_SPEC, diverge_at: int | None = None, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    n = spec.n_decisions
+    vals = list(4.0 * np.exp(-0.03 * np.arange(n + 1)) + rng.uniform(0, 0.01, n + 1))
+    if diverge_at is not None:
+        vals[diverge_at] = 4.0 * 10  # val / val0 >= 1.5
+    return _drive(Scripted(rng.integers(0, spec.n_actions, n).tolist(), spec), vals)
+
+
+META = {"task": "python_docs", "seed": 7, "controller": {"name": "scripted"}, "config": {"n_layer": 1, "n_embd": 16,
+        "max_iters": 40}, "base_lr": 1e-3, "device": "cpu", "nested": {"x": [1, 2.5, None]}}
+
+
+def test_file_round_trip(tmp_path):
+    full, short = _episode(seed=1), _episode(diverge_at=5, seed=2)
+    assert len(full) == N + 1 and full[-1]["truncated"] and not full[-1]["terminated"]
+    assert len(short) == 6 and short[-1]["terminated"] and not short[-1]["truncated"]
+    write_run(tmp_path / "a.parquet", full, META, DEFAULT_SPEC)
+    write_run(tmp_path / "b.parquet", short, dict(META, seed=8), DEFAULT_SPEC)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet", "b.parquet"]  # no temporary files left
+
+    for name, rows, seed in (("a.parquet", full, 7), ("b.parquet", short, 8)):
+        table, meta = read_run(tmp_path / name, DEFAULT_SPEC)
+        assert table.to_pylist() == rows
+        assert meta == dict(META, seed=seed)
+        kv = pq.read_schema(tmp_path / name).metadata
+        assert json.loads(kv[b"lrpilot.spec"]) == json.loads(DEFAULT_SPEC.to_json())
+        assert json.loads(kv[b"lrpilot.run"]) == meta and kv[b"lrpilot.format"] == b"1"
+        assert table.schema.field("reward").type == pa.float32() and table.column("reward")[0].as_py() is None
+
+    traj = load_dir(tmp_path, DEFAULT_SPEC)
+    assert traj.files == [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+    assert traj.obs.shape == (2, N + 1, DEFAULT_SPEC.n_obs) and traj.obs.dtype == np.float32
+    assert traj.actions.shape == (2, N) and traj.val_loss.shape == (2, N + 1)
+    np.testing.assert_array_equal(traj.length, [N + 1, 6])
+    np.testing.assert_array_equal(traj.terminated, [False, True])
+    assert [m["seed"] for m in traj.meta] == [7, 8]
+    obs_cols = [f"obs_{n}" for n in DEFAULT_SPEC.names]
+    for r, rows in enumerate((full, short)):
+        L = len(rows)
+        np.testing.assert_array_equal(traj.obs[r, :L], np.array([[row[c] for c in obs_cols] for row in rows], np.float32))
+        np.testing.assert_array_equal(traj.actions[r, : L - 1], [row["action"] for row in rows[:-1]])
+        np.testing.assert_array_equal(traj.val_loss[r, :L], [row["val_loss"] for row in rows])
+        # padding: past the end obs repeat the last row, actions are -1, val_loss is NaN
+        np.testing.assert_array_equal(traj.obs[r, L:], np.broadcast_to(traj.obs[r, L - 1], traj.obs[r, L:].shape))
+        assert (traj.actions[r, L - 1 :] == -1).all() and np.isnan(traj.val_loss[r, L:]).all()
+        rew = traj.rewards()[r]
+        np.testing.assert_allclose(rew[: L - 1], [row["reward"] for row in rows[1:]], rtol=0, atol=1e-6)
+        assert (rew[L - 1 :] == 0).all()
+    vi = DEFAULT_SPEC.index("val")
+    assert traj.obs[1, 5, vi] == 1.5 and traj.val_loss[1, 5] == 40.0  # raw loss kept, observation clamped
+
+
+# ---- schema and spec errors -------------------------------------------------------------------
+
+def _good_file(path: Path) -> Path:
+    write_run(path, _episode(), META, DEFAULT_SPEC)
+    return path
+
+
+def _rewrite(path: Path, table: pa.Table, metadata: dict | None) -> None:
+    pq.write_table(table.replace_schema_metadata(metadata), path)
+
+
+def test_spec_mismatch_names_field_and_file(tmp_path):
+    spec10 = dataclasses.replace(DEFAULT_SPEC, n_decisions=10)
+    rows = _drive(Scripted([3] * 10, spec10), [4.0 - 0.1 * k for k in range(11)])
+    assert len(rows) == 11 and rows[-1]["truncated"]
+    path = tmp_path / "run10.parquet"
+    write_run(path, rows, META, spec10)
+    assert read_run(path, spec10)[0].num_rows == 11
+    with pytest.raises(SpecMismatch, match="n_decisions") as e:
+        read_run(path, DEFAULT_SPEC)
+    assert str(path) in str(e.value) and "actions" not in str(e.value)
+    with pytest.raises(SpecMismatch, match="n_decisions"):
+        load_dir(tmp_path, DEFAULT_SPEC)
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("missing_column", "obs_train"),
+    ("wrong_type", "action"),
+    ("missing_spec", "lrpilot.spec"),
+    ("missing_run", "lrpilot.run"),
+    ("bad_run_json", "lrpilot.run"),
+    ("bad_spec_json", "lrpilot.spec"),
+    ("not_parquet", "Parquet"),
+    ("bad_steps", "step"),
+])
+def test_bad_file_raises_naming_file(tmp_path, damage, needle):
+    path = _good_file(tmp_path / "run.parquet")
+    table = pq.read_table(path)
+    meta = dict(table.schema.metadata)
+    if damage == "missing_column":
+        _rewrite(path, table.drop_columns(["obs_train"]), meta)
+    elif damage == "wrong_type":
+        i = table.schema.get_field_index("action")
+        _rewrite(path, table.set_column(i, "action", table.column("action").cast(pa.int32())), meta)
+    elif damage in ("missing_spec", "missing_run"):
+        del meta[needle.encode()]
+        _rewrite(path, table, meta)
+    elif damage == "bad_run_json":
+        _rewrite(path, table, {**meta, b"lrpilot.run": b"{not json"})
+    elif damage == "bad_spec_json":
+        _rewrite(path, table, {**meta, b"lrpilot.spec": b"{not json"})
+    elif damage == "not_parquet":
+        path.write_bytes(b"this is not a parquet file\n" * 10)
+    elif damage == "bad_steps":
+        i = table.schema.get_field_index("step")
+        _rewrite(path, table.set_column(i, table.schema.field("step"), pa.array(np.arange(N + 1)[::-1], pa.int32())), meta)
+    with pytest.raises(TrajectoryFileError) as e:
+        read_run(path, DEFAULT_SPEC)
+    msg = str(e.value)
+    assert str(path) in msg and needle in msg, msg
+    if damage == "wrong_type":
+        assert "int32" in msg and "int8" in msg
+
+
+def test_load_dir_names_the_bad_file(tmp_path):
+    for i in range(3):
+        write_run(tmp_path / f"run_{i}.parquet", _episode(seed=i), META, DEFAULT_SPEC)
+    assert len(load_dir(tmp_path, DEFAULT_SPEC)) == 3
+    bad = tmp_path / "sub" / "run_bad.parquet"
+    bad.parent.mkdir()
+    table = pq.read_table(tmp_path / "run_1.parquet")
+    _rewrite(bad, table.drop_columns(["val_loss"]), table.schema.metadata)
+    with pytest.raises(TrajectoryFileError) as e:
+        load_dir(tmp_path, DEFAULT_SPEC)
+    assert str(bad) in str(e.value) and "val_loss" in str(e.value)
+    for i in range(3):
+        assert f"run_{i}.parquet" not in str(e.value)
+
+
+# ---- a job ----------------------------------------------------------------------------------
+
+def test_job_writes_one_file_per_run(collected, tmp_path, monkeypatch):
+    out, n, logs = collected
+    assert n == 4
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == [JOB.filename(i) for i in range(4)]
+    assert JOB.filename(3) == "run_s0_00003.parquet"
+    assert json.loads((out / "jobs" / "seed0.json").read_text()) == JOB.to_dict()
+    assert "0/4 runs present" in logs[0] and "4 to train in 2 group(s)" in logs[0]
+
+    import jax
+
+    import lrpilot
+
+    for i in range(4):
+        table, m = read_run(out / JOB.filename(i), DEFAULT_SPEC)
+        plan, (ctrl, mult) = JOB.group(i // 2), JOB.explorer(i, DEFAULT_SPEC)
+        assert m["task"] == "python_docs" == plan.task
+        assert m["config"] == dataclasses.asdict(plan.cfg) and m["config"]["max_iters"] == 40
+        assert m["seed"] == JOB.run_seed(i) and m["run_index"] == i and m["group"] == i // 2
+        assert m["job_seed"] == 0 and m["family"] == "tiny" and m["runs_in_group"] == 2
+        assert m["controller"] == json.loads(json.dumps(ctrl.describe()))
+        assert m["base_lr_mult"] == mult and m["base_lr"] == pytest.approx(plan.cfg.learning_rate * mult)
+        assert m["backend"] == jax.default_backend() and m["device"]
+        assert m["versions"]["jax"] == jax.__version__ and m["versions"]["lrpilot"] == lrpilot.__version__
+        assert {"python", "flax", "optax", "numpy"} <= set(m["versions"])
+        assert m["group_wall_time"] > 0 and m["ms_per_iter"] > 0 and m["finished_at"]
+        assert m["terminated"] == bool(table.column("terminated")[-1].as_py())
+        if not m["terminated"]:  # a normal run ends at the budget
+            assert table.num_rows == N + 1 and table.column("truncated").to_pylist() == [False] * N + [True]
+        lr = table.column("lr").to_pylist()
+        assert all(x is not None and x > 0 for x in lr[:-1]) and lr[-1] is None
+    traj = load_dir(out, DEFAULT_SPEC)
+    assert (traj.obs[:, 0, DEFAULT_SPEC.index("val")] == 1.0).all()
+    assert np.isfinite(traj.val_loss[:, 0]).all() and (traj.val_loss[:, 0] > 3).all()  # ~ln(vocab) at init
+
+    lines: list[str] = []
+    info = summary(out, plot=tmp_path / "summary.png", log=lines.append)
+    expected: dict = {}
+    for i in range(4):
+        name = JOB.explorer(i, DEFAULT_SPEC)[0].describe()["name"]
+        expected[name] = expected.get(name, 0) + 1
+    assert info["runs"] == 4 and info["by_task_controller"] == {"python_docs": expected}
+    assert info["by_model_size"] == {"1x16": 4} and info["terminated"] == int(traj.terminated.sum())
+    assert info["devices"] == sorted({m["device"] for m in traj.meta})
+    assert lines[0].startswith(f"4 runs in {out}") and any(l.startswith("python_docs") for l in lines)
+    png = (tmp_path / "summary.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+    _no_training(monkeypatch)  # complete: a rerun trains nothing and touches nothing
+    before = _mtimes(out)
+    assert collect(out, JOB, 4, progress=False, log=lambda s: None) == 0
+    assert _mtimes(out) == before
+
+
+# ---- resume ---------------------------------------------------------------------------------
+
+def test_resume_after_interrupt(collected, tmp_path, monkeypatch):
+    out = tmp_path / "data"
+    real, calls = cj.run_group, []
+
+    def killed_during_second_group(o, job_dict, g, indices, spec_json, progress=False):
+        calls.append(g)
+        if g == 1:  # the first group is written; the second is killed while writing its first file
+            def killed_write(table, where, *a, **k):
+                Path(where).write_bytes(b"PAR1 half a file")
+                raise KeyboardInterrupt
+
+            monkeypatch.setattr(tfmt.pq, "write_table", killed_write)
+        return real(o, job_dict, g, indices, spec_json, progress)
+
+    monkeypatch.setattr(cj, "run_group", killed_during_second_group)
+    with pytest.raises(KeyboardInterrupt):
+        collect(out, JOB, 4, progress=False, log=lambda s: None)
+    monkeypatch.undo()
+    assert calls == [0, 1]
+    assert sorted(p.name for p in out.iterdir()) == sorted([JOB.filename(0), JOB.filename(1), "jobs"])  # no partial
+    assert not list(out.glob(".*"))
+    before = _mtimes(out)
+
+    calls = _count_groups(monkeypatch)
+    logs: list[str] = []
+    assert collect(out, JOB, 4, progress=False, log=logs.append) == 2
+    assert calls == [(1, [2, 3])]  # only the missing runs
+    assert "2/4 runs present" in logs[0]
+    after = _mtimes(out)
+    assert {k: after[k] for k in before} == before and len(after) == 4
+    _same_runs(out, collected[0], [JOB.filename(i) for i in range(4)])
+
+
+def test_stale_temporary_file_is_removed_and_never_read(collected, tmp_path, monkeypatch):
+    out = _copy(collected[0], tmp_path / "data")
+    for i in (2, 3):
+        (out / JOB.filename(i)).unlink()
+    stale = out / f".{JOB.filename(3)}.k1ll3d.tmp"
+    stale.write_bytes(b"PAR1" + os.urandom(300))  # a killed writer's half-written file
+    other = out / ".run_s1_00000.parquet.w0rk1n.tmp"  # another job (seed 1) writing right now
+    other.write_bytes(b"PAR1")
+    assert len(load_dir(out, DEFAULT_SPEC)) == 2  # readers never see temporary files
+    info = summary(out, log=lambda s: None)
+    assert info["runs"] == 2
+
+    calls = _count_groups(monkeypatch)
+    logs: list[str] = []
+    assert collect(out, JOB, 4, progress=False, log=logs.append) == 2
+    assert "removed 1 partial file(s)" in logs[0]
+    assert not stale.exists() and other.exists()
+    assert calls == [(1, [2, 3])]
+    _same_runs(out, collected[0], [JOB.filename(i) for i in range(4)])
+
+
+def test_growing_a_job_trains_only_the_new_runs(collected, tmp_path, monkeypatch):
+    out = _copy(collected[0], tmp_path / "data")
+    before = _mtimes(out)
+    calls = _count_groups(monkeypatch)
+    assert collect(out, JOB, 6, progress=False, log=lambda s: None) == 2
+    assert calls == [(2, [4, 5])]
+    after = _mtimes(out)
+    assert sorted(after) == [JOB.filename(i) for i in range(6)]
+    assert {k: after[k] for k in before} == before
+    m = [read_run(out / JOB.filename(i), DEFAULT_SPEC)[1] for i in (4, 5)]
+    assert [x["group"] for x in m] == [2, 2] and [x["seed"] for x in m] == [JOB.run_seed(4), JOB.run_seed(5)]
+    assert collect(out, JOB, 6, progress=False, log=lambda s: None) == 0 and calls == [(2, [4, 5])]
+    assert collect(out, JOB, 3, progress=False, log=lambda s: None) == 0  # shrinking deletes nothing
+    assert len(list(out.glob("*.parquet"))) == 6
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"tasks": ("python_docstrings",)}, "tasks"),
+    ({"parallel": 4}, "parallel"),
+    ({"mix": (("walk", 1.0),)}, "mix"),
+])
+def test_resume_with_other_arguments_is_refused(collected, tmp_path, monkeypatch, change, field):
+    out = tmp_path / "data"
+    (out / "jobs").mkdir(parents=True)
+    shutil.copy(collected[0] / "jobs" / "seed0.json", out / "jobs" / "seed0.json")
+    _no_training(monkeypatch)
+    other = dataclasses.replace(JOB, **change)
+    with pytest.raises(ValueError) as e:
+        collect(out, other, 4, progress=False, log=lambda s: None)
+    msg = str(e.value)
+    assert str(out / "jobs" / "seed0.json") in msg and f"different {field} " in msg and "--seed" in msg
+    assert json.loads((out / "jobs" / "seed0.json").read_text()) == JOB.to_dict()  # not overwritten
+    # the same arguments under another job seed are a different job: accepted
+    assert collect(out, dataclasses.replace(other, seed=1), 0, progress=False, log=lambda s: None) == 0
+    assert json.loads((out / "jobs" / "seed1.json").read_text())["seed"] == 1
+
+
+# ---- divergence -------------------------------------------------------------------------------
+
+class AlwaysUp(SpecController):
+    name = "always_up"
+
+    def choose(self, k):
+        return UP
+
+
+def test_divergence_ends_the_episode_and_the_run():
+    from lrpilot import data as datasets
+
+    cfg = JOB.group(0).cfg
+    up, normal = AlwaysUp(), Follow("constant", 1.0, seed=0)
+    res = train(datasets.load("python_docs"), cfg, [RunSpec(0, up, "up", 10.0), RunSpec(1, normal, "normal", 1.0)],
+                progress=False)
+    rows = up.trajectory()
+    assert up.terminated and up.stop
+    assert 2 <= len(rows) < N + 1  # stopped early
+    last, prev = rows[-1], rows[-2]
+    assert last["terminated"] and not last["truncated"] and last["action"] == -1 and last["lr"] is None
+    assert not any(r["terminated"] or r["truncated"] for r in rows[:-1])
+    assert last["obs_val"] == last["obs_train"] == DEFAULT_SPEC.divergence_ratio == 1.5
+    assert last["reward"] == pytest.approx(prev["obs_val"] - 1.5, abs=1e-6)
+    raw = [last["val_loss"], last["train_loss"]]
+    assert any(not math.isfinite(x) or x >= 1.5 * rows[0]["val_loss"] for x in raw)
+    assert [r["action"] for r in rows[:-1]] == [UP] * (len(rows) - 1)
+    assert res[0].final_info["stopped_at"] <= last["iter"] < cfg.max_iters  # training stopped there
+
+    rows = normal.trajectory()
+    assert not normal.terminated and len(rows) == N + 1
+    assert rows[-1]["truncated"] and rows[-1]["step"] == N and rows[-1]["iter"] == cfg.max_iters
+    assert not any(r["terminated"] for r in rows) and not any(r["truncated"] for r in rows[:-1])
+    assert res[1].final_info["stopped_at"] is None
+
+
+def test_non_finite_loss_is_divergence():
+    rows = _drive(Scripted([UP] * N), [4.0, 3.9, 3.8, float("nan"), 3.0])
+    assert len(rows) == 4 and rows[-1]["terminated"] and not rows[-1]["truncated"]
+    assert rows[-1]["obs_val"] == rows[-1]["obs_train"] == 1.5
+    assert rows[-1]["reward"] == pytest.approx(rows[-2]["obs_val"] - 1.5)
+    rows = _drive(Scripted([3] * N), [4.0, 3.9, 5.8, 6.0])  # val/val0 = 1.45 (train 1.479) < 1.5, then 1.5
+    assert len(rows) == 4 and rows[-1]["terminated"] and not rows[2]["terminated"]
+    assert rows[2]["obs_val"] == pytest.approx(1.45)
+
+
+# ---- the command line -------------------------------------------------------------------------
+
+def test_cli_collect_and_summary(collected, tmp_path, capsys):
+    from lrpilot.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["collect", "--runs", "2", "--parallel", "2", "--family", "tiny", "--tasks", "python_docs",
+                 "--out", str(out), "--quiet"]) == 0
+    assert "trained 2 run(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("*.parquet")) == [JOB.filename(0), JOB.filename(1)]
+    _same_runs(out, collected[0], [JOB.filename(0), JOB.filename(1)])  # the CLI's job is JOB
+
+    lrpilot_exe = Path(sys.executable).parent / "lrpilot"
+    cmd = [str(lrpilot_exe)] if lrpilot_exe.exists() else [sys.executable, "-m", "lrpilot.cli"]
+    p = subprocess.run(cmd + ["collect", "summary", str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert f"2 runs in {out}" in p.stdout and "python_docs" in p.stdout
+    assert (out / "summary.png").read_bytes()[:4] == b"\x89PNG"
+
+    held = tmp_path / "held"
+    assert main(["collect", "--runs", "2", "--parallel", "2", "--family", "tiny", "--tasks", "shakespeare_char",
+                 "--out", str(held), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "held out" in err and "shakespeare_char" in err
+    assert not (held / "jobs").exists()  # nothing recorded: the corrected command is not refused later
+    assert main(["collect", "summary"]) == 2
+
+
+# ---- Ray ----------------------------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # Ray starting its processes
+def test_ray_collect_matches_local(collected, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    import trainers.loop
+
+    def not_here(*a, **k):
+        raise AssertionError("trained in the driver, not in a Ray worker")
+
+    monkeypatch.setattr(trainers.loop, "train", not_here)  # workers import their own, unpatched
+    assert not ray.is_initialized()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        out = tmp_path / "ray"
+        assert collect(out, JOB, 4, progress=False, ray_address="local", log=lambda s: None) == 4
+    finally:
+        ray.shutdown()
+    assert not ray.is_initialized()
+    names = [JOB.filename(i) for i in range(4)]
+    assert sorted(p.name for p in out.glob("*.parquet")) == names and not list(out.glob(".*"))
+    _same_runs(out, collected[0], names)
+    for n in names:
+        a, b = read_run(out / n, DEFAULT_SPEC)[0], read_run(collected[0] / n, DEFAULT_SPEC)[0]
+        assert a.equals(b)
