@@ -94,7 +94,7 @@ class RunGroup:
         opt = optim.set_lr(run["opt"], lr)
         updates, new_opt = self.tx.update(grads, opt, run["params"])
         new_params = optax.apply_updates(run["params"], updates)
-        ok = run["alive"] & jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+        ok = run["alive"] & jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
         return {**run, "params": keep(new_params, run["params"]), "opt": keep(new_opt, run["opt"]), "alive": ok}, loss
 

@@ -39,7 +39,8 @@ class GPTConfig:
     def num_params(self, include_positions: bool = False) -> int:
         """Parameter count; like nanoGPT, positions are excluded by default."""
         d, l = self.n_embd, self.n_layer
-        per_block = 12 * d * d + 2 * d + (13 * d if self.bias else 0)
+        # biases: c_attn 3d, c_proj d, c_fc 4d, mlp_c_proj d, ln_1 d, ln_2 d
+        per_block = 12 * d * d + 2 * d + (11 * d if self.bias else 0)
         n = self.vocab_size * d + l * per_block + d + (d if self.bias else 0)
         return n + (self.block_size * d if include_positions else 0)
 
