@@ -107,7 +107,8 @@ def _train_group(data, cfg, kind, runs, progress, devices, on_eval) -> list[RunR
     dead_at: list[int | None] = [None] * n
     diverged = [False] * n
     timer = ChunkTimer()
-    ctrl_seconds = [0.0] * n
+    ctrl_seconds = [0.0] * n  # host time inside the controller
+    eval_seconds = [0.0] * n  # this run's share of evaluations outside the protocol's points
     bar = _progress(cfg.max_iters, progress, f"{data.name} x{n} ({kind})")
     try:
         it = 0
@@ -123,7 +124,13 @@ def _train_group(data, cfg, kind, runs, progress, devices, on_eval) -> list[RunR
                         ctrls[r].observe(Observation(nxt[0], train_loss=math.nan, val_loss=math.nan, lr=last_lr[r]))
             evals = None
             if it in eval_pts:
+                t0 = time.perf_counter()
                 evals = group.evaluate(it, train_arr, val_arr)
+                if it not in protocol:  # an evaluation only controllers asked for: charge it to them
+                    share = (time.perf_counter() - t0) / n
+                    for r in range(n):
+                        if it in obs_pts[r] and ctrls[r].needs_val:
+                            eval_seconds[r] += share
             for r in range(n):
                 if dead_at[r] is not None:
                     continue
@@ -185,7 +192,9 @@ def _train_group(data, cfg, kind, runs, progress, devices, on_eval) -> list[RunR
             "avg_inference_tokens_per_second": tok_s,
             "ms_per_iter": timer.median_ms(),
             "runs_batched": n,
-            "controller_overhead_ms": 1e3 * ctrl_seconds[r] / steps,
+            "controller_overhead_ms": 1e3 * (ctrl_seconds[r] + eval_seconds[r]) / steps,
+            "controller_host_ms": 1e3 * ctrl_seconds[r] / steps,
+            "controller_eval_ms": 1e3 * eval_seconds[r] / steps,
             "diverged": diverged[r],
             "diverged_at": dead_at[r] if diverged[r] else None,
             "stopped_at": dead_at[r],
