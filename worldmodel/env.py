@@ -32,7 +32,7 @@ from worldmodel.serialization import Serializer
 @struct.dataclass
 class EnvState:
     tokens: jax.Array  # (S,) int32 symbol sequence (PAD where not written)
-    cache: Any  # {"k", "v"}: (n_layer, 1, n_head, S, head_dim)
+    cache: Any  # {"k", "v"}: n_layer arrays (1, n_head, S, head_dim)
     pos: jax.Array  # int32, next position to write (an action position)
     k: jax.Array  # int32, index of the last observation
     obs: jax.Array  # (F,) float32, last observation (decoded)
