@@ -21,55 +21,21 @@ What is timed
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
 import math
 import os
-import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-# ---- header ----------------------------------------------------------------------------------
-def _version(pkg: str) -> str:
-    try:
-        return importlib.metadata.version(pkg)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+from _common import med, print_header
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
-def print_header(title: str) -> None:
-    import jax
-
-    d = jax.devices()[0]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# {title}")
-    print(f"# backend {jax.default_backend()} ({getattr(d, 'device_kind', d.platform)} x{len(jax.devices())}) | "
-          f"jax {jax.__version__} | flax {_version('flax')} | torch {_version('torch')} | "
-          f"{datetime.datetime.now().astimezone().isoformat(timespec='seconds')} | os.cpu_count()={os.cpu_count()} | "
-          f"cpu {_cpu_model()} | load avg (1 min) {load:.1f}", flush=True)
-    if load > 0.5 * (os.cpu_count() or 1):
-        print(f"# WARNING: load average {load:.1f} on {os.cpu_count()} cores: other work is running; "
-              f"these figures are not representative", flush=True)
 
 
-def _med(xs):
-    return statistics.median(xs) if xs else float("nan")
 
 
 # ---- the policy ------------------------------------------------------------------------------------
@@ -198,10 +164,10 @@ def main() -> None:
             step_t.append(steps.block())
 
     per_dec = [o + l for o, l in zip(obs_t, lr_t)]
-    dec, step = _med(per_dec), _med(step_t)
-    print(f"controller observe: {1e3 * _med(obs_t):8.3f} ms median per decision (max {1e3 * max(obs_t):.3f}, "
+    dec, step = med(per_dec), med(step_t)
+    print(f"controller observe: {1e3 * med(obs_t):8.3f} ms median per decision (max {1e3 * max(obs_t):.3f}, "
           f"{len(obs_t)} decisions)")
-    print(f"controller lr     : {1e6 * _med(call_t):8.3f} us per call, {1e3 * _med(lr_t):.3f} ms per interval "
+    print(f"controller lr     : {1e6 * med(call_t):8.3f} us per call, {1e3 * med(lr_t):.3f} ms per interval "
           f"of {interval} calls")
     print(f"controller total  : {1e3 * dec:8.3f} ms per decision (observe + {interval} lr calls), "
           f"{1e3 * dec * ctrl.spec.n_decisions:.1f} ms per episode")

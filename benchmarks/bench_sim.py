@@ -27,52 +27,18 @@ What is timed (compile excluded: each jitted function is called once before timi
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
 import os
-import platform
-import statistics
 import time
 
 import numpy as np
 
-
-# ---- header ----------------------------------------------------------------------------------
-def _version(pkg: str) -> str:
-    try:
-        return importlib.metadata.version(pkg)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+from _common import med, print_header
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
-def print_header(title: str) -> None:
-    import jax
-
-    d = jax.devices()[0]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# {title}")
-    print(f"# backend {jax.default_backend()} ({getattr(d, 'device_kind', d.platform)} x{len(jax.devices())}) | "
-          f"jax {jax.__version__} | flax {_version('flax')} | torch {_version('torch')} | "
-          f"{datetime.datetime.now().astimezone().isoformat(timespec='seconds')} | os.cpu_count()={os.cpu_count()} | "
-          f"cpu {_cpu_model()} | load avg (1 min) {load:.1f}", flush=True)
-    if load > 0.5 * (os.cpu_count() or 1):
-        print(f"# WARNING: load average {load:.1f} on {os.cpu_count()} cores: other work is running; "
-              f"these figures are not representative", flush=True)
 
 
-def _med(xs):
-    return statistics.median(xs) if xs else float("nan")
 
 
 # ---- inputs ---------------------------------------------------------------------------------------
@@ -205,7 +171,7 @@ def time_fn(f, reps: int) -> tuple[float, float, object]:
         t0 = time.perf_counter()
         out = jax.block_until_ready(f())
         ts.append(time.perf_counter() - t0)
-    return first, _med(ts), out
+    return first, med(ts), out
 
 
 # ---- (c) a real env step ------------------------------------------------------------------------------
@@ -230,7 +196,7 @@ def real_env_step(cfg, ds, n_decisions: int, reps: int) -> dict:
         t0 = time.perf_counter()
         group.evaluate(it, tr, va)
         t_eval.append(time.perf_counter() - t0)
-    return {"iters": iters, "train": _med(t_train), "eval": _med(t_eval), "step": _med(t_train) + _med(t_eval)}
+    return {"iters": iters, "train": med(t_train), "eval": med(t_eval), "step": med(t_train) + med(t_eval)}
 
 
 def main() -> None:

@@ -32,50 +32,18 @@ matmuls in TF32 by default, so take the TF32 peak for a like-for-like figure).
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
 import math
 import multiprocessing as mp
 import os
-import platform
-import statistics
 import time
 
 import numpy as np
 
-
-# ---- header ----------------------------------------------------------------------------------
-def _version(pkg: str) -> str:
-    try:
-        return importlib.metadata.version(pkg)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+from _common import med, print_header
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
-def print_header(title: str) -> None:
-    import jax
-
-    d = jax.devices()[0]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# {title}")
-    print(f"# backend {jax.default_backend()} ({getattr(d, 'device_kind', d.platform)} x{len(jax.devices())}) | "
-          f"jax {jax.__version__} | flax {_version('flax')} | optax {_version('optax')} | torch {_version('torch')} | "
-          f"{datetime.datetime.now().astimezone().isoformat(timespec='seconds')} | os.cpu_count()={os.cpu_count()} | "
-          f"cpu {_cpu_model()} | load avg (1 min) {load:.1f}", flush=True)
-    if load > 0.5 * (os.cpu_count() or 1):
-        print(f"# WARNING: load average {load:.1f} on {os.cpu_count()} cores: other work is running; "
-              f"these figures are not representative (PyTorch's OpenMP threads suffer most)", flush=True)
 
 
 # ---- PyTorch nanoGPT (runs in its own process) ----------------------------------------------------
@@ -300,8 +268,6 @@ class JaxRunner:
 
 
 # ---- main ------------------------------------------------------------------------------------------------
-def _med(xs):
-    return statistics.median(xs) if xs else float("nan")
 
 
 def _overrides(items: list[str]) -> dict:
@@ -406,11 +372,11 @@ def main() -> None:
             if who == "torch":
                 ts = [torch_r.block(chunk) for _ in range(reps)]
                 torch_t += ts
-                torch_round.append(_med(ts))
+                torch_round.append(med(ts))
             else:
                 ts = [jax_r[who].block() for _ in range(reps)]
                 jax_t[who] += ts
-                jax_round[who].append(_med(ts))
+                jax_round[who].append(med(ts))
     if torch_r:
         torch_r.close()
 
@@ -419,7 +385,7 @@ def main() -> None:
     rounds_s = lambda xs: "/".join(f"{1e3 * x:.1f}" for x in xs)
     base = None
     for n in run_counts:
-        step = _med(jax_t[n])
+        step = med(jax_t[n])
         per_run = step / n
         tok_s = n * tokens_per_run_step / step
         line = (f"jax   N={n:<3d}: {1e3 * step:8.2f} ms per batched step | {1e3 * per_run:8.2f} ms per run-step | "
@@ -430,16 +396,16 @@ def main() -> None:
         print(line)
         base = base or (n, per_run)
     if torch_t:
-        tt = _med(torch_t)
+        tt = med(torch_t)
         print(f"torch nanoGPT : {1e3 * tt:8.2f} ms per step         | {1e3 * tt:8.2f} ms per run-step | "
               f"{1 / tt:8.1f} run-iters/s | {tokens_per_run_step / tt:10.0f} tokens/s | round medians {rounds_s(torch_round)} ms")
         if 1 in jax_t:
-            r = _med(jax_t[1]) / tt
+            r = med(jax_t[1]) / tt
             print(f"jax N=1 / torch per-iteration time: {r:.3f} ({'no slower' if r <= 1.0 else 'slower'} than PyTorch)")
     if base and base[0] == 1:
         for n in run_counts:
             if n > 1:
-                gain = base[1] / (_med(jax_t[n]) / n)
+                gain = base[1] / (med(jax_t[n]) / n)
                 print(f"jax N={n} per-run throughput / N=1: x{gain:.3f} ({'higher' if gain > 1 else 'not higher'})")
     if a.peak_tflops is None and jax_t:
         print(f"# flops_per_token {fpt / 1e6:.2f} MFLOP (6N + 12LdT); pass --peak-tflops for MFU")

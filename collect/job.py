@@ -11,10 +11,8 @@ different ones is refused (use another --seed to add a different job to the dire
 from __future__ import annotations
 
 import dataclasses
-import json
 import platform
 import random
-import sys
 import time
 from pathlib import Path
 

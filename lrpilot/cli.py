@@ -124,7 +124,6 @@ def _register_optional(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lrpilot.controllers.base import Controller  # noqa: F401  (import errors surface early)
     from lrpilot.data import DatasetError
 
     args = build_parser().parse_args(argv)

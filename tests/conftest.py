@@ -60,3 +60,28 @@ def tiny_wm():
     model, ser = build(cfg, DEFAULT_SPEC)
     params = model.init(jax.random.key(0), jnp.zeros((1, ser.seq_len), jnp.int32))["params"]
     return cfg, model, ser, params
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """A persistent XLA compilation cache shared by the test modules that ask for it, restored afterwards."""
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    old = {n: getattr(jax.config, n) for n in names}
+    cc.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.getbasetemp() / "jax-compile-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    yield
+    for n, v in old.items():
+        jax.config.update(n, v)
+    cc.reset_cache()
+
+
+def tiny_cfg(**kw):
+    """The tiny scale on the offline corpus, 40 iterations, evaluations every 20."""
+    from trainers.config import scale_config
+
+    return scale_config("python_docs", "tiny", **{"max_iters": 40, "eval_interval": 20, "sample_tokens": 0, **kw})

@@ -31,7 +31,7 @@ from collect.job import Job, collect, summary
 from lrpilot.controllers.base import Observation
 from lrpilot.controllers.spec_controller import SpecController
 from lrpilot.spec import DEFAULT_SPEC, SpecMismatch
-from trainers.loop import RunSpec, run_info, train
+from trainers.loop import RunSpec, train
 
 JOB = Job(family="tiny", tasks=("python_docs",), parallel=2)
 N = DEFAULT_SPEC.n_decisions

@@ -27,31 +27,12 @@ from trainers.config import scale_config
 from trainers.loop import RunSpec, run_info, train
 
 ROOT = Path(__file__).resolve().parents[1]
+from conftest import tiny_cfg
+
 TASK = "python_docs"
 FORMATS_FIELDS = ("task", "scale", "controller", "seed", "final_train_loss", "best_val_loss", "total_train_time",
                   "avg_inference_tokens_per_second", "ms_per_iter", "diverged", "backend", "device", "lrpilot_version")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _compile_cache(tmp_path_factory):
-    """A persistent XLA compilation cache shared by this session's test files, restored afterwards."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    old = {n: getattr(jax.config, n) for n in names}
-    cc.reset_cache()
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.getbasetemp() / "jax-compile-cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
-    cc.reset_cache()
-
-
-def tiny_cfg(**kw):
-    return scale_config(TASK, "tiny", **{"max_iters": 40, "eval_interval": 20, "sample_tokens": 0, **kw})
+pytestmark = pytest.mark.usefixtures("compile_cache")
 
 
 class Recording(Constant):

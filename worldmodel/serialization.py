@@ -129,7 +129,6 @@ class Serializer:
 
     def diverged(self, obs_xF):
         """True where the decoded val is in the top bin (the spec's divergence value)."""
-        xp = _xp(obs_xF)
         f = self.spec.field("val")
         return obs_xF[..., self.spec.index("val")] >= f.high - (f.high - f.low) / self.n_bins
 
