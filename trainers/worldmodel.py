@@ -3,7 +3,12 @@
 Runs are split into training and held-out sets by run group (runs that share a task and a
 configuration stay together), never by step. The model is trained with the digit-weighted
 cross-entropy on stochastic observation symbols only; the held-out loss is logged every
-`eval_every` steps and the best parameters are kept. Training state (parameters, optimizer
+`eval_every` steps and the best parameters are kept.
+
+Augmentation: each time a run is drawn, its stochastic observations (val, train; not the
+first row nor a divergence row) are jittered by N(0, obs_noise) before discretization. The
+jitter is on the scale of the evaluation noise, so it removes little information, but a few
+hundred runs can then no longer be memorised through their noise digits. Training state (parameters, optimizer
 state, step, best held-out loss) is checkpointed so that an interrupted run resumes.
 """
 
@@ -67,8 +72,11 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
     model, ser = build(cfg, spec)
     tr_idx, ho_idx = split_runs(traj, cfg.heldout_frac, cfg.seed)
     seq, w = encode(traj, cfg)
-    seq_tr, w_tr = jnp.asarray(seq[tr_idx]), jnp.asarray(w[tr_idx])
+    obs_tr, act_tr, len_tr = (jnp.asarray(x[tr_idx]) for x in (traj.obs, traj.actions, traj.length))
+    seq_tr = jnp.asarray(seq[tr_idx])
     seq_ho, w_ho = jnp.asarray(seq[ho_idx]), jnp.asarray(w[ho_idx])
+    stoch = jnp.asarray([not f.deterministic for f in spec.fields])
+    ratio = spec.divergence_ratio
     log(f"[worldmodel] {len(traj)} runs: {len(tr_idx)} train, {len(ho_idx)} held out (split by run group); "
         f"sequence length {ser.seq_len}, vocab {ser.vocab_size}")
 
@@ -99,11 +107,21 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
         logits, _ = model.apply({"params": p}, s, deterministic=False, rngs={"dropout": k})
         return weighted_loss(logits, s, wt)[0]
 
+    def augmented_batch(key):
+        k_idx, k_noise = jax.random.split(key)
+        idx = jax.random.randint(k_idx, (cfg.batch_size,), 0, seq_tr.shape[0])
+        obs = obs_tr[idx]
+        rows = jnp.arange(obs.shape[1])[None, :, None]
+        jitter_ok = stoch[None, None, :] & (rows >= 1) & (obs < ratio)
+        obs = obs + jnp.where(jitter_ok, cfg.obs_noise * jax.random.normal(k_noise, obs.shape), 0.0)
+        s_ = ser.encode_episodes(obs, act_tr[idx], len_tr[idx])
+        return s_, ser.loss_weights(s_, cfg.loss_decay)
+
     @jax.jit
     def train_step(p, o, k, st):
         k_batch, k_drop = jax.random.split(jax.random.fold_in(k, st))
-        idx = jax.random.randint(k_batch, (cfg.batch_size,), 0, seq_tr.shape[0])
-        loss, g = jax.value_and_grad(loss_fn)(p, seq_tr[idx], w_tr[idx], k_drop)
+        s_b, w_b = augmented_batch(k_batch)
+        loss, g = jax.value_and_grad(loss_fn)(p, s_b, w_b, k_drop)
         upd, o = tx.update(g, o, p)
         return optax.apply_updates(p, upd), o, loss
 

@@ -32,6 +32,7 @@ class WorldModelConfig:
     base: int = 128  # B: digit base
     digits: int = 2  # D: digits per value
     loss_decay: float = 0.8  # weight of digit s is loss_decay**s
+    obs_noise: float = 0.002  # training augmentation: std of the jitter added to stochastic observations
     # training
     learning_rate: float = 1e-3
     weight_decay: float = 0.1

@@ -133,25 +133,30 @@ class Serializer:
         return obs_xF[..., self.spec.index("val")] >= f.high - (f.high - f.low) / self.n_bins
 
     # ---- episodes <-> sequences ---------------------------------------------------------------
-    def encode_episodes(self, obs_RxKxF: np.ndarray, actions_RxN: np.ndarray, length_R: np.ndarray) -> np.ndarray:
-        """Padded episodes -> (R, seq_len) int32 symbol sequences, PAD after each episode's end."""
-        obs_RxKxF = np.asarray(obs_RxKxF, np.float32)
-        r, n = actions_RxN.shape
-        seq = np.full((r, self.seq_len), self.pad, np.int32)
-        dig = self.encode_obs(obs_RxKxF)  # (R, n+1, F*D)
-        for k in range(n + 1):
-            valid = k < length_R
-            seq[valid, self.obs_pos(k) : self.obs_pos(k) + self.obs_len] = dig[valid, k]
-            if k < n:
-                has_a = (k + 1) < length_R
-                seq[has_a, self.action_pos(k)] = self.base + actions_RxN[has_a, k]
-        return seq
+    def encode_episodes(self, obs_RxKxF, actions_RxN, length_R):
+        """Padded episodes -> (R, seq_len) int32 symbol sequences, PAD after each episode's end.
 
-    def loss_weights(self, seq_RxS: np.ndarray, decay: float) -> np.ndarray:
+        obs (R, n+1, F), actions (R, n) (negative where absent), length (R,) observation rows.
+        Vectorised; works on numpy and jax arrays (so augmentation can run inside a jitted step)."""
+        xp = _xp(obs_RxKxF)
+        obs = xp.asarray(obs_RxKxF, dtype=xp.float32)
+        r, k = obs.shape[:2]
+        dig = self.encode_obs(obs)  # (R, K, F*D)
+        acts = xp.concatenate([xp.asarray(actions_RxN, dtype=xp.int32), xp.full((r, 1), -1, xp.int32)], axis=1)
+        step = xp.concatenate([dig, (self.base + acts)[..., None]], axis=-1)  # (R, K, F*D+1)
+        seq = step.reshape(r, k * self.step_len)[:, : self.seq_len]
+        _, _, step_of = self.symbol_roles()
+        is_action = (np.arange(self.seq_len) % self.step_len) == self.obs_len
+        need = xp.asarray(np.where(is_action, step_of + 1, step_of))  # an action k needs observation k+1
+        valid = need[None, :] < xp.asarray(length_R)[:, None]
+        return xp.where(valid, seq, self.pad).astype(xp.int32)
+
+    def loss_weights(self, seq_RxS, decay: float):
         """(R, S) weight of predicting each position from the previous ones: decay**significance
         on stochastic observation digits of observations k >= 1, 0 elsewhere (deterministic
-        fields, actions, observation 0, padding)."""
+        fields, actions, observation 0, padding). numpy or jax, like `seq_RxS`."""
+        xp = _xp(seq_RxS)
         field, sig, step = self.symbol_roles()
         stochastic = np.array([not self.spec.fields[f].deterministic if f >= 0 else False for f in field])
         w = np.where(stochastic & (step >= 1), decay ** np.maximum(sig, 0), 0.0).astype(np.float32)
-        return np.where(seq_RxS == self.pad, 0.0, w[None]).astype(np.float32)
+        return xp.where(seq_RxS == self.pad, 0.0, xp.asarray(w)[None]).astype(xp.float32)
