@@ -26,9 +26,9 @@ class WorldModelConfig:
     """Architecture, serialization and training of a world model (saved in its checkpoint)."""
 
     n_layer: int = 3
-    d_model: int = 128
+    d_model: int = 64
     n_head: int = 4
-    dropout: float = 0.1
+    dropout: float = 0.2
     base: int = 128  # B: digit base
     digits: int = 2  # D: digits per value
     loss_decay: float = 0.8  # weight of digit s is loss_decay**s
@@ -41,6 +41,7 @@ class WorldModelConfig:
     warmup: int = 100
     heldout_frac: float = 0.15
     eval_every: int = 100
+    patience: int = 5  # stop after this many evaluations without a better held-out loss (0: never)
     seed: int = 0
 
     def __post_init__(self):
