@@ -31,7 +31,14 @@ def cmd_train(args) -> int:
     cfg = WorldModelConfig(**over)
     dirs = data_dirs(args.data)
     traj = _load_data(dirs, DEFAULT_SPEC)
-    train(traj, cfg, args.out, progress=not args.quiet, meta={"data": dirs, "command": "lrpilot worldmodel train"})
+    if args.data_fraction < 1.0:
+        from trainers.worldmodel import split_runs
+
+        keep, _ = split_runs(traj, 1.0 - args.data_fraction, seed=12345)  # whole run groups, another hash than the held-out split
+        print(f"[worldmodel] --data-fraction {args.data_fraction}: {len(keep)} of {len(traj)} runs")
+        traj = traj.subset(keep)
+    train(traj, cfg, args.out, progress=not args.quiet,
+          meta={"data": dirs, "data_fraction": args.data_fraction, "command": "lrpilot worldmodel train"})
     return 0
 
 
@@ -85,6 +92,7 @@ def register(sub) -> None:
     t.add_argument("--data", nargs="+", default=["starter"], help="trajectory directories ('starter': the shipped dataset)")
     t.add_argument("--out", required=True, help="checkpoint directory (resumes from OUT.state)")
     t.add_argument("--quiet", action="store_true")
+    t.add_argument("--data-fraction", type=float, default=1.0, help="train on this fraction of the run groups (ablation)")
     for f in dataclasses.fields(WorldModelConfig):
         t.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None)
     t.set_defaults(func=cmd_train)

@@ -197,4 +197,5 @@ def fan_charts(samples: dict, path: Path, context: int, n_runs: int = 6) -> None
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"world-model forecasts of held-out runs from {context} observations (green: LR / base LR)")
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     _save(fig, path)
