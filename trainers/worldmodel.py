@@ -87,7 +87,7 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
     key = jax.random.key(cfg.seed)
     params = model.init(key, seq_tr[:1])["params"]
     opt_state = tx.init(params)
-    step, best, best_params, history = 0, np.inf, params, []
+    step, best, best_params, history, best_step = 0, np.inf, params, [], 0
 
     state_path = Path(f"{out}.state") if out else None
     if state_path is not None and checkpoints.exists(state_path):
@@ -101,6 +101,7 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
         opt_state = jax.tree.unflatten(jax.tree.structure(opt_state), jax.tree.leaves(ck.extra["opt"]))
         best_params = ck.extra["best"]
         step, best, history = int(ck.meta["step"]), float(ck.meta["best_heldout"]), list(ck.meta["log"])
+        best_step = int(ck.meta.get("best_step", step))
         log(f"[worldmodel] resuming from {state_path} at step {step} (best held-out {best:.4f})")
 
     def loss_fn(p, s, wt, k):
@@ -155,21 +156,24 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
                 recent = []
                 ho = heldout(params)
                 if ho < best:
-                    best, best_params = ho, params
+                    best, best_params, best_step = ho, params, step
                 history.append({"step": step, "train_loss": tr, "heldout_loss": ho, "seconds": time.perf_counter() - t0})
                 bar.set_postfix(train=f"{tr:.4f}", heldout=f"{ho:.4f}", best=f"{best:.4f}")
                 if not progress:
                     log(f"[worldmodel] step {step}: train {tr:.4f} held-out {ho:.4f} (best {best:.4f})")
                 if state_path is not None:
                     checkpoints.save(state_path, kind="worldmodel", params=params, spec=spec, model_config=cfg.to_dict(),
-                                     meta={"step": step, "best_heldout": best, "log": history},
+                                     meta={"step": step, "best_heldout": best, "best_step": best_step, "log": history},
                                      extra={"opt": jax.tree.leaves(opt_state), "best": best_params})
+                if cfg.patience and step - best_step >= cfg.patience * cfg.eval_every:
+                    log(f"[worldmodel] early stop at step {step}: no better held-out loss since step {best_step}")
+                    break
     finally:
         bar.close()
     result = TrainResult(best_params, history, best, len(tr_idx), len(ho_idx))
     if out is not None:
         checkpoints.save(out, kind="worldmodel", params=best_params, spec=spec, model_config=cfg.to_dict(),
-                         meta={"best_heldout_loss": best, "log": history, "n_train_runs": len(tr_idx),
+                         meta={"best_heldout_loss": best, "best_step": best_step, "log": history, "n_train_runs": len(tr_idx),
                                "n_heldout_runs": len(ho_idx), "heldout_files": [traj.files[i] for i in ho_idx],
                                "lrpilot_version": lrpilot.__version__, **(meta or {})})
         log(f"[worldmodel] saved {out} (best held-out loss {best:.4f})")
