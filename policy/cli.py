@@ -1,4 +1,4 @@
-"""`lrpilot policy train` and `lrpilot simple`."""
+"""`lrpilot policy train`, `lrpilot policy eval` and `lrpilot simple`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,28 @@ def cmd_policy_train(args) -> int:
     dirs = data_dirs(args.data)
     traj = load_dir(dirs, DEFAULT_SPEC)
     train(resolve_ckpt(args.world_model), traj, cfg, args.out, progress=not args.quiet,
-          meta={"data": dirs, "command": "lrpilot policy train"})
+          meta={"data": list(args.data), "command": "lrpilot policy train"})
+    return 0
+
+
+def cmd_policy_eval(args) -> int:
+    import json
+
+    from collect.format import load_dir
+    from lrpilot.io import write_json
+    from lrpilot.spec import DEFAULT_SPEC
+    from trainers.policy import evaluate, format_report
+    from worldmodel.cli import data_dirs, resolve_ckpt
+
+    traj = load_dir(data_dirs(args.data), DEFAULT_SPEC)
+    report = evaluate(resolve_ckpt(args.ckpt, "policy"), resolve_ckpt(args.world_model), traj, args.n_envs, args.seed)
+    print(format_report(report))
+    if args.out:
+        write_json(args.out, {"policy": args.ckpt, "world_model": args.world_model, "data": args.data,
+                              "seed": args.seed, **report})
+        print(f"-> {args.out}")
+    else:
+        print(json.dumps(report["policy_minus_best"], indent=1))
     return 0
 
 
@@ -34,6 +55,14 @@ def register(sub) -> None:
     for f in dataclasses.fields(PolicyConfig):
         t.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None)
     t.set_defaults(func=cmd_policy_train)
+    e = ps.add_parser("eval", help="a policy against constant and cosine controllers inside a world model (same starts)")
+    e.add_argument("--ckpt", required=True, help="policy checkpoint ('pretrained': the shipped one)")
+    e.add_argument("--world-model", default="pretrained", help="world-model checkpoint ('pretrained': the shipped one)")
+    e.add_argument("--data", nargs="+", default=["starter"], help="trajectories whose prefixes start the episodes")
+    e.add_argument("--n-envs", type=int, default=256)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", help="write the report here (JSON)")
+    e.set_defaults(func=cmd_policy_eval)
     register_simple(sub)
 
 

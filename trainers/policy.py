@@ -8,12 +8,13 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import checkpoints
 import lrpilot
 from collect.format import Trajectories
 from policy.network import PolicyConfig, build as build_policy, init_params
-from trainers.ppo import TrainState, evaluate_in_sim, make_iteration, policy_act_fn
+from trainers.ppo import TrainState, episode_returns, make_iteration, policy_act_fn
 from worldmodel.env import SimEnv, cosine_target, schedule_policy
 from worldmodel.model import WorldModelConfig, build as build_wm
 
@@ -27,22 +28,48 @@ def load_world_model(path):
     return ck, cfg, model, ser
 
 
-def sim_baselines(env: SimEnv, env_params, key, n_envs: int) -> dict:
-    """Return (mean, stderr, divergence rate) of constant and cosine controllers at several levels."""
-    out = {}
-    for c in SIM_LEVELS:
-        out[f"constant x{c:g}"] = evaluate_in_sim(env, env_params, key, schedule_policy(env.spec, lambda k, c=c: jnp.float32(c)), n_envs)
-        out[f"cosine x{c:g}"] = evaluate_in_sim(env, env_params, key, schedule_policy(env.spec, cosine_target(env.spec, c)), n_envs)
-    return out
+def _stats(ret, div) -> dict:
+    n = ret.shape[0]
+    return {"mean": float(ret.mean()), "stderr": float(ret.std() / np.sqrt(n)), "diverged": float(div.mean())}
 
 
 def sim_report(env: SimEnv, env_params, net, params, key, n_envs: int) -> dict:
-    res = {"policy (greedy)": evaluate_in_sim(env, env_params, key, policy_act_fn(net, params, env), n_envs)}
-    res.update(sim_baselines(env, env_params, key, n_envs))
-    best_const = max((k for k in res if k.startswith("constant")), key=lambda k: res[k][0])
-    best_cos = max((k for k in res if k.startswith("cosine")), key=lambda k: res[k][0])
-    return {"returns": {k: {"mean": v[0], "stderr": v[1], "diverged": v[2]} for k, v in res.items()},
-            "best_constant": best_const, "best_cosine": best_cos, "n_envs": n_envs}
+    """Returns of the greedy policy and of constant and cosine controllers at SIM_LEVELS (relative
+    LR levels) over the same n_envs starts, and the policy's paired advantage over the best of each."""
+    rets = {"policy (greedy)": episode_returns(env, env_params, key, policy_act_fn(net, params, env), n_envs)}
+    for c in SIM_LEVELS:
+        rets[f"constant x{c:g}"] = episode_returns(env, env_params, key, schedule_policy(env.spec, lambda k, c=c: jnp.float32(c)), n_envs)
+        rets[f"cosine x{c:g}"] = episode_returns(env, env_params, key, schedule_policy(env.spec, cosine_target(env.spec, c)), n_envs)
+    rets = {k: (np.asarray(r), np.asarray(d)) for k, (r, d) in rets.items()}
+    returns = {k: _stats(*v) for k, v in rets.items()}
+    best_const = max((k for k in returns if k.startswith("constant")), key=lambda k: returns[k]["mean"])
+    best_cos = max((k for k in returns if k.startswith("cosine")), key=lambda k: returns[k]["mean"])
+    paired = {}
+    for k in (best_const, best_cos):
+        d = rets["policy (greedy)"][0] - rets[k][0]
+        paired[k] = {"mean": float(d.mean()), "stderr": float(d.std() / np.sqrt(len(d))), "win_rate": float((d > 0).mean())}
+    return {"returns": returns, "best_constant": best_const, "best_cosine": best_cos,
+            "policy_minus_best": paired, "n_envs": n_envs}
+
+
+def format_report(report: dict) -> str:
+    r, p = report["returns"], report["policy_minus_best"]
+    lines = [f"simulator returns over {report['n_envs']} episodes (same starts): "
+             + ", ".join(f"{k} {v['mean']:.4f}±{v['stderr']:.4f}" for k, v in r.items())]
+    lines += [f"policy - {k} (paired): {v['mean']:+.4f}±{v['stderr']:.4f}, policy better in {100 * v['win_rate']:.0f}% of episodes"
+              for k, v in p.items()]
+    return "\n".join(lines)
+
+
+def evaluate(policy_path, wm_path, traj: Trajectories, n_envs: int = 256, seed: int = 0,
+             max_prefix: int = 5, temperature: float = 1.0) -> dict:
+    """sim_report of a saved policy in a saved world model (any pair with the same spec and trunk)."""
+    wm_ck, wm_cfg, wm, ser = load_world_model(wm_path)
+    ck = checkpoints.load(policy_path, kind="policy", spec=wm_ck.spec)
+    env = SimEnv(wm, ser)
+    env_params = env.params(jax.tree.map(jnp.asarray, wm_ck.params), traj, max_prefix, temperature)
+    net = build_policy(WorldModelConfig.from_dict(ck.model_config["trunk"]), ck.spec)
+    return sim_report(env, env_params, net, jax.tree.map(jnp.asarray, ck.params), jax.random.key(seed), n_envs)
 
 
 def train(wm_path: str, traj: Trajectories, cfg: PolicyConfig, out: str | Path, progress: bool = True, log=print,
@@ -91,9 +118,7 @@ def train(wm_path: str, traj: Trajectories, cfg: PolicyConfig, out: str | Path, 
     finally:
         bar.close()
     report = sim_report(env, env_params, net, ts.params, k_eval, cfg.eval_envs)
-    r = report["returns"]
-    log(f"[policy] simulator returns over {cfg.eval_envs} episodes (same starts): "
-        + ", ".join(f"{k} {v['mean']:.4f}±{v['stderr']:.4f}" for k, v in r.items()))
+    log("[policy] " + format_report(report))
     checkpoints.save(out, kind="policy", params=ts.params, spec=wm_ck.spec, model_config=model_config,
                      meta={"world_model": str(wm_path), "log": history, "sim_eval": report,
                            "lrpilot_version": lrpilot.__version__, **(meta or {})})

@@ -194,14 +194,19 @@ def make_train(net: PolicyNet, env: SimEnv, cfg: PolicyConfig, env_params, init_
     return train
 
 
-def evaluate_in_sim(env: SimEnv, env_params, key, act_fn, n_envs: int):
-    """Mean and standard error of the episode return of `act_fn(key, state) -> action` over
-    n_envs episodes; the same key gives every controller the same starting prefixes."""
+def episode_returns(env: SimEnv, env_params, key, act_fn, n_envs: int):
+    """Returns (n_envs,) and divergence flags (n_envs,) of `act_fn(key, state) -> action`; the same
+    key gives every controller the same starting prefixes (so returns pair up episode by episode)."""
     from worldmodel.env import simulate
 
     r, term, trunc, was_done, _ = simulate(env, env_params, key, act_fn, n_envs)
     ret = jnp.sum(jnp.where(was_done, 0.0, r), axis=1)
-    div = jnp.any(term & ~was_done, axis=1)
+    return ret, jnp.any(term & ~was_done, axis=1)
+
+
+def evaluate_in_sim(env: SimEnv, env_params, key, act_fn, n_envs: int):
+    """Mean and standard error of the episode return over n_envs episodes, and the divergence rate."""
+    ret, div = episode_returns(env, env_params, key, act_fn, n_envs)
     return float(ret.mean()), float(ret.std() / jnp.sqrt(n_envs)), float(div.mean())
 
 

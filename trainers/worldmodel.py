@@ -174,7 +174,7 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
     if out is not None:
         checkpoints.save(out, kind="worldmodel", params=best_params, spec=spec, model_config=cfg.to_dict(),
                          meta={"best_heldout_loss": best, "best_step": best_step, "log": history, "n_train_runs": len(tr_idx),
-                               "n_heldout_runs": len(ho_idx), "heldout_files": [traj.files[i] for i in ho_idx],
+                               "n_heldout_runs": len(ho_idx), "heldout_files": [Path(traj.files[i]).name for i in ho_idx],
                                "lrpilot_version": lrpilot.__version__, **(meta or {})})
         log(f"[worldmodel] saved {out} (best held-out loss {best:.4f})")
     return result

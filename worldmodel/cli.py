@@ -38,7 +38,7 @@ def cmd_train(args) -> int:
         print(f"[worldmodel] --data-fraction {args.data_fraction}: {len(keep)} of {len(traj)} runs")
         traj = traj.subset(keep)
     train(traj, cfg, args.out, progress=not args.quiet,
-          meta={"data": dirs, "data_fraction": args.data_fraction, "command": "lrpilot worldmodel train"})
+          meta={"data": list(args.data), "data_fraction": args.data_fraction, "command": "lrpilot worldmodel train"})
     return 0
 
 
@@ -77,10 +77,11 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def resolve_ckpt(path: str) -> str:
+def resolve_ckpt(path: str, kind: str = "worldmodel") -> str:
+    """'pretrained' -> the shipped checkpoint of `kind`; anything else is a path."""
     import checkpoints
 
-    return str(checkpoints.pretrained("worldmodel")) if path == "pretrained" else path
+    return str(checkpoints.pretrained(kind)) if path == "pretrained" else path
 
 
 def register(sub) -> None:
