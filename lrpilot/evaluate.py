@@ -151,5 +151,8 @@ def results_markdown(results: dict) -> str:
                     f"{_fmt(r['ms_per_iter_mean'], None, 1)} | {_fmt(r['controller_overhead_ms_mean'], None, 3)} | "
                     f"{r['n_diverged']}/{r['n_seeds']} |")
             lines.append("")
-    lines.append("Mean ± standard error over seeds. best val loss: minimum over the protocol's evaluations (nats/char).")
+    lines.append("Mean ± standard error over seeds. best val loss: minimum over the protocol's evaluations (nats/char). "
+                 "time and ms/iter are those of the batched group a run trained in (up to --max-batch runs in one "
+                 "vmapped step), so they compare groups, not controllers; ctrl overhead is the controller's own "
+                 "time per iteration, including any evaluations it asked for beyond the protocol's.")
     return "\n".join(lines) + "\n"

@@ -176,3 +176,37 @@ def test_policy_checkpoint_with_another_spec_is_refused(policy_ckpt):
         policy.load(policy_ckpt, spec=other)
     with pytest.raises(checkpoints.CheckpointError, match="expected worldmodel"):
         checkpoints.load(policy_ckpt, kind="worldmodel")
+
+
+# ---- the report in the simulator, and the shipped checkpoints -------------------------------------
+def test_sim_report_pairs_the_policy_with_the_best_baselines(tmp_path, tiny_wm, traj, policy_ckpt):
+    from trainers.policy import evaluate, format_report
+
+    cfg, model, ser, wm_params = tiny_wm
+    wm_path = tmp_path / "wm"
+    checkpoints.save(wm_path, kind="worldmodel", params=wm_params, spec=SPEC, model_config=cfg.to_dict())
+    rep = evaluate(policy_ckpt, wm_path, traj, n_envs=8)
+    r = rep["returns"]
+    assert set(r) == {"policy (greedy)"} | {f"{s} x{c:g}" for s in ("constant", "cosine") for c in (0.3, 1, 3, 10)}
+    best = rep["best_constant"]
+    assert r[best]["mean"] == max(v["mean"] for k, v in r.items() if k.startswith("constant"))
+    # paired over the same starts: the mean difference is the difference of the means
+    d = rep["policy_minus_best"][best]
+    assert d["mean"] == pytest.approx(r["policy (greedy)"]["mean"] - r[best]["mean"], abs=1e-6)
+    assert 0.0 <= d["win_rate"] <= 1.0 and d["stderr"] >= 0.0
+    assert "paired" in format_report(rep)
+
+
+def test_shipped_checkpoints_load_and_drive_a_run():
+    import policy
+    from policy.deploy import PolicyController
+
+    wm = checkpoints.load(checkpoints.pretrained("worldmodel"), kind="worldmodel", spec=SPEC)
+    pol = checkpoints.load(checkpoints.pretrained("policy"), kind="policy", spec=SPEC)
+    assert pol.model_config["trunk"] == wm.model_config  # the policy's trunk is the shipped world model's
+    assert pol.meta["sim_eval"]["returns"]["policy (greedy)"]["mean"] > 0
+    ctrl = policy.load("pretrained")
+    assert isinstance(ctrl, PolicyController)
+    lrs = _run(ctrl, lambda k: 4.0 * (0.97 ** k), max_iters=2000)
+    lo, hi = (x * 1e-3 for x in SPEC.lr_range)
+    assert all(lo * (1 - 1e-9) <= x <= hi * (1 + 1e-9) for x in lrs)
