@@ -111,7 +111,7 @@ class EpsilonPolicy(SpecController):
         self.rng = random.Random(self.seed)
 
     def choose(self, k):
-        greedy = self.inner.act(self.obs, self.actions)
+        greedy = self.inner.act(self.obs, self.actions, self.lr_rel)
         return self.rng.randrange(self.spec.n_actions) if self.rng.random() < self.epsilon else greedy
 
     def describe(self):

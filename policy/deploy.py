@@ -7,7 +7,8 @@
 The network is built and jitted once per process and architecture (not per call, not per run);
 each decision is one forward pass over the episode's symbols (a few milliseconds on a CPU,
 once per decision interval). Greedy (argmax) by default; `greedy=False` samples with a seeded
-key. The LR stays inside the spec's range; NaN, inf or missing metrics follow `SpecController`
+key. Actions that would move the LR further outside the checkpoint's LR support
+(`PolicyConfig.lr_min_rel`/`lr_max_rel`, as in training) are masked. The LR stays inside the spec's range; NaN, inf or missing metrics follow `SpecController`
 (missing: the last value is repeated; non-finite: the episode ends and the LR is held).
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 import checkpoints
 from lrpilot.controllers.spec_controller import SpecController
 from lrpilot.spec import DEFAULT_SPEC, EnvSpec
-from policy.network import PolicyNet, build
+from policy.network import PolicyNet, action_mask, build, lr_support, masked_logits
 from worldmodel.model import WorldModelConfig
 
 
@@ -41,9 +42,10 @@ class PolicyController(SpecController):
     name = "policy"
 
     def __init__(self, net: PolicyNet, params, spec: EnvSpec, wm_cfg: WorldModelConfig, greedy: bool = True,
-                 seed: int = 0, source: str = ""):
+                 seed: int = 0, source: str = "", lr_support: tuple[float, float] | None = None):
         super().__init__(spec)
         self.net, self.params, self.greedy, self.seed, self.source = net, params, greedy, seed, source
+        self.lr_support = lr_support
         self.ser = wm_cfg.serializer(spec)
         self._f = _forward(net)
         self._key = jax.random.key(seed)
@@ -52,8 +54,9 @@ class PolicyController(SpecController):
         super().reset(run)
         self._key = jax.random.key(self.seed if self.greedy else run.seed * 7919 + self.seed)
 
-    def act(self, obs: list, actions: list) -> int:
-        """Action for the last observation given the episode so far (obs 0..k, actions 0..k-1)."""
+    def act(self, obs: list, actions: list, lr_rel: float | None = None) -> int:
+        """Action for the last observation given the episode so far (obs 0..k, actions 0..k-1);
+        `lr_rel` (the current LR / base LR) masks actions to the LR support."""
         k = len(obs) - 1
         ser = self.ser
         o = np.zeros((self.spec.n_decisions + 1, self.spec.n_obs), np.float32)
@@ -62,16 +65,18 @@ class PolicyController(SpecController):
         a[:k] = actions[:k]
         seq = ser.encode_episodes(o[None], a[None], np.array([k + 1]))[0]
         logits, _ = self._f(self.params, jnp.asarray(seq), ser.decision_pos(k))
+        if self.lr_support is not None and lr_rel is not None:
+            logits = masked_logits(logits, action_mask(self.spec, lr_rel, *self.lr_support))
         if self.greedy:
             return int(jnp.argmax(logits))
         self._key, sub = jax.random.split(self._key)
         return int(jax.random.categorical(sub, logits))
 
     def choose(self, k: int) -> int:
-        return self.act(self.obs, self.actions)
+        return self.act(self.obs, self.actions, self.lr_rel)
 
     def describe(self):
-        return {"name": self.name, "checkpoint": self.source, "greedy": self.greedy}
+        return {"name": self.name, "checkpoint": self.source, "greedy": self.greedy, "lr_support": self.lr_support}
 
 
 def load_controller(path: str | Path = "pretrained", spec: EnvSpec = DEFAULT_SPEC, greedy: bool = True,
@@ -84,7 +89,7 @@ def load_controller(path: str | Path = "pretrained", spec: EnvSpec = DEFAULT_SPE
     wm_cfg = WorldModelConfig.from_dict(ck.model_config["trunk"])
     net = build(wm_cfg, ck.spec)
     params = jax.tree.map(jnp.asarray, ck.params)
-    ctrl = PolicyController(net, params, ck.spec, wm_cfg, greedy, seed, str(path))
+    ctrl = PolicyController(net, params, ck.spec, wm_cfg, greedy, seed, str(path), lr_support(ck.model_config))
     ctrl._f(params, jnp.zeros(ctrl.ser.seq_len, jnp.int32), 0)  # compile now, not during the first run
     return ctrl
 

@@ -37,10 +37,17 @@ class PolicyConfig:
     seed: int = 0
     eval_envs: int = 256
     checkpoint_every: int = 10
+    # LR support: the policy may not move the LR (relative to the run's base LR) further outside
+    # [lr_min_rel, lr_max_rel]; actions that would are masked, in the simulator and at deployment.
+    # It keeps the policy where the world model has data, instead of exploiting its errors there.
+    lr_min_rel: float = 0.01
+    lr_max_rel: float = 10.0
 
     def __post_init__(self):
         if self.init not in ("worldmodel", "scratch"):
             raise ValueError(f"PolicyConfig.init must be 'worldmodel' or 'scratch', got {self.init!r}")
+        if not 0 < self.lr_min_rel <= 1.0 <= self.lr_max_rel:
+            raise ValueError(f"PolicyConfig: need 0 < lr_min_rel <= 1 <= lr_max_rel, got {self.lr_min_rel}, {self.lr_max_rel}")
         if self.n_envs % self.n_minibatches:
             raise ValueError(f"PolicyConfig: n_envs={self.n_envs} not divisible by n_minibatches={self.n_minibatches}")
 
@@ -62,6 +69,34 @@ class PolicyNet(nn.Module):
         logits = nn.Dense(self.n_actions, name="action_head", kernel_init=nn.initializers.zeros)(h)
         value = nn.Dense(1, name="value_head", kernel_init=nn.initializers.zeros)(h)[..., 0]
         return logits, value, cache
+
+
+MASKED = -1e9  # logit of a masked action (finite: entropies stay finite)
+
+
+def action_mask(spec: EnvSpec, lr_rel, lr_min_rel: float, lr_max_rel: float):
+    """(..., A) bool: the actions that do not move `lr_rel` (...) further outside [lr_min_rel,
+    lr_max_rel] (log distance, after the spec's clip). Keeping the LR is always allowed."""
+    f = jnp.asarray(spec.actions, jnp.float32)
+    lo, hi = spec.lr_range
+    cur = jnp.asarray(lr_rel, jnp.float32)[..., None]
+    new = jnp.clip(cur * f, lo, hi)
+
+    def dist(x):
+        lx = jnp.log(x)
+        return jnp.maximum(jnp.log(lr_min_rel) - lx, 0.0) + jnp.maximum(lx - jnp.log(lr_max_rel), 0.0)
+
+    return dist(new) <= dist(cur) + 1e-6
+
+
+def lr_support(model_config: dict) -> tuple[float, float] | None:
+    """(lr_min_rel, lr_max_rel) of a policy checkpoint's model_config; None when it has none."""
+    pc = model_config.get("policy") or {}
+    return (float(pc["lr_min_rel"]), float(pc["lr_max_rel"])) if "lr_min_rel" in pc else None
+
+
+def masked_logits(logits, mask):
+    return jnp.where(mask, logits, MASKED)
 
 
 def build(wm_cfg: WorldModelConfig, spec: EnvSpec) -> PolicyNet:

@@ -146,6 +146,7 @@ def test_deployed_policy_is_deterministic_and_clamped(policy_ckpt):
     lrs = _run(ctrl, lambda k: 4.0 - 0.1 * k)
     assert lrs == _run(policy.load(policy_ckpt), lambda k: 4.0 - 0.1 * k)  # greedy: same every time
     assert max(lrs) <= SPEC.lr_range[1] * 1e-3 * (1 + 1e-9)
+    assert 4e-3 < max(lrs) <= PolicyConfig().lr_max_rel * 1e-3 * (1 + 1e-6)  # doubling stops at the LR support
     assert all(math.isfinite(x) and x > 0 for x in lrs)
     sampled = policy.load(policy_ckpt, greedy=False, seed=3)
     assert len(_run(sampled, lambda k: 4.0 - 0.1 * k)) == SPEC.n_decisions + 1
@@ -210,3 +211,31 @@ def test_shipped_checkpoints_load_and_drive_a_run():
     lrs = _run(ctrl, lambda k: 4.0 * (0.97 ** k), max_iters=2000)
     lo, hi = (x * 1e-3 for x in SPEC.lr_range)
     assert all(lo * (1 - 1e-9) <= x <= hi * (1 + 1e-9) for x in lrs)
+
+
+def test_action_mask_keeps_the_lr_in_its_support():
+    from policy.network import action_mask
+
+    m = lambda lr: np.asarray(action_mask(SPEC, lr, 0.01, 10.0)).tolist()
+    x2, keep, half = SPEC.actions.index(2.0), SPEC.actions.index(1.0), SPEC.actions.index(0.5)
+    assert all(m(1.0))
+    assert not m(8.0)[x2] and m(5.0)[x2]  # 8 x 2 leaves the support; 5 x 2 = 10 is its edge
+    assert m(30.0)[keep] and m(30.0)[half] and not any(m(30.0)[keep + 1 :])  # outside: never further out
+    assert not m(0.012)[half] and m(0.012)[keep]
+    assert np.asarray(action_mask(SPEC, jnp.ones((3, 2)), 0.01, 10.0)).shape == (3, 2, SPEC.n_actions)
+
+
+def test_ppo_rollouts_respect_the_lr_support(tiny_wm, traj):
+    from trainers.ppo import make_rollout
+
+    cfg, model, ser, wm_params = tiny_wm
+    env = SimEnv(model, ser)
+    net = build(cfg, SPEC)
+    params = init_params(net, jax.random.key(0), wm_params)
+    params["action_head"]["bias"] = jnp.zeros(SPEC.n_actions).at[SPEC.actions.index(2.0)].set(10.0)  # always double
+    pcfg = PolicyConfig(n_envs=8, n_minibatches=2, lr_max_rel=4.0)
+    ro = make_rollout(net, env, pcfg)(params, env.params(wm_params, traj), jax.random.key(1), 8)
+    assert ro.mask.shape == ro.action.shape + (SPEC.n_actions,)
+    taken = jnp.take_along_axis(ro.mask, ro.action[..., None], -1)[..., 0]
+    assert bool(jnp.all(taken | ~ro.active))  # a masked action is never taken
+    assert bool(jnp.any(ro.active & ~ro.mask[..., SPEC.actions.index(2.0)]))  # and the mask did bind

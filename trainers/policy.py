@@ -13,7 +13,7 @@ import numpy as np
 import checkpoints
 import lrpilot
 from collect.format import Trajectories
-from policy.network import PolicyConfig, build as build_policy, init_params
+from policy.network import PolicyConfig, build as build_policy, init_params, lr_support
 from trainers.ppo import TrainState, episode_returns, make_iteration, policy_act_fn
 from worldmodel.env import SimEnv, cosine_target, schedule_policy
 from worldmodel.model import WorldModelConfig, build as build_wm
@@ -33,10 +33,12 @@ def _stats(ret, div) -> dict:
     return {"mean": float(ret.mean()), "stderr": float(ret.std() / np.sqrt(n)), "diverged": float(div.mean())}
 
 
-def sim_report(env: SimEnv, env_params, net, params, key, n_envs: int) -> dict:
-    """Returns of the greedy policy and of constant and cosine controllers at SIM_LEVELS (relative
-    LR levels) over the same n_envs starts, and the policy's paired advantage over the best of each."""
-    rets = {"policy (greedy)": episode_returns(env, env_params, key, policy_act_fn(net, params, env), n_envs)}
+def sim_report(env: SimEnv, env_params, net, params, key, n_envs: int, lr_support=None) -> dict:
+    """Returns of the greedy policy (actions masked to `lr_support` as in training) and of constant
+    and cosine controllers at SIM_LEVELS (relative LR levels) over the same n_envs starts, and the
+    policy's paired advantage over the best of each."""
+    act = policy_act_fn(net, params, env, lr_support=lr_support)
+    rets = {"policy (greedy)": episode_returns(env, env_params, key, act, n_envs)}
     for c in SIM_LEVELS:
         rets[f"constant x{c:g}"] = episode_returns(env, env_params, key, schedule_policy(env.spec, lambda k, c=c: jnp.float32(c)), n_envs)
         rets[f"cosine x{c:g}"] = episode_returns(env, env_params, key, schedule_policy(env.spec, cosine_target(env.spec, c)), n_envs)
@@ -69,7 +71,8 @@ def evaluate(policy_path, wm_path, traj: Trajectories, n_envs: int = 256, seed: 
     env = SimEnv(wm, ser)
     env_params = env.params(jax.tree.map(jnp.asarray, wm_ck.params), traj, max_prefix, temperature)
     net = build_policy(WorldModelConfig.from_dict(ck.model_config["trunk"]), ck.spec)
-    return sim_report(env, env_params, net, jax.tree.map(jnp.asarray, ck.params), jax.random.key(seed), n_envs)
+    return sim_report(env, env_params, net, jax.tree.map(jnp.asarray, ck.params), jax.random.key(seed), n_envs,
+                      lr_support(ck.model_config))
 
 
 def train(wm_path: str, traj: Trajectories, cfg: PolicyConfig, out: str | Path, progress: bool = True, log=print,
@@ -117,7 +120,7 @@ def train(wm_path: str, traj: Trajectories, cfg: PolicyConfig, out: str | Path, 
                                  meta={"iteration": i + 1, "log": history}, extra={"opt": jax.tree.leaves(ts.opt_state)})
     finally:
         bar.close()
-    report = sim_report(env, env_params, net, ts.params, k_eval, cfg.eval_envs)
+    report = sim_report(env, env_params, net, ts.params, k_eval, cfg.eval_envs, (cfg.lr_min_rel, cfg.lr_max_rel))
     log("[policy] " + format_report(report))
     checkpoints.save(out, kind="policy", params=ts.params, spec=wm_ck.spec, model_config=model_config,
                      meta={"world_model": str(wm_path), "log": history, "sim_eval": report,

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from policy.network import PolicyConfig, PolicyNet
+from policy.network import PolicyConfig, PolicyNet, action_mask, masked_logits
 from worldmodel.env import EnvParams, SimEnv
 from worldmodel.model import init_cache
 
@@ -43,6 +43,7 @@ class Rollout(NamedTuple):
     truncated: jax.Array  # (N, T) bool
     active: jax.Array  # (N, T) bool: a decision was taken at this step
     k: jax.Array  # (N, T) int32 observation index of the decision
+    mask: jax.Array  # (N, T, A) bool: the actions allowed at the decision (PolicyConfig's LR support)
     tokens: jax.Array  # (N, S) final symbol sequences
 
 
@@ -97,6 +98,8 @@ def make_rollout(net: PolicyNet, env: SimEnv, cfg: PolicyConfig, greedy: bool = 
         def body(carry, kk):
             st, cache, lg, v = carry
             ka, ks = jax.random.split(kk)
+            mask = action_mask(spec, st.lr_rel, cfg.lr_min_rel, cfg.lr_max_rel)
+            lg = masked_logits(lg, mask)
             a = jnp.argmax(lg) if greedy else jax.random.categorical(ka, lg)
             a = a.astype(jnp.int32)
             logp = jax.nn.log_softmax(lg)[a]
@@ -104,7 +107,7 @@ def make_rollout(net: PolicyNet, env: SimEnv, cfg: PolicyConfig, greedy: bool = 
             start = st2.pos - ser.step_len
             chunk = jax.lax.dynamic_slice_in_dim(st2.tokens, start, ser.step_len)
             lg2, v2, cache2 = net.apply({"params": params}, chunk[None], start, cache)
-            out = (a, logp, v, r, term, trunc, ~st.done, st.k)
+            out = (a, logp, v, r, term, trunc, ~st.done, st.k, mask)
             return (st2, cache2, lg2[0, -1], v2[0, -1]), out
 
         (st, *_), outs = jax.lax.scan(body, carry, jax.random.split(k_steps, T))
@@ -131,7 +134,7 @@ def make_iteration(net: PolicyNet, env: SimEnv, cfg: PolicyConfig):
     def loss_fn(params, batch: Rollout, adv, ret):
         logits, value, _ = net.apply({"params": params}, batch.tokens)
         pos = decision_positions(env, batch.k)  # (B, T)
-        lg = jnp.take_along_axis(logits, pos[..., None], axis=1)  # (B, T, A)
+        lg = masked_logits(jnp.take_along_axis(logits, pos[..., None], axis=1), batch.mask)  # (B, T, A)
         v = jnp.take_along_axis(value, pos, axis=1)
         logp_all = jax.nn.log_softmax(lg)
         logp = jnp.take_along_axis(logp_all, batch.action[..., None], -1)[..., 0]
@@ -210,12 +213,15 @@ def evaluate_in_sim(env: SimEnv, env_params, key, act_fn, n_envs: int):
     return float(ret.mean()), float(ret.std() / jnp.sqrt(n_envs)), float(div.mean())
 
 
-def policy_act_fn(net: PolicyNet, params, env: SimEnv, greedy: bool = True):
-    """An `act_fn` for `simulate` that runs the policy on the state's sequence (full forward)."""
+def policy_act_fn(net: PolicyNet, params, env: SimEnv, greedy: bool = True, lr_support=None):
+    """An `act_fn` for `simulate` that runs the policy on the state's sequence (full forward);
+    `lr_support` (lr_min_rel, lr_max_rel) masks actions as in training."""
 
     def act(key, st):
         logits, _, _ = net.apply({"params": params}, st.tokens[None])
         lg = logits[0, st.pos - 1]
+        if lr_support is not None:
+            lg = masked_logits(lg, action_mask(env.spec, st.lr_rel, *lr_support))
         return (jnp.argmax(lg) if greedy else jax.random.categorical(key, lg)).astype(jnp.int32)
 
     return act
