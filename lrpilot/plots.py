@@ -32,18 +32,27 @@ def _mean_curve(curve_sets: list[list[dict]], key: str, protocol_only: bool = Tr
     return np.array(common), np.array([np.mean([d[i] for d in per_seed]) for i in common])
 
 
+def _styles(labels) -> dict:
+    """A distinct colour per label (tab20 beyond 10 labels); learned policies drawn thicker."""
+    plt = _plt()
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    return {lab: {"color": cmap(i % cmap.N), "linewidth": 2.6 if lab.startswith("policy") else 1.3}
+            for i, lab in enumerate(labels)}
+
+
 def loss_and_lr(task: str, curves: dict[str, list[list[dict]]], path: Path, title: str = "") -> None:
     """Three panels for one task: train loss, val loss (means over seeds) and the LR of seed 0."""
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    style = _styles(list(curves))
     for label, sets in curves.items():
         for ax, key in zip(axes[:2], ("train_loss", "val_loss")):
             x, y = _mean_curve(sets, key)
             if len(x):
-                ax.plot(x, y, marker=".", label=label)
+                ax.plot(x, y, marker=".", label=label, **style[label])
         lr_pts = [(p["iter"], p.get("effective_lr") or p["lr"]) for p in sets[0] if p.get("lr")]
         if lr_pts:
-            axes[2].step(*zip(*lr_pts), where="pre", label=label)
+            axes[2].step(*zip(*lr_pts), where="pre", label=label, **style[label])
     for ax, name in zip(axes, ("train loss (nats/char)", "val loss (nats/char)", "LR at evaluations (seed 0)")):
         ax.set_xlabel("iteration")
         ax.set_title(name)
@@ -65,10 +74,11 @@ def _ylim_top(curves) -> float:
 def lr_schedules(curves_by_label: dict[str, list[dict]], path: Path, title: str) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
+    style = _styles(list(curves_by_label))
     for label, cv in curves_by_label.items():
         pts = [(p["iter"], p.get("effective_lr") or p["lr"]) for p in cv if p.get("lr")]
         if pts:
-            ax.step(*zip(*pts), where="pre", label=label)
+            ax.step(*zip(*pts), where="pre", label=label, **style[label])
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("LR")
