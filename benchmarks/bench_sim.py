@@ -74,7 +74,7 @@ def world_model(ckpt: str | None, seed: int):
     if ckpt:
         import checkpoints
 
-        ck = checkpoints.load(ckpt, kind="worldmodel")
+        ck = checkpoints.load(checkpoints.pretrained("worldmodel") if ckpt == "pretrained" else ckpt, kind="worldmodel")
         cfg = WorldModelConfig.from_dict(ck.model_config)
         model, ser = build(cfg, ck.spec)
         return cfg, model, ser, jax.tree.map(jnp.asarray, ck.params), f"checkpoint {ckpt}"
@@ -206,7 +206,7 @@ def main() -> None:
                     help="environment counts N for the no-cache variant ('' to skip; it is ~20-40x slower per env step)")
     ap.add_argument("--steps", type=int, default=20, help="env steps per rollout (default: a whole episode, 20)")
     ap.add_argument("--reps", type=int, default=3, help="timed rollouts per N (median reported)")
-    ap.add_argument("--ckpt", default=None, help="world-model checkpoint (default: WorldModelConfig() at random init)")
+    ap.add_argument("--ckpt", default=None, help="world-model checkpoint, 'pretrained' for the shipped one (default: WorldModelConfig() at random init)")
     ap.add_argument("--data", default=None, help="trajectory directory for reset prefixes (default: synthetic episodes)")
     ap.add_argument("--real", default="small,collect",
                     help="real env steps to time: small (4L/128, 100 it + eval of 20+20 batches), "
