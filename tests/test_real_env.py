@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from collect.real_env import EnvParams, RealEnv
 from lrpilot import data
