@@ -243,10 +243,10 @@ class TorchRunner:
 
 # ---- JAX ---------------------------------------------------------------------------------------------
 class JaxRunner:
-    def __init__(self, cfg, vocab_size: int, train_u16: np.ndarray, n_runs: int, chunk: int):
+    def __init__(self, cfg, vocab_size: int, train_u16: np.ndarray, n_runs: int, chunk: int, vmap_width=None):
         from trainers.charlm import RunGroup
 
-        self.group = RunGroup(cfg, vocab_size, "adamw", list(range(n_runs)))
+        self.group = RunGroup(cfg, vocab_size, "adamw", list(range(n_runs)), vmap_width=vmap_width)
         self.train = self.group.put_data(train_u16)
         self.lrs = np.full((n_runs, chunk), cfg.learning_rate, np.float32)
         self.chunk, self.n, self.it = chunk, n_runs, 0
@@ -309,6 +309,8 @@ def main() -> None:
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="device peak in TFLOP/s for MFU (e.g. H100 SXM: 989 bf16 dense, 495 tf32, 67 fp32); "
                          "default: MFU not reported")
+    ap.add_argument("--vmap-width", type=int, default=None,
+                    help="runs per vmapped sub-batch (default: RunGroup's choice for the device and model size)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE[,...]",
                     help="override TrainConfig fields of the scale (e.g. --set batch_size=4,block_size=64)")
     ap.add_argument("--quick", action="store_true",
@@ -358,8 +360,12 @@ def main() -> None:
 
     jax_r = {}
     for n in run_counts:
-        jax_r[n] = JaxRunner(cfg, ds.vocab_size, ds.train, n, chunk)
-        print(f"# jax N={n}: compile + first chunk {jax_r[n].compile_s:.1f} s", flush=True)
+        jax_r[n] = JaxRunner(cfg, ds.vocab_size, ds.train, n, chunk, a.vmap_width)
+        w = jax_r[n].group.width
+        print(f"# jax N={n}: vmapped {w} at a time ({n // w} group(s) in one jitted step), "
+              f"compile + first chunk {jax_r[n].compile_s:.1f} s", flush=True)
+    from trainers import xla
+    print(f"# XLA CPU compiler options of the training step: {xla.cpu_options() or 'none'}", flush=True)
 
     jax_t = {n: [] for n in run_counts}
     jax_round = {n: [] for n in run_counts}

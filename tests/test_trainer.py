@@ -205,6 +205,42 @@ def test_batching_is_exact(ds, group):
     assert alone.final_info["best_val_loss"] == pytest.approx(results[0].final_info["best_val_loss"], rel=1e-5)
 
 
+@pytest.mark.parametrize("width", [1, 2])
+def test_vmap_groups_are_exact(ds, width):
+    """4 runs (one diverging) vmapped `width` at a time, `lax.map` over the groups: the same
+    losses, parameters (to float noise: other widths pick other kernels) and divergence as all
+    4 vmapped together."""
+    cfg = tiny_cfg()
+    lrs = np.full((4, 10), 2e-3, np.float32)
+    lrs[2] = 2e3
+    out = {}
+    for w in (4, width):
+        g = RunGroup(cfg, ds.vocab_size, "adamw", [0, 1, 2, 3], vmap_width=w)
+        assert g.width == w
+        train_arr = g.put_data(ds.train)
+        losses = np.concatenate([g.train_chunk(lrs, it, train_arr)[0] for it in (0, 10)], axis=1)
+        out[w] = losses, g.alive(), jax.tree.map(np.asarray, g.state["params"])
+    (l4, a4, p4), (lw, aw, pw) = out[4], out[width]
+    assert a4.tolist() == aw.tolist() == [True, True, False, True]
+    np.testing.assert_allclose(lw[[0, 1, 3]], l4[[0, 1, 3]], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(p4), jax.tree.leaves(pw)):  # float noise of other kernels only
+        np.testing.assert_allclose(b[[0, 1, 3]], a[[0, 1, 3]], rtol=1e-4, atol=1e-5)
+        assert np.isfinite(b[2]).all()
+
+
+def test_vmap_width_is_a_divisor_and_validated():
+    from trainers.charlm import _vmap_width
+
+    cfg = tiny_cfg()
+    assert [_vmap_width(cfg, n, 1, 4) for n in (1, 2, 3, 4, 6, 8)] == [1, 2, 3, 4, 3, 4]
+    assert _vmap_width(cfg, 8, 2, None) == 8  # several devices: one vmap over the sharded runs
+    small = scale_config("shakespeare_char", "small")
+    if jax.default_backend() == "cpu":
+        assert _vmap_width(small, 8, 1, None) == 2
+    with pytest.raises(ValueError, match="vmap_width"):
+        _vmap_width(cfg, 4, 1, 0)
+
+
 def test_seed_determines_initialisation_not_controller(group):
     _, results = group
     a, b, c = (r.curves[0] for r in results)

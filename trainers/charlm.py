@@ -3,7 +3,8 @@
 `RunGroup` holds N runs of one task, one `TrainConfig` and one optimizer kind, stacked on
 a leading run axis (sharded over the host's devices when there are several). Its jitted
 `train_chunk` does C updates of every run with a per-run, per-iteration LR array
-(`lax.scan` over iterations of a `vmap` over runs), so the controllers can change the LR
+(`lax.scan` over iterations of a `vmap` over runs; on a CPU, a `lax.map` over groups of
+runs vmapped a few at a time, see `_vmap_width`), so the controllers can change the LR
 at any iteration without recompiling. A run whose loss or gradient becomes NaN/inf is
 frozen at its last finite parameters and marked dead; the others go on.
 
@@ -16,6 +17,7 @@ controller.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from functools import partial
 
@@ -25,7 +27,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from trainers import optim
+from trainers import optim, xla
 from trainers.config import TrainConfig
 from trainers.gpt import GPT, cross_entropy
 
@@ -42,11 +44,43 @@ def _keys(seed_key):
     return [jax.random.fold_in(seed_key, i) for i in range(4)]
 
 
+# Activation floats (batch x block x n_embd, summed over runs) one vmapped sub-batch may hold on
+# a CPU: two runs of nanoGPT's CPU recipe (12 x 64 x 128). Measured on a 2-core EPYC with
+# benchmarks/bench_step.py (2026-11-26, all runs in one vmap): the small recipe's per-run step
+# is fastest vmapped 2 at a time (36.3 ms per run-step against 36.9 at 4, 40.4 at 8 and 38.9
+# alone), while much smaller models gain from wider vmaps (../shared/NOTES.md: 1 layer x 32,
+# block 32, batch 8: 8 runs at 0.82 ms per run-step against 1.10 alone).
+CPU_VMAP_FLOATS = 2 * 12 * 64 * 128
+
+
+def _vmap_width(cfg: TrainConfig, n: int, n_devices: int, requested: int | None) -> int:
+    """Runs per vmapped sub-batch of the training step: a divisor of n.
+
+    On one CPU device the runs are vmapped in groups whose activations fit CPU_VMAP_FLOATS
+    (`lax.map` over the groups, inside the same jitted step); on accelerators and across
+    several devices all runs are vmapped together. `requested` overrides this (rounded down
+    to a divisor of n).
+    """
+    if requested is not None and requested < 1:
+        raise ValueError(f"vmap_width must be >= 1, got {requested}")
+    if requested is None:
+        if n_devices == 1 and jax.default_backend() == "cpu":
+            per_run = cfg.batch_size * cfg.block_size * cfg.n_embd
+            requested = 2 ** max(0, int(math.log2(max(1, CPU_VMAP_FLOATS // per_run))))
+        else:
+            requested = n
+    w = min(requested, n)
+    while n % w:
+        w -= 1
+    return w
+
+
 class RunGroup:
     """N runs trained in lockstep. State leaves have a leading axis of size N (padded to the
     device count when sharded; padding runs are copies of run 0 and never reported)."""
 
-    def __init__(self, cfg: TrainConfig, vocab_size: int, kind: str, seeds: list[int], devices=None):
+    def __init__(self, cfg: TrainConfig, vocab_size: int, kind: str, seeds: list[int], devices=None,
+                 vmap_width: int | None = None):
         self.cfg, self.kind, self.n = cfg, kind, len(seeds)
         self.model = GPT(cfg.model(vocab_size))
         self.tx = optim.make(kind, cfg)
@@ -60,9 +94,10 @@ class RunGroup:
             self.replicated = NamedSharding(mesh, P())
         else:
             self.run_sharding = self.replicated = None
+        self.width = _vmap_width(cfg, self.n_padded, n_dev, vmap_width)
         self.state = self._put(jax.jit(jax.vmap(self._init_run))(jnp.asarray(seeds, jnp.uint32)))
-        self._chunk = jax.jit(self._train_chunk, donate_argnums=0)
-        self._eval = jax.jit(self._evaluate)
+        self._chunk = xla.jit(self._train_chunk, donate_argnums=0)
+        self._eval = xla.jit(self._evaluate)
 
     # ---- placement -------------------------------------------------------------------
     def _put(self, tree):
@@ -100,14 +135,26 @@ class RunGroup:
 
     # ---- batched, jitted -----------------------------------------------------------------
     def _train_chunk(self, state, lrs_CxN, it0, train_data):
-        step_N = jax.vmap(self._step, in_axes=(0, 0, None, None))
+        step_M = jax.vmap(self._step, in_axes=(0, 0, None, None))
+        c, n = lrs_CxN.shape
+        c_range = jnp.arange(c, dtype=jnp.int32)
 
-        def body(st, xs):
-            lr_N, c = xs
-            return step_N(st, lr_N, it0 + c, train_data)
+        def chunk_M(st_M, lrs_CxM):  # C iterations of M vmapped runs
+            def body(st, xs):
+                lr_M, k = xs
+                return step_M(st, lr_M, it0 + k, train_data)
 
-        c_range = jnp.arange(lrs_CxN.shape[0], dtype=jnp.int32)
-        state, loss_CxN = jax.lax.scan(body, state, (lrs_CxN, c_range))
+            return jax.lax.scan(body, st_M, (lrs_CxM, c_range))
+
+        g = n // self.width
+        if g == 1:
+            state, loss_CxN = chunk_M(state, lrs_CxN)
+        else:  # G groups of M = width runs, one group after the other (runs are independent)
+            state_G = jax.tree.map(lambda a: a.reshape(g, self.width, *a.shape[1:]), state)
+            lrs_GxCxM = lrs_CxN.reshape(c, g, self.width).transpose(1, 0, 2)
+            state_G, loss_GxCxM = jax.lax.map(lambda a: chunk_M(*a), (state_G, lrs_GxCxM))
+            state = jax.tree.map(lambda a: a.reshape(n, *a.shape[2:]), state_G)
+            loss_CxN = loss_GxCxM.transpose(1, 0, 2).reshape(c, n)
         eff_N = jax.vmap(partial(optim.effective_lr, self.kind))(state["opt"], lrs_CxN[-1])
         return state, loss_CxN, eff_N
 
