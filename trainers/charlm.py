@@ -17,7 +17,6 @@ controller.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from functools import partial
 
@@ -65,8 +64,8 @@ def _vmap_width(cfg: TrainConfig, n: int, n_devices: int, requested: int | None)
         raise ValueError(f"vmap_width must be >= 1, got {requested}")
     if requested is None:
         if n_devices == 1 and jax.default_backend() == "cpu":
-            per_run = cfg.batch_size * cfg.block_size * cfg.n_embd
-            requested = 2 ** max(0, int(math.log2(max(1, CPU_VMAP_FLOATS // per_run))))
+            fit = max(1, CPU_VMAP_FLOATS // (cfg.batch_size * cfg.block_size * cfg.n_embd))
+            requested = 1 << (fit.bit_length() - 1)  # the largest power of two <= fit
         else:
             requested = n
     w = min(requested, n)
