@@ -70,7 +70,7 @@ def cmd_evaluate(args) -> int:
 
     grid = Grid(tasks=args.tasks, controllers=args.controllers, seeds=args.seeds, scale=args.scale,
                 lr_mults=args.lr_mults, overrides=_overrides(args))
-    evaluate(grid, Path(args.out), max_batch=args.max_batch, progress=not args.quiet)
+    evaluate(grid, Path(args.out), max_batch=args.max_batch, progress=not args.quiet, train=not args.report_only)
     print((Path(args.out) / "results.md").read_text())
     return 0
 
@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-batch", type=int, default=0, help="at most this many runs trained together (0: all of a task)")
     e.add_argument("--out", required=True)
     e.add_argument("--quiet", action="store_true")
+    e.add_argument("--report-only", action="store_true",
+                   help="write results.json, results.md and the plots from the runs already finished in --out "
+                        "(each row over its finished seeds); train nothing")
     _config_flags(e)
     e.set_defaults(func=cmd_evaluate)
 

@@ -4,7 +4,8 @@ Every controller gets the same seeds (hence the same initialisation, batches and
 batches), the same budget and the same protocol evaluations. Each finished run is written
 atomically under `OUT/runs/...`; a rerun with the same arguments skips finished runs, so an
 interrupted evaluation resumes. Results: `results.json` (FORMATS.md), `results.md` and PNG
-plots per task.
+plots per task. `train=False` (`--report-only`) writes them from the runs already finished,
+each cell over the seeds that finished (its `n_seeds`), and trains nothing.
 """
 
 from __future__ import annotations
@@ -71,32 +72,44 @@ def run_dir(out: Path, task: str, lr_mult: float, ctrl: str, seed: int) -> Path:
     return out / "runs" / safe_name(task) / f"lr_x{mult_key(lr_mult)}" / safe_name(ctrl) / f"seed{seed}"
 
 
-def evaluate(grid: Grid, out: Path, max_batch: int = 0, progress: bool = True, log=print) -> dict:
+def _finished(out: Path, task: str, m: float, spec: str, seed: int, cfg_dict: dict) -> dict | None:
+    """The run's final_info when it finished under the same training config, else None."""
+    fi = run_dir(out, task, m, spec, seed) / "final_info.json"
+    if not fi.exists():
+        return None
+    info = read_json(fi)
+    return info if info.get("config") == cfg_dict else None
+
+
+def evaluate(grid: Grid, out: Path, max_batch: int = 0, progress: bool = True, log=print,
+             train: bool = True) -> dict:
     from trainers.config import scale_config
-    from trainers.loop import RunSpec, device_info, train
+    from trainers.loop import RunSpec, device_info, train as train_runs
 
     for spec in grid.controllers:  # fail fast on a bad controller spec, before any training
         controllers.make(spec)
     out = Path(out)
+    cfgs: dict[str, dict] = {}
     for task in grid.tasks:
-        data = datasets.load(task)
         cfg = scale_config(task, grid.scale, **grid.overrides)
-        cfg_dict = dataclasses.asdict(cfg)
+        cfg_dict = cfgs[task] = dataclasses.asdict(cfg)
         pending, n_done = [], 0
         for m in grid.lr_mults:
             for spec in grid.controllers:
                 for seed in grid.seeds:
-                    d = run_dir(out, task, m, spec, seed)
-                    fi = d / "final_info.json"
-                    if fi.exists() and read_json(fi).get("config") == cfg_dict:
+                    if _finished(out, task, m, spec, seed, cfg_dict) is not None:
                         n_done += 1
                         continue
                     pending.append(RunSpec(seed, controllers.make(spec), spec, m))
+        if not train:
+            log(f"[evaluate] {task}: reporting {n_done} finished runs; {len(pending)} not finished, left out")
+            continue
+        data = datasets.load(task)
         log(f"[evaluate] {task}: {n_done} runs already done, {len(pending)} to train ({cfg.max_iters} iters each)")
         step = max_batch if max_batch > 0 else len(pending) or 1
         for j in range(0, len(pending), step):
             batch = pending[j : j + step]
-            for res in train(data, cfg, batch, progress=progress):
+            for res in train_runs(data, cfg, batch, progress=progress):
                 spec = next(b for b in batch if b.label == res.controller and b.seed == res.seed
                             and b.lr_mult == res.final_info["lr_mult"])
                 d = run_dir(out, task, spec.lr_mult, spec.label, spec.seed)
@@ -105,15 +118,25 @@ def evaluate(grid: Grid, out: Path, max_batch: int = 0, progress: bool = True, l
                 write_json(d / "final_info.json", res.final_info)
             log(f"[evaluate] {task}: {min(j + step, len(pending))}/{len(pending)} runs trained")
 
-    backend, device = device_info()
+    done = {(task, m, spec, s): info for task in grid.tasks for m in grid.lr_mults for spec in grid.controllers
+            for s in grid.seeds if (info := _finished(out, task, m, spec, s, cfgs[task])) is not None}
+    if not done:
+        raise ValueError(f"no finished run in {out} matches these tasks, controllers, seeds, LR multipliers and "
+                         f"training config; expected final_info.json files under {out / 'runs'} written by "
+                         "`lrpilot evaluate` with the same arguments")
+    # The machine that trained the runs, not the one writing the report.
+    backend = ", ".join(sorted({i.get("backend") for i in done.values() if i.get("backend")}))
+    device = ", ".join(sorted({i.get("device") for i in done.values() if i.get("device")}))
+    if not device:
+        backend, device = device_info()
     by_mult: dict = {}
     for m in grid.lr_mults:
         by_task: dict = {}
         for task in grid.tasks:
             by_task[task] = {}
             for spec in grid.controllers:
-                infos = [read_json(run_dir(out, task, m, spec, s) / "final_info.json") for s in grid.seeds]
-                by_task[task][spec] = aggregate(infos)
+                seeds = [s for s in grid.seeds if (task, m, spec, s) in done]
+                by_task[task][spec] = {**aggregate([done[task, m, spec, s] for s in seeds]), "seeds": seeds}
         by_mult[mult_key(m)] = by_task
     results = {"scale": grid.scale, "seeds": grid.seeds, "device": device, "backend": backend,
                "lrpilot_version": lrpilot.__version__, "overrides": grid.overrides,
@@ -122,10 +145,14 @@ def evaluate(grid: Grid, out: Path, max_batch: int = 0, progress: bool = True, l
     write_text(out / "results.md", results_markdown(results))
     for task in grid.tasks:
         for m in grid.lr_mults:
-            curves = {spec: [read_json(run_dir(out, task, m, spec, s) / "curves.json") for s in grid.seeds]
-                      for spec in grid.controllers}
+            curves = {spec: [read_json(run_dir(out, task, m, spec, s) / "curves.json") for s in grid.seeds
+                             if (task, m, spec, s) in done] for spec in grid.controllers}
+            curves = {spec: sets for spec, sets in curves.items() if sets}
+            if not curves:
+                continue
             suffix = "" if m == 1 else f"_lr_x{mult_key(m)}"
-            title = f"{task}, scale {grid.scale}, base LR x{mult_key(m)}, mean of {len(grid.seeds)} seeds"
+            n = sorted({len(sets) for sets in curves.values()})
+            title = f"{task}, scale {grid.scale}, base LR x{mult_key(m)}, mean of {'/'.join(map(str, n))} seeds"
             plots.loss_and_lr(task, curves, out / f"{safe_name(task)}{suffix}.png", title)
     return results
 
@@ -151,6 +178,10 @@ def results_markdown(results: dict) -> str:
                     f"{_fmt(r['ms_per_iter_mean'], None, 1)} | {_fmt(r['controller_overhead_ms_mean'], None, 3)} | "
                     f"{r['n_diverged']}/{r['n_seeds']} |")
             lines.append("")
+    cells = [r for by_task in results["by_lr_mult"].values() for rows in by_task.values() for r in rows.values()]
+    if any(r["n_seeds"] < len(results["seeds"]) for r in cells):
+        lines += ["Some rows have fewer finished seeds than asked: a row's seed count is the denominator of its "
+                  "diverged column, and a single seed has no standard error.", ""]
     lines.append("Mean ± standard error over seeds. best val loss: minimum over the protocol's evaluations (nats/char). "
                  "time and ms/iter are those of the batched group a run trained in (up to --max-batch runs in one "
                  "vmapped step), so they compare groups, not controllers; ctrl overhead is the controller's own "

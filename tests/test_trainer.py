@@ -356,6 +356,44 @@ def test_cli_bad_inputs(tmp_path, capsys, args, needle):
     assert not (tmp_path / "x" / "final_info.json").exists()
 
 
+def test_cli_evaluate_report_only_reports_finished_runs_and_trains_nothing(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "ev"
+    common = ["--tasks", TASK, "--scale", "tiny", "--max-iters", "40", "--eval-interval", "20", "--out", str(out),
+              "--quiet"]
+    assert main(["evaluate", "--controllers", "cosine", "--seeds", "1", *common]) == 0
+    capsys.readouterr()
+    info_path = out / "runs" / TASK / "lr_x1" / "cosine" / "seed0" / "final_info.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "device": "Trainer GPU x1", "backend": "gpu"}))
+
+    import trainers.loop
+
+    def no_training(*a, **k):
+        raise AssertionError("--report-only trained a run")
+
+    monkeypatch.setattr(trainers.loop, "train", no_training)
+    assert main(["evaluate", "--controllers", "cosine", "wsd", "--seeds", "2", "--report-only", *common]) == 0
+    printed = capsys.readouterr().out
+    assert "reporting 1 finished runs; 3 not finished" in printed
+    res = json.loads((out / "results.json").read_text())
+    assert res["device"] == "Trainer GPU x1" and res["backend"] == "gpu"  # the training machine's, not this one's
+    cos, wsd = res["results"][TASK]["cosine"], res["results"][TASK]["wsd"]
+    assert cos["n_seeds"] == 1 and cos["seeds"] == [0] and cos["best_val_loss_mean"] == info["best_val_loss"]
+    assert cos["best_val_loss_stderr"] is None
+    assert wsd["n_seeds"] == 0 and wsd["seeds"] == [] and wsd["best_val_loss_mean"] is None
+    md = (out / "results.md").read_text()
+    assert "| `cosine` |" in md and "0/1" in md and "0/0" in md and "fewer finished seeds" in md
+    assert (out / f"{TASK}.png").read_bytes()[:4] == b"\x89PNG"
+
+    # a different training config matches no finished run: a clear error, nothing written over
+    before = (out / "results.json").read_text()
+    assert main(["evaluate", "--controllers", "cosine", "--seeds", "1", "--report-only", *common,
+                 "--max-iters", "60"]) != 0
+    err = capsys.readouterr().err
+    assert "no finished run" in err and str(out) in err
+    assert (out / "results.json").read_text() == before
+
+
 def test_cli_rejects_unknown_scale(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--scale", "huge", "--out", str(tmp_path)])
