@@ -40,7 +40,8 @@ def _seeds(s: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a list (0,1,2), got {s!r}") from None
     if n <= 0:
-        raise argparse.ArgumentTypeError(f"--seeds must be positive, got {n}")
+        raise argparse.ArgumentTypeError(f"--seeds takes a positive count (3: seeds 0, 1, 2) or a list, got {n}; "
+                                         "for one given seed write a list such as '0,' or '5,'")
     return list(range(n))
 
 

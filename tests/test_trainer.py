@@ -394,6 +394,17 @@ def test_cli_evaluate_report_only_reports_finished_runs_and_trains_nothing(tmp_p
     assert (out / "results.json").read_text() == before
 
 
+def test_cli_seeds_count_list_and_zero(tmp_path, capsys):
+    from lrpilot.cli import _seeds
+
+    assert _seeds("3") == [0, 1, 2] and _seeds("0,") == [0] and _seeds("5,7") == [5, 7]
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--seeds", "0", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code != 0 and "'0,'" in err  # says how to ask for seed 0 alone
+    assert not list(tmp_path.iterdir())
+
+
 def test_cli_rejects_unknown_scale(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--scale", "huge", "--out", str(tmp_path)])
