@@ -89,15 +89,16 @@ def evaluate(grid: Grid, out: Path, max_batch: int = 0, progress: bool = True, l
     for spec in grid.controllers:  # fail fast on a bad controller spec, before any training
         controllers.make(spec)
     out = Path(out)
-    cfgs: dict[str, dict] = {}
+    done: dict[tuple, dict] = {}  # (task, lr_mult, controller, seed) -> final_info of a finished run
     for task in grid.tasks:
         cfg = scale_config(task, grid.scale, **grid.overrides)
-        cfg_dict = cfgs[task] = dataclasses.asdict(cfg)
+        cfg_dict = dataclasses.asdict(cfg)
         pending, n_done = [], 0
         for m in grid.lr_mults:
             for spec in grid.controllers:
                 for seed in grid.seeds:
-                    if _finished(out, task, m, spec, seed, cfg_dict) is not None:
+                    if (info := _finished(out, task, m, spec, seed, cfg_dict)) is not None:
+                        done[task, m, spec, seed] = info
                         n_done += 1
                         continue
                     pending.append(RunSpec(seed, controllers.make(spec), spec, m))
@@ -116,10 +117,9 @@ def evaluate(grid: Grid, out: Path, max_batch: int = 0, progress: bool = True, l
                 res.final_info["scale"] = grid.scale
                 write_json(d / "curves.json", res.curves)
                 write_json(d / "final_info.json", res.final_info)
+                done[task, spec.lr_mult, spec.label, spec.seed] = res.final_info
             log(f"[evaluate] {task}: {min(j + step, len(pending))}/{len(pending)} runs trained")
 
-    done = {(task, m, spec, s): info for task in grid.tasks for m in grid.lr_mults for spec in grid.controllers
-            for s in grid.seeds if (info := _finished(out, task, m, spec, s, cfgs[task])) is not None}
     if not done:
         raise ValueError(f"no finished run in {out} matches these tasks, controllers, seeds, LR multipliers and "
                          f"training config; expected final_info.json files under {out / 'runs'} written by "
