@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from collect.explore import RandomWalk
+from lrpilot.collect.explore import RandomWalk
 from lrpilot import data
-from trainers.config import TrainConfig
-from trainers.loop import RunSpec, device_info, train
+from lrpilot.trainers.config import TrainConfig
+from lrpilot.trainers.loop import RunSpec, device_info, train
 
 
 def runs(k: int, seed0: int = 0):

@@ -11,7 +11,7 @@ What is timed
   time is reported apart), driven through whole episodes of the small scale (2000 iterations,
   21 observations, a decision every 100 iterations) with synthetic decreasing losses. Per
   decision: one `observe` (encode the episode, one forward pass, greedy action) plus the `lr`
-  calls of the interval (one per iteration, as `trainers.loop` calls it).
+  calls of the interval (one per iteration, as `lrpilot.trainers.loop` calls it).
 * a training step: `RunGroup.train_chunk` at the small scale (nanoGPT's CPU recipe), one run,
   chunks of `--chunk` iterations, median per iteration, compile excluded.
 * overhead = controller time per decision as a % of one step and of one decision interval
@@ -44,10 +44,10 @@ def random_policy_checkpoint(path: Path, seed: int) -> Path:
     weights (its init is zeros) so that the greedy actions vary as a trained policy's would."""
     import jax
 
-    import checkpoints
+    from lrpilot import checkpoints
     from lrpilot.spec import DEFAULT_SPEC
-    from policy.network import PolicyConfig, build, init_params
-    from worldmodel.model import WorldModelConfig
+    from lrpilot.policy.network import PolicyConfig, build, init_params
+    from lrpilot.worldmodel.model import WorldModelConfig
 
     wm_cfg = WorldModelConfig()
     net = build(wm_cfg, DEFAULT_SPEC)
@@ -92,7 +92,7 @@ def run_episode(ctrl, info, rng) -> tuple[list[float], list[float], list[float]]
 
 class StepTimer:
     def __init__(self, cfg, ds, chunk: int):
-        from trainers.charlm import RunGroup
+        from lrpilot.trainers.charlm import RunGroup
 
         self.group = RunGroup(cfg, ds.vocab_size, "adamw", [0])
         self.train = self.group.put_data(ds.train)
@@ -125,10 +125,10 @@ def main() -> None:
 
     import jax
 
-    import policy
+    from lrpilot import policy
     from lrpilot import data
-    from trainers.config import scale_config
-    from trainers.loop import run_info
+    from lrpilot.trainers.config import scale_config
+    from lrpilot.trainers.loop import run_info
 
     cfg = scale_config(a.task, "small")
     info = run_info(cfg, a.seed)

@@ -44,7 +44,7 @@ from _common import med, print_header
 # ---- inputs ---------------------------------------------------------------------------------------
 def synthetic_trajectories(spec, n_runs: int = 32, seed: int = 0):
     """Episodes shaped like training curves (as tests/conftest.py builds them): reset prefixes only."""
-    from collect.format import Trajectories
+    from lrpilot.trajectories import Trajectories
 
     rng = np.random.default_rng(seed)
     n, f = spec.n_decisions, spec.n_obs
@@ -69,10 +69,10 @@ def world_model(ckpt: str | None, seed: int):
     import jax.numpy as jnp
 
     from lrpilot.spec import DEFAULT_SPEC
-    from worldmodel.model import WorldModelConfig, build
+    from lrpilot.worldmodel.model import WorldModelConfig, build
 
     if ckpt:
-        import checkpoints
+        from lrpilot import checkpoints
 
         ck = checkpoints.load(checkpoints.pretrained("worldmodel") if ckpt == "pretrained" else ckpt, kind="worldmodel")
         cfg = WorldModelConfig.from_dict(ck.model_config)
@@ -178,7 +178,7 @@ def time_fn(f, reps: int) -> tuple[float, float, object]:
 def real_env_step(cfg, ds, n_decisions: int, reps: int) -> dict:
     """Seconds of one decision interval of a real run: train_chunk over max_iters/n_decisions
     iterations + one evaluate, N=1, compile excluded."""
-    from trainers.charlm import RunGroup
+    from lrpilot.trainers.charlm import RunGroup
 
     iters = max(1, cfg.max_iters // n_decisions)
     group = RunGroup(cfg, ds.vocab_size, "adamw", [0])
@@ -230,12 +230,12 @@ def main() -> None:
 
     import jax
 
-    from worldmodel.env import SimEnv, simulate
+    from lrpilot.worldmodel.env import SimEnv, simulate
 
     cfg, model, ser, wm_params, source = world_model(a.ckpt, a.seed)
     spec = ser.spec
     if a.data:
-        from collect.format import load_dir
+        from lrpilot.trajectories import load_dir
 
         traj, traj_src = load_dir(a.data, spec), f"trajectories {a.data}"
     else:
@@ -279,7 +279,7 @@ def main() -> None:
     if not real:
         return
     from lrpilot import data
-    from trainers.config import scale_config
+    from lrpilot.trainers.config import scale_config
 
     ds = data.load(a.task)
     scales = {

@@ -244,7 +244,7 @@ class TorchRunner:
 # ---- JAX ---------------------------------------------------------------------------------------------
 class JaxRunner:
     def __init__(self, cfg, vocab_size: int, train_u16: np.ndarray, n_runs: int, chunk: int, vmap_width=None):
-        from trainers.charlm import RunGroup
+        from lrpilot.trainers.charlm import RunGroup
 
         self.group = RunGroup(cfg, vocab_size, "adamw", list(range(n_runs)), vmap_width=vmap_width)
         self.train = self.group.put_data(train_u16)
@@ -333,7 +333,7 @@ def main() -> None:
     run_counts = [int(x) for x in runs.split(",")]
 
     from lrpilot import data
-    from trainers.config import scale_config
+    from lrpilot.trainers.config import scale_config
 
     cfg = scale_config(a.task, a.scale)
     cfg = cfg.replace(**_typed(cfg, over))
@@ -364,7 +364,7 @@ def main() -> None:
         w = jax_r[n].group.width
         print(f"# jax N={n}: vmapped {w} at a time ({n // w} group(s) in one jitted step), "
               f"compile + first chunk {jax_r[n].compile_s:.1f} s", flush=True)
-    from trainers import xla
+    from lrpilot.trainers import xla
     print(f"# XLA CPU compiler options of the training step: {xla.cpu_options() or 'none'}", flush=True)
 
     jax_t = {n: [] for n in run_counts}

@@ -1,6 +1,6 @@
 """The one place that saves and restores world models and policies (see `checkpoints.store`)."""
 
-from checkpoints.store import (
+from lrpilot.checkpoints.store import (
     FORMAT_VERSION,
     KINDS,
     Checkpoint,

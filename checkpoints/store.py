@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrpilot import __version__
-from lrpilot.io import _clean, read_json
+from lrpilot.io import json_safe, read_json
 from lrpilot.spec import EnvSpec
 
 FORMAT_VERSION = 1
@@ -325,7 +325,7 @@ def _as_dict(cfg) -> dict:
 def _jsonable(obj: dict, name: str) -> dict:
     """The JSON round trip of `obj` (tuples become lists, numpy scalars plain, NaN null)."""
     try:
-        return json.loads(json.dumps(_clean(obj), allow_nan=False))
+        return json.loads(json.dumps(json_safe(obj), allow_nan=False))
     except (TypeError, ValueError) as e:
         raise TypeError(f"{name} must be JSON-able: {e}") from None
 

@@ -1,4 +1,4 @@
-"""Collection of real training trajectories (see collect.job, collect.format)."""
+"""Collection of real training trajectories (see lrpilot.collect.job; the trajectory files are lrpilot.trajectories)."""
 
 from pathlib import Path
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import random
 
+from lrpilot.controllers.schedules import cosine_decay
 from lrpilot.controllers.spec_controller import ScheduleFollower, SpecController
 from lrpilot.spec import DEFAULT_SPEC, EnvSpec
 
@@ -66,7 +67,7 @@ class Follow(ScheduleFollower):
         if self.kind == "constant":
             return self.peak
         if self.kind == "cosine":
-            return lo + 0.5 * (1 + math.cos(math.pi * x)) * (self.peak - lo)
+            return cosine_decay(self.peak, lo, x)
         return self.peak if x < 0.8 else self.peak + (lo - self.peak) * (x - 0.8) / 0.2  # wsd, last 20%
 
     def choose(self, k):
@@ -102,9 +103,11 @@ class EpsilonPolicy(SpecController):
     def __init__(self, path: str, epsilon: float, seed: int, spec: EnvSpec = DEFAULT_SPEC):
         super().__init__(spec)
         self.path, self.epsilon, self.seed = path, epsilon, seed
-        from policy.deploy import load_controller  # lazy: JAX
+        from lrpilot import controllers
 
-        self.inner = load_controller(path, spec=spec)
+        # through the registry: the learned policy registers itself from above (lrpilot.policy)
+        self.inner = controllers.make(f"policy:{path}")
+        spec.check_same(self.inner.spec, where=str(path))
 
     def reset(self, run):
         super().reset(run)

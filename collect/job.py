@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 
 import lrpilot
-from collect import explore, format as tfmt
-from collect.tasks import DEFAULT_TASKS, FAMILIES, GroupPlan, sample_base_mult, sample_group
+from lrpilot import trajectories as tfmt
+from lrpilot.collect import explore
+from lrpilot.collect.tasks import DEFAULT_TASKS, FAMILIES, GroupPlan, sample_base_mult, sample_group
 from lrpilot.data import HELD_OUT_TASKS, OFFLINE_TASKS
 from lrpilot.io import read_json, write_json
+from lrpilot.progress import progress_bar
 from lrpilot.spec import DEFAULT_SPEC, EnvSpec
 
 DEFAULT_MIX = {"walk": 0.4, "cosine": 0.25, "wsd": 0.2, "constant": 0.15}
@@ -127,7 +129,7 @@ def run_group(out: str, job_dict: dict, g: int, indices: list[int], spec_json: s
 
     Top-level and argument-picklable, so Ray workers can call it."""
     from lrpilot import data as datasets
-    from trainers.loop import RunSpec, device_info, train
+    from lrpilot.trainers.loop import RunSpec, device_info, train
 
     spec = EnvSpec.from_json(spec_json)
     d = dict(job_dict)
@@ -174,7 +176,7 @@ def collect(out: str | Path, job: Job, n_runs: int, spec: EnvSpec = DEFAULT_SPEC
         + (f", removed {n_stale} partial file(s)" if n_stale else "") + f", {n_todo} to train in {len(todo)} group(s)")
     if not n_todo:
         return 0
-    bar = _bar(n_todo, progress)
+    bar = progress_bar(n_todo, progress, "runs")
     try:
         if ray_address:
             _collect_ray(out, job, todo, spec, ray_address, bar)
@@ -206,16 +208,9 @@ def _collect_ray(out: Path, job: Job, todo: dict, spec: EnvSpec, address: str, b
             bar.update(pending.pop(ref))
 
 
-def _bar(total, enabled):
-    from trainers.loop import _progress
-
-    return _progress(total, enabled, "runs")
-
-
-def summary(out: str | Path, spec: EnvSpec = DEFAULT_SPEC, plot: str | Path | None = None, n_plot: int = 24,
-            log=print) -> dict:
-    """Counts per task and controller, and a PNG of a sample of curves (val loss and LR)."""
-    traj = tfmt.load_dir(out, spec)
+def summary(traj: tfmt.Trajectories, source: str = "", log=print) -> dict:
+    """Counts per task and controller, per model size, and divergences of a loaded dataset
+    (`source`: where it was loaded from, for the first line)."""
     counts: dict = {}
     for m in traj.meta:
         c = m["controller"]["name"]
@@ -228,38 +223,10 @@ def summary(out: str | Path, spec: EnvSpec = DEFAULT_SPEC, plot: str | Path | No
         sizes[key] = sizes.get(key, 0) + 1
     info = {"runs": len(traj), "terminated": int(traj.terminated.sum()), "by_task_controller": counts,
             "by_model_size": dict(sorted(sizes.items())), "devices": sorted({m["device"] for m in traj.meta})}
-    log(f"{len(traj)} runs in {out} ({info['terminated']} terminated by divergence); devices: {', '.join(info['devices'])}")
+    log(f"{len(traj)} runs{' in ' + source if source else ''} ({info['terminated']} terminated by divergence); devices: {', '.join(info['devices'])}")
     ctrls = sorted({c for v in counts.values() for c in v})
     log(f"{'task':20s}" + "".join(f"{c:>18s}" for c in ctrls) + f"{'total':>8s}")
     for task, v in sorted(counts.items()):
         log(f"{task:20s}" + "".join(f"{v.get(c, 0):18d}" for c in ctrls) + f"{sum(v.values()):8d}")
     log("model sizes (layers x width): " + ", ".join(f"{k}: {n}" for k, n in info["by_model_size"].items()))
-    if plot:
-        _plot_sample(traj, Path(plot), n_plot)
-        log(f"plot: {plot}")
     return info
-
-
-def _plot_sample(traj, path: Path, n: int) -> None:
-    from lrpilot.plots import _plt, _save
-
-    plt = _plt()
-    rng = np.random.default_rng(0)
-    idx = rng.choice(len(traj), size=min(n, len(traj)), replace=False)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    for i in idx:
-        m, L = traj.meta[i], traj.length[i]
-        T = m["config"]["max_iters"]
-        x = np.arange(L) / traj.spec.n_decisions * T
-        vi, li = traj.spec.index("val"), traj.spec.index("log_lr")
-        line, = axes[0].plot(x, traj.obs[i, :L, vi] * 1.0, lw=1)
-        lr = m["base_lr"] * 10 ** traj.obs[i, :L, li]
-        axes[1].step(x, lr, where="pre", lw=1, color=line.get_color())
-    axes[0].set_title("val loss / initial val loss")
-    axes[1].set_title("LR (absolute) of the interval before each decision")
-    axes[1].set_yscale("log")
-    for ax in axes:
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"{len(idx)} of {len(traj)} runs")
-    _save(fig, path)

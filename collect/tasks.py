@@ -13,7 +13,7 @@ import math
 import random
 
 from lrpilot.data import HELD_OUT_TASKS, OFFLINE_TASKS
-from trainers.config import TrainConfig
+from lrpilot.trainers.config import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)

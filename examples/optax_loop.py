@@ -2,7 +2,7 @@
 
 A character-level MLP language model (the previous `--context` characters -> next character)
 on the offline `python_docs` corpus, trained with `optax.inject_hyperparams(optax.adamw)`;
-the LR is written into the optimizer state each iteration by `policy.adapters.OptaxLR`.
+the LR is written into the optimizer state each iteration by `lrpilot.driver.OptaxLR`.
 
     python examples/optax_loop.py                                  # cosine schedule, 300 updates
     python examples/optax_loop.py --controller wsd:decay_frac=0.2 --iters 600
@@ -34,7 +34,7 @@ except ImportError:  # running from a source checkout without `pip install -e .`
 
 from lrpilot.controllers import make
 from lrpilot.data import load
-from policy.adapters import LoopDriver, OptaxLR
+from lrpilot.driver import LoopDriver, OptaxLR
 
 
 def init_params(key: jax.Array, vocab: int, context: int, emb: int, hidden: int) -> dict:

@@ -3,7 +3,7 @@
 A tiny character-level GPT (plain torch, causal self-attention) on the offline `python_docs`
 corpus, trained with AdamW (decay on 2-D weights only, as nanoGPT). Where nanoGPT does
 `lr = get_lr(it); for g in optimizer.param_groups: g['lr'] = lr`, this loop calls
-`policy.adapters.TorchLR.step(it, ...)`, which asks the controller.
+`lrpilot.driver.TorchLR.step(it, ...)`, which asks the controller.
 
     python examples/torch_nanogpt.py                                  # cosine schedule, 200 updates
     python examples/torch_nanogpt.py --controller wsd:decay_frac=0.2 --iters 400
@@ -34,7 +34,7 @@ except ImportError:  # running from a source checkout without `pip install -e .`
 
 from lrpilot.controllers import make
 from lrpilot.data import load
-from policy.adapters import LoopDriver, TorchLR
+from lrpilot.driver import LoopDriver, TorchLR
 
 
 class Block(nn.Module):

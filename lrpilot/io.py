@@ -39,12 +39,12 @@ def _umask() -> int:
     return mask
 
 
-def _clean(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """Makes numpy scalars and non-finite floats JSON-safe (NaN/inf become null)."""
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 0) == 0:
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -55,7 +55,7 @@ def _clean(obj: Any) -> Any:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Writes `obj` as indented JSON atomically; NaN and inf are written as null."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_clean(obj), indent=1, allow_nan=False) + "\n")
+        tmp.write_text(json.dumps(json_safe(obj), indent=1, allow_nan=False) + "\n")
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -108,11 +108,51 @@ class EnvSpec:
             raise ValueError(f"a run of {max_iters} iterations is shorter than the spec's {self.n_decisions} decisions")
         return [self.decision_iter(k, max_iters) for k in range(self.n_decisions + 1)]
 
-    # ---- dynamics ---------------------------------------------------------------------------
-    def next_lr_rel(self, lr_rel: float, action: int) -> float:
-        """LR relative to base_lr after `action`, clipped to lr_range."""
+    # ---- dynamics: the one definition, on Python floats, NumPy or JAX arrays -------------------
+    def next_lr_rel(self, lr_rel, action):
+        """LR relative to base_lr after `action`, clipped to lr_range. A float for Python numbers;
+        elementwise for NumPy or JAX arrays (lr_rel and action broadcast)."""
         lo, hi = self.lr_range
-        return float(min(max(lr_rel * self.actions[action], lo), hi))
+        xp = array_module(lr_rel, action)
+        if xp is None:
+            return float(min(max(lr_rel * self.actions[action], lo), hi))
+        factors = xp.asarray(self.actions, dtype=xp.float32)
+        return xp.clip(xp.asarray(lr_rel, dtype=xp.float32) * factors[action], lo, hi)
+
+    def candidate_lr_rel(self, lr_rel):
+        """(..., A): the LR relative to base_lr that each action would lead to from `lr_rel` (...)."""
+        lo, hi = self.lr_range
+        xp = array_module(lr_rel) or np
+        factors = xp.asarray(self.actions, dtype=xp.float32)
+        return xp.clip(xp.asarray(lr_rel, dtype=xp.float32)[..., None] * factors, lo, hi)
+
+    def deterministic_values(self, k, lr_rel_prev) -> dict:
+        """The fields known without a model at observation k: progress and log_lr (arrays or floats)."""
+        xp = array_module(k, lr_rel_prev)
+        log10 = math.log10 if xp is None else xp.log10
+        return {"progress": k / self.n_decisions, "log_lr": log10(lr_rel_prev)}
+
+    def is_diverged(self, val, train):
+        """The spec's divergence on normalised losses: not (val < ratio and train < ratio); NaN
+        and inf diverge. Elementwise on arrays."""
+        r = self.divergence_ratio
+        xp = array_module(val, train)
+        if xp is None:
+            return not (val < r and train < r)
+        return ~((xp.asarray(val) < r) & (xp.asarray(train) < r))
+
+    def mark_diverged(self, obs_xF, diverged):
+        """Observations (..., F) with val and train set to the divergence ratio where `diverged` (...)."""
+        xp = array_module(obs_xF) or np
+        stoch = xp.asarray([n in ("val", "train") for n in self.names])
+        return xp.where(xp.asarray(diverged)[..., None] & stoch, self.divergence_ratio, obs_xF)
+
+    def end_of_step(self, k, diverged):
+        """(terminated, truncated) of the step that produced observation k: divergence
+        terminates, reaching the budget (k = n_decisions) truncates."""
+        if array_module(k, diverged) is None:
+            return diverged, k >= self.n_decisions and not diverged
+        return diverged, (k >= self.n_decisions) & ~diverged
 
     def observation(self, k: int, lr_rel_prev: float, val_loss: float | None, train_loss: float | None,
                     val0: float) -> tuple[np.ndarray, bool]:
@@ -122,10 +162,10 @@ class EnvSpec:
         train = (train_loss / val0 if _finite(train_loss) else math.inf) if k > 0 else 1.0
         if k == 0:
             val = 1.0
-        diverged = not (val < r and train < r)
+        diverged = self.is_diverged(val, train)
         if diverged:
             val = train = r
-        values = {"progress": k / self.n_decisions, "log_lr": math.log10(lr_rel_prev), "val": val, "train": train}
+        values = {**self.deterministic_values(k, lr_rel_prev), "val": val, "train": train}
         return np.array([values[f.name] for f in self.fields], np.float32), diverged
 
     def reward(self, prev_obs, obs):
@@ -181,6 +221,22 @@ def _listify(x):
     if isinstance(x, dict):
         return {k: _listify(v) for k, v in x.items()}
     return x
+
+
+def array_module(*xs):
+    """None when every x is a Python number; numpy when they are NumPy values; jax.numpy when any
+    is a JAX array or tracer (imported only then, so the spec itself needs no JAX)."""
+    mod = None
+    for x in xs:
+        if isinstance(x, (bool, int, float)):
+            continue
+        if isinstance(x, (np.ndarray, np.generic)):
+            mod = mod or np
+            continue
+        import jax.numpy as jnp
+
+        return jnp
+    return mod
 
 
 def _finite(x) -> bool:

@@ -3,6 +3,6 @@
 
 def load(path="pretrained", **kwargs):
     """A controller from a policy checkpoint; see `policy.deploy.load_controller`."""
-    from policy.deploy import load_controller
+    from lrpilot.policy.deploy import load_controller
 
     return load_controller(path, **kwargs)

@@ -21,11 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import checkpoints
+from lrpilot import checkpoints
+from lrpilot import controllers
 from lrpilot.controllers.spec_controller import SpecController
 from lrpilot.spec import DEFAULT_SPEC, EnvSpec
-from policy.network import PolicyNet, action_mask, build, lr_support, masked_logits
-from worldmodel.model import WorldModelConfig
+from lrpilot.policy.network import PolicyNet, action_mask, build, lr_support, masked_logits
+from lrpilot.worldmodel.model import WorldModelConfig
 
 
 @functools.lru_cache(maxsize=8)
@@ -95,3 +96,11 @@ def load_controller(path: str | Path = "pretrained", spec: EnvSpec = DEFAULT_SPE
 
 
 load = load_controller
+
+
+def _from_spec(path: str = "") -> PolicyController:
+    """`policy:PATH` / `policy:pretrained` / `policy` (the pretrained one) on the command line."""
+    return load_controller(path or "pretrained")
+
+
+controllers.register("policy", _from_spec, path_arg=True)

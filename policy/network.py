@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from lrpilot.spec import EnvSpec
-from worldmodel.model import Trunk, WorldModelConfig
+from lrpilot.worldmodel.model import Trunk, WorldModelConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +77,8 @@ MASKED = -1e9  # logit of a masked action (finite: entropies stay finite)
 def action_mask(spec: EnvSpec, lr_rel, lr_min_rel: float, lr_max_rel: float):
     """(..., A) bool: the actions that do not move `lr_rel` (...) further outside [lr_min_rel,
     lr_max_rel] (log distance, after the spec's clip). Keeping the LR is always allowed."""
-    f = jnp.asarray(spec.actions, jnp.float32)
-    lo, hi = spec.lr_range
     cur = jnp.asarray(lr_rel, jnp.float32)[..., None]
-    new = jnp.clip(cur * f, lo, hi)
+    new = spec.candidate_lr_rel(jnp.asarray(lr_rel, jnp.float32))
 
     def dist(x):
         lx = jnp.log(x)

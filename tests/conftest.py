@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from collect.format import Trajectories
+from lrpilot.trajectories import Trajectories
 from lrpilot.spec import DEFAULT_SPEC
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -54,7 +54,7 @@ def traj():
 
 @pytest.fixture(scope="session")
 def tiny_wm():
-    from worldmodel.model import WorldModelConfig, build
+    from lrpilot.worldmodel.model import WorldModelConfig, build
 
     cfg = WorldModelConfig(n_layer=1, d_model=16, n_head=2, dropout=0.0, steps=30, eval_every=10, batch_size=4)
     model, ser = build(cfg, DEFAULT_SPEC)
@@ -82,6 +82,6 @@ def compile_cache(tmp_path_factory):
 
 def tiny_cfg(**kw):
     """The tiny scale on the offline corpus, 40 iterations, evaluations every 20."""
-    from trainers.config import scale_config
+    from lrpilot.trainers.config import scale_config
 
     return scale_config("python_docs", "tiny", **{"max_iters": 40, "eval_interval": 20, "sample_tokens": 0, **kw})

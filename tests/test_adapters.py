@@ -1,4 +1,4 @@
-"""policy.adapters: LoopDriver's bookkeeping, OptaxLR / TorchLR on real optimizers, the examples.
+"""lrpilot.driver: LoopDriver's bookkeeping, OptaxLR / TorchLR on real optimizers, the examples.
 
 The driver is checked against a recording controller (what it observes, when, with which means),
 then with the real controllers (schedules, reactive rules, a spec controller and a tiny
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from lrpilot.controllers import Controller, make
-from policy.adapters import LoopDriver, OptaxLR, TorchLR
+from lrpilot.driver import LoopDriver, OptaxLR, TorchLR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,7 +163,7 @@ def test_real_controllers_never_raise_on_bad_metrics(spec, bad):
 
 
 def test_spec_controller_observes_every_decision_and_stops_on_divergence():
-    from collect.explore import RandomWalk
+    from lrpilot.collect.explore import RandomWalk
 
     c = RandomWalk(seed=1)
     d = LoopDriver(c, base_lr=1e-3, max_iters=40)
@@ -185,10 +185,10 @@ def test_spec_controller_observes_every_decision_and_stops_on_divergence():
 def test_learned_policy_through_the_driver(tmp_path):
     """A tiny random policy checkpoint, loaded as `policy:PATH`, driven to the end of a run."""
     jax = pytest.importorskip("jax")
-    import checkpoints
+    from lrpilot import checkpoints
     from lrpilot.spec import DEFAULT_SPEC
-    from policy.network import build, init_params
-    from worldmodel.model import WorldModelConfig
+    from lrpilot.policy.network import build, init_params
+    from lrpilot.worldmodel.model import WorldModelConfig
 
     cfg = WorldModelConfig(n_layer=1, d_model=16, n_head=2)
     shapes = jax.eval_shape(lambda k: init_params(build(cfg, DEFAULT_SPEC), k), jax.random.key(0))  # no compile
@@ -273,7 +273,7 @@ def test_torch_lr_sets_every_param_group():
 
 
 def test_module_imports_without_torch_or_jax():
-    code = ("import sys, policy.adapters as a; a.TorchLR; "
+    code = ("import sys, lrpilot.driver as a; a.TorchLR; "
             "assert not {'torch', 'jax', 'optax'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 

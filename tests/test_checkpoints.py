@@ -13,8 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-import checkpoints
-from checkpoints import store
+from lrpilot import checkpoints
+from lrpilot.checkpoints import store
 from lrpilot import __version__
 from lrpilot.spec import DEFAULT_SPEC, SpecMismatch
 

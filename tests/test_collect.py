@@ -23,15 +23,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import collect.job as cj
-from collect import format as tfmt
-from collect.explore import Follow
-from collect.format import TrajectoryFileError, load_dir, read_run, write_run
-from collect.job import Job, collect, summary
+import lrpilot.collect.job as cj
+from lrpilot.app import plots
+from lrpilot import trajectories as tfmt
+from lrpilot.collect.explore import Follow
+from lrpilot.trajectories import TrajectoryFileError, load_dir, read_run, write_run
+from lrpilot.collect.job import Job, collect, summary
 from lrpilot.controllers.base import Observation
 from lrpilot.controllers.spec_controller import SpecController
 from lrpilot.spec import DEFAULT_SPEC, SpecMismatch
-from trainers.loop import RunSpec, train
+from lrpilot.trainers.loop import RunSpec, train
 
 JOB = Job(family="tiny", tasks=("python_docs",), parallel=2)
 N = DEFAULT_SPEC.n_decisions
@@ -310,7 +311,8 @@ def test_job_writes_one_file_per_run(collected, tmp_path, monkeypatch):
     assert np.isfinite(traj.val_loss[:, 0]).all() and (traj.val_loss[:, 0] > 3).all()  # ~ln(vocab) at init
 
     lines: list[str] = []
-    info = summary(out, plot=tmp_path / "summary.png", log=lines.append)
+    info = summary(traj, str(out), log=lines.append)
+    plots.trajectory_sample(traj, tmp_path / "summary.png")
     expected: dict = {}
     for i in range(4):
         name = JOB.explorer(i, DEFAULT_SPEC)[0].describe()["name"]
@@ -372,7 +374,7 @@ def test_stale_temporary_file_is_removed_and_never_read(collected, tmp_path, mon
     other = out / ".run_s1_00000.parquet.w0rk1n.tmp"  # another job (seed 1) writing right now
     other.write_bytes(b"PAR1")
     assert len(load_dir(out, DEFAULT_SPEC)) == 2  # readers never see temporary files
-    info = summary(out, log=lambda s: None)
+    info = summary(load_dir(out, DEFAULT_SPEC), log=lambda s: None)
     assert info["runs"] == 2
 
     calls = _count_groups(monkeypatch)
@@ -470,7 +472,7 @@ def test_non_finite_loss_is_divergence():
 # ---- the command line -------------------------------------------------------------------------
 
 def test_cli_collect_and_summary(collected, tmp_path, capsys):
-    from lrpilot.cli import main
+    from lrpilot.app.cli import main
 
     out = tmp_path / "cli"
     assert main(["collect", "--runs", "2", "--parallel", "2", "--family", "tiny", "--tasks", "python_docs",
@@ -480,7 +482,7 @@ def test_cli_collect_and_summary(collected, tmp_path, capsys):
     _same_runs(out, collected[0], [JOB.filename(0), JOB.filename(1)])  # the CLI's job is JOB
 
     lrpilot_exe = Path(sys.executable).parent / "lrpilot"
-    cmd = [str(lrpilot_exe)] if lrpilot_exe.exists() else [sys.executable, "-m", "lrpilot.cli"]
+    cmd = [str(lrpilot_exe)] if lrpilot_exe.exists() else [sys.executable, "-m", "lrpilot.app.cli"]
     p = subprocess.run(cmd + ["collect", "summary", str(out)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert f"2 runs in {out}" in p.stdout and "python_docs" in p.stdout
@@ -500,12 +502,12 @@ def test_cli_collect_and_summary(collected, tmp_path, capsys):
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # Ray starting its processes
 def test_ray_collect_matches_local(collected, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
-    import trainers.loop
+    from lrpilot.trainers import loop as trainer_loop
 
     def not_here(*a, **k):
         raise AssertionError("trained in the driver, not in a Ray worker")
 
-    monkeypatch.setattr(trainers.loop, "train", not_here)  # workers import their own, unpatched
+    monkeypatch.setattr(trainer_loop, "train", not_here)  # workers import their own, unpatched
     assert not ray.is_initialized()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

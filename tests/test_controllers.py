@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 import pytest
 
-from lrpilot.controllers import NAMES, REGISTRY, Observation, RunInfo, make, parse_spec
+from lrpilot.controllers import BUILTIN, Observation, RunInfo, make, names, parse_spec
 from lrpilot.controllers.schedules import SCHEDULES
 
 RUN = RunInfo(base_lr=1e-3, min_lr=1e-4, warmup_iters=100, max_iters=2000, eval_interval=250, seed=0)
@@ -118,7 +118,7 @@ def test_cosine_is_nanogpt_get_lr(run, opts, mult, warmup):
 DEFAULT_NO_WARMUP = {"constant", "onecycle", "cyclic"}
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", sorted(BUILTIN))
 def test_default_warmup_is_nanogpt_linear(name):
     got = lrs(name, RUN, RUN.warmup_iters + 1)
     peak = 1.0 if name == "prodigy" else RUN.base_lr
@@ -133,7 +133,7 @@ def test_default_warmup_is_nanogpt_linear(name):
     check_warmup(got, peak, 7)
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", sorted(BUILTIN))
 def test_lr_mult_scales_peak_and_floor(name):
     """Every controller is homogeneous in (peak, floor): lr_mult=3 multiplies every LR by 3
     (for the reactive ones: before any observation). The floor is checked explicitly too."""
@@ -836,7 +836,7 @@ def _exercise(spec, run=RUN):
     c.observe(Observation(run.eval_interval, train_loss=2.0, val_loss=2.0))
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", sorted(BUILTIN))
 def test_unknown_option_raises_naming_it(name):
     with pytest.raises(ValueError, match="bogus_opt"):
         make(f"{name}:bogus_opt=1")
@@ -891,14 +891,14 @@ def test_unknown_controller_lists_known_names():
         make("cosinus:lr_mult=2")
     msg = str(e.value)
     assert "cosinus" in msg
-    for name in NAMES:
+    for name in names():
         assert name in msg
-    assert set(REGISTRY) == {"constant", "cosine", "wsd", "step", "multistep", "linear", "exponential",
+    assert set(BUILTIN) == {"constant", "cosine", "wsd", "step", "multistep", "linear", "exponential",
                              "polynomial", "onecycle", "cosine_restarts", "cyclic", "schedule_free", "prodigy",
                              "plateau", "greedylr", "qlearning"}
 
 
 def test_lr_before_reset_raises():
-    for name in REGISTRY:
+    for name in BUILTIN:
         with pytest.raises(RuntimeError, match="reset"):
             make(name).lr(0)

@@ -11,12 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import checkpoints
+from lrpilot import checkpoints
 from lrpilot.controllers import Observation, RunInfo
 from lrpilot.spec import DEFAULT_SPEC, SpecMismatch
-from policy.network import PolicyConfig, build, init_params
-from trainers.ppo import TrainState, gae, make_iteration, make_train, masked_normalize
-from worldmodel.env import EnvState, SimEnv
+from lrpilot.policy.network import PolicyConfig, build, init_params
+from lrpilot.policy.ppo import TrainState, gae, make_iteration, make_train, masked_normalize
+from lrpilot.worldmodel.env import SimEnv, SimState
 
 SPEC = DEFAULT_SPEC
 
@@ -65,7 +65,7 @@ class RewardedActionEnv(SimEnv):
 
     good = 5
 
-    def step(self, key, state: EnvState, action, params):
+    def step(self, key, state: SimState, action, params):
         spec, ser = self.spec, self.ser
         action = jnp.asarray(action, jnp.int32)
         k1 = state.k + 1
@@ -77,7 +77,7 @@ class RewardedActionEnv(SimEnv):
         trunc = k1 >= spec.n_decisions
         reward = jnp.where(state.done, 0.0, spec.reward(state.obs, obs))
         keep = lambda old, new: jnp.where(state.done, old, new)
-        new = EnvState(tokens=keep(state.tokens, tokens), cache=state.cache, pos=keep(state.pos, state.pos + ser.step_len),
+        new = SimState(tokens=keep(state.tokens, tokens), cache=state.cache, pos=keep(state.pos, state.pos + ser.step_len),
                        k=keep(state.k, k1), obs=keep(state.obs, obs), lr_rel=state.lr_rel, done=state.done | trunc,
                        start=state.start)
         return new.obs, new, reward, jnp.array(False), trunc & ~state.done, {}
@@ -140,7 +140,7 @@ def _run(ctrl, vals, max_iters=200):
 
 
 def test_deployed_policy_is_deterministic_and_clamped(policy_ckpt):
-    import policy
+    from lrpilot import policy
 
     ctrl = policy.load(policy_ckpt)
     lrs = _run(ctrl, lambda k: 4.0 - 0.1 * k)
@@ -153,7 +153,7 @@ def test_deployed_policy_is_deterministic_and_clamped(policy_ckpt):
 
 
 def test_deployed_policy_on_nan_and_missing_metrics(policy_ckpt):
-    import policy
+    from lrpilot import policy
 
     ctrl = policy.load(policy_ckpt)
     ctrl.reset(RunInfo(base_lr=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=200, eval_interval=50))
@@ -170,7 +170,7 @@ def test_deployed_policy_on_nan_and_missing_metrics(policy_ckpt):
 
 
 def test_policy_checkpoint_with_another_spec_is_refused(policy_ckpt):
-    import policy
+    from lrpilot import policy
 
     other = dataclasses.replace(SPEC, n_decisions=10)
     with pytest.raises(SpecMismatch, match="n_decisions"):
@@ -181,7 +181,7 @@ def test_policy_checkpoint_with_another_spec_is_refused(policy_ckpt):
 
 # ---- the report in the simulator, and the shipped checkpoints -------------------------------------
 def test_sim_report_pairs_the_policy_with_the_best_baselines(tmp_path, tiny_wm, traj, policy_ckpt):
-    from trainers.policy import evaluate, format_report
+    from lrpilot.policy.train import evaluate, format_report
 
     cfg, model, ser, wm_params = tiny_wm
     wm_path = tmp_path / "wm"
@@ -199,8 +199,8 @@ def test_sim_report_pairs_the_policy_with_the_best_baselines(tmp_path, tiny_wm, 
 
 
 def test_shipped_checkpoints_load_and_drive_a_run():
-    import policy
-    from policy.deploy import PolicyController
+    from lrpilot import policy
+    from lrpilot.policy.deploy import PolicyController
 
     wm = checkpoints.load(checkpoints.pretrained("worldmodel"), kind="worldmodel", spec=SPEC)
     pol = checkpoints.load(checkpoints.pretrained("policy"), kind="policy", spec=SPEC)
@@ -214,7 +214,7 @@ def test_shipped_checkpoints_load_and_drive_a_run():
 
 
 def test_action_mask_keeps_the_lr_in_its_support():
-    from policy.network import action_mask
+    from lrpilot.policy.network import action_mask
 
     m = lambda lr: np.asarray(action_mask(SPEC, lr, 0.01, 10.0)).tolist()
     x2, keep, half = SPEC.actions.index(2.0), SPEC.actions.index(1.0), SPEC.actions.index(0.5)
@@ -226,7 +226,7 @@ def test_action_mask_keeps_the_lr_in_its_support():
 
 
 def test_ppo_rollouts_respect_the_lr_support(tiny_wm, traj):
-    from trainers.ppo import make_rollout
+    from lrpilot.policy.ppo import make_rollout
 
     cfg, model, ser, wm_params = tiny_wm
     env = SimEnv(model, ser)

@@ -1,6 +1,6 @@
 """Pins the nanoGPT "baby GPT" protocol: data split, scale configs, model, optimizer, evaluation points.
 
-References are independent of the code under test: numbers from ../shared/NOTES.md written out,
+References are independent of the code under test: the protocol's published numbers written out,
 torch.optim.AdamW (when torch is importable), and arithmetic written out here. Training runs
 use the tiny scale on the offline `python_docs` corpus (always available) with a few dozen
 iterations; a per-session persistent compilation cache lets runs of the same shapes share
@@ -20,11 +20,11 @@ import pytest
 from lrpilot import controllers, data as datasets
 from lrpilot.controllers import RunInfo
 from lrpilot.controllers.schedules import Schedule
-from trainers import optim
-from trainers.charlm import RunGroup, get_batch
-from trainers.config import TrainConfig, scale_config
-from trainers.gpt import GPT, GPTConfig, decay_mask
-from trainers.loop import RunSpec, run_info, train
+from lrpilot.trainers import optim
+from lrpilot.trainers.charlm import RunGroup, get_batch
+from lrpilot.trainers.config import TrainConfig, scale_config
+from lrpilot.trainers.gpt import GPT, GPTConfig, decay_mask
+from lrpilot.trainers.loop import RunSpec, run_info, train
 
 from conftest import tiny_cfg
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from lrpilot.cli import main
+from lrpilot.app.cli import main
 
 
 def test_quickstart_tiny(tmp_path, capsys):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from collect.real_env import EnvParams, RealEnv
+from lrpilot.collect.real_env import RealEnv, RealParams
 from lrpilot import data
 from lrpilot.controllers.spec_controller import SpecController
 from lrpilot.spec import DEFAULT_SPEC
-from trainers.loop import RunSpec, train
+from lrpilot.trainers.loop import RunSpec, train
 from conftest import tiny_cfg
 
 ACTIONS = [6, 6, 5, 3, 0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 3, 3, 0, 0, 1]
@@ -29,7 +29,7 @@ def test_real_env_steps_equal_collection_rows():
     rows = ctrl.trajectory()
 
     env = RealEnv(ds, cfg)
-    params = EnvParams(seed=3, base_lr_mult=1.5)
+    params = RealParams(seed=3, base_lr_mult=1.5)
     obs, st = env.reset(None, params)
     got = [obs]
     rewards, flags = [], []

@@ -20,11 +20,11 @@ import pytest
 
 import lrpilot
 from lrpilot import controllers, data as datasets
-from lrpilot.cli import main
+from lrpilot.app.cli import main
 from lrpilot.controllers.schedules import Constant, Cosine
-from trainers.charlm import RunGroup
-from trainers.config import scale_config
-from trainers.loop import RunSpec, run_info, train
+from lrpilot.trainers.charlm import RunGroup
+from lrpilot.trainers.config import scale_config
+from lrpilot.trainers.loop import RunSpec, run_info, train
 
 ROOT = Path(__file__).resolve().parents[1]
 from conftest import tiny_cfg
@@ -229,7 +229,7 @@ def test_vmap_groups_are_exact(ds, width):
 
 
 def test_vmap_width_is_a_divisor_and_validated():
-    from trainers.charlm import _vmap_width
+    from lrpilot.trainers.charlm import _vmap_width
 
     cfg = tiny_cfg()
     assert [_vmap_width(cfg, n, 1, 4) for n in (1, 2, 3, 4, 6, 8)] == [1, 2, 3, 4, 3, 4]
@@ -259,8 +259,8 @@ SHARDED_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax
     from lrpilot import controllers, data
-    from trainers import loop
-    from trainers.config import scale_config
+    from lrpilot.trainers import loop
+    from lrpilot.trainers.config import scale_config
 
     made = []
 
@@ -366,12 +366,12 @@ def test_cli_evaluate_report_only_reports_finished_runs_and_trains_nothing(tmp_p
     info = json.loads(info_path.read_text())
     info_path.write_text(json.dumps({**info, "device": "Trainer GPU x1", "backend": "gpu"}))
 
-    import trainers.loop
+    from lrpilot.trainers import loop as trainer_loop
 
     def no_training(*a, **k):
         raise AssertionError("--report-only trained a run")
 
-    monkeypatch.setattr(trainers.loop, "train", no_training)
+    monkeypatch.setattr(trainer_loop, "train", no_training)
     assert main(["evaluate", "--controllers", "cosine", "wsd", "--seeds", "2", "--report-only", *common]) == 0
     printed = capsys.readouterr().out
     assert "reporting 1 finished runs; 3 not finished" in printed
@@ -395,7 +395,7 @@ def test_cli_evaluate_report_only_reports_finished_runs_and_trains_nothing(tmp_p
 
 
 def test_cli_seeds_count_list_and_zero(tmp_path, capsys):
-    from lrpilot.cli import _seeds
+    from lrpilot.app.cli import _seeds
 
     assert _seeds("3") == [0, 1, 2] and _seeds("0,") == [0] and _seeds("5,7") == [5, 7]
     with pytest.raises(SystemExit) as e:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from lrpilot.spec import DEFAULT_SPEC
-from worldmodel import forecast
-from worldmodel.env import SimEnv, constant_policy, simulate
-from worldmodel.model import init_cache, weighted_loss
-from worldmodel.serialization import Serializer
+from lrpilot.worldmodel import forecast
+from lrpilot.worldmodel.env import SimEnv, simulate
+from lrpilot.worldmodel.model import init_cache, weighted_loss
+from lrpilot.worldmodel.serialization import Serializer
 
 SPEC = DEFAULT_SPEC
 
@@ -196,7 +196,7 @@ def test_divergence_terminates_and_truncation_at_budget(tiny_wm, traj):
     assert float(r3) == 0.0 and not bool(term3) and int(st3.k) == int(st2.k)
     # budget: with the normal model an episode is truncated at k = n (never terminated by it)
     ep = env.params(params, traj)
-    r, term, trunc, was_done, final = simulate(env, ep, jax.random.key(5), constant_policy(SPEC, 3), 8)
+    r, term, trunc, was_done, final = simulate(env, ep, jax.random.key(5), lambda key, st: jnp.int32(3), 8)
     ended = np.asarray(term | trunc)
     assert np.all(ended.sum(1) == 1)
     assert np.all(np.asarray(final.k)[np.asarray(trunc).any(1)] == SPEC.n_decisions)
@@ -215,8 +215,8 @@ def test_env_jits_and_vmaps(tiny_wm, traj):
 # ---- trainer and forecasting -------------------------------------------------------------------
 def test_training_lowers_heldout_loss_and_resumes(tmp_path):
     from conftest import synthetic_trajectories
-    from trainers.worldmodel import split_runs, train
-    from worldmodel.model import WorldModelConfig
+    from lrpilot.worldmodel.train import split_runs, train
+    from lrpilot.worldmodel.model import WorldModelConfig
 
     traj = synthetic_trajectories(n_runs=40, noise=0.0)  # deterministic dynamics: learnable from 30 runs
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from trainers import xla
+from lrpilot.trainers import xla
 
 cpu_only = pytest.mark.skipif(jax.default_backend() != "cpu", reason="CPU compiler options")
 

@@ -26,9 +26,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from trainers import optim, xla
-from trainers.config import TrainConfig
-from trainers.gpt import GPT, cross_entropy
+from lrpilot.trainers import optim, xla
+from lrpilot.trainers.config import TrainConfig
+from lrpilot.trainers.gpt import GPT, cross_entropy
 
 
 def get_batch(data_N: jax.Array, key: jax.Array, batch: int, block: int) -> tuple[jax.Array, jax.Array]:
@@ -47,8 +47,8 @@ def _keys(seed_key):
 # a CPU: two runs of nanoGPT's CPU recipe (12 x 64 x 128). Measured on a 2-core EPYC with
 # benchmarks/bench_step.py (2026-11-26, all runs in one vmap): the small recipe's per-run step
 # is fastest vmapped 2 at a time (36.3 ms per run-step against 36.9 at 4, 40.4 at 8 and 38.9
-# alone), while much smaller models gain from wider vmaps (../shared/NOTES.md: 1 layer x 32,
-# block 32, batch 8: 8 runs at 0.82 ms per run-step against 1.10 alone).
+# alone), while much smaller models gain from wider vmaps (1 layer x 32, block 32,
+# batch 8: 8 runs at 0.82 ms per run-step against 1.10 alone; benchmarks/README.md).
 CPU_VMAP_FLOATS = 2 * 12 * 64 * 128
 
 
@@ -179,6 +179,17 @@ class RunGroup:
 
         return jax.vmap(one)(state)
 
+    # ---- functional API (state in, state out), for environments that carry the state ------------
+    def train_state(self, state, lrs_CxN, it0: int, train_data):
+        """C updates of `state` (a copy is donated, `state` stays valid): (new state, losses (C, N),
+        effective LR (N,))."""
+        return self._chunk(jax.tree.map(jnp.copy, state), jnp.asarray(lrs_CxN, jnp.float32), jnp.int32(it0), train_data)
+
+    def evaluate_state(self, state, it: int, train_data, val_data):
+        """Train and val loss estimates (N,), (N,) of `state` at iteration `it`."""
+        return self._eval(state, jnp.int32(it), train_data, val_data)
+
+    # ---- the group's own state -------------------------------------------------------------------
     def train_chunk(self, lrs_NxC: np.ndarray, it0: int, train_data) -> tuple[np.ndarray, np.ndarray]:
         """C updates of every run. lrs_NxC: per-run LR of iterations it0..it0+C-1.
         Returns the minibatch losses (N, C) and the effective LR after the chunk (N,)."""

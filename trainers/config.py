@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from trainers.gpt import GPTConfig
+from lrpilot.trainers.gpt import GPTConfig
 
 HUTTER = ("enwik8", "text8")
 

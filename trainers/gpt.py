@@ -1,8 +1,9 @@
 """nanoGPT's GPT in Flax: pre-LayerNorm, exact GELU, learned positions, tied head.
 
 Activations are flattened to (B*T, D) around every dense layer and reshaped to
-(B, T, H, hd) only inside attention: on XLA's CPU backend this halves the step
-time (see ../shared/NOTES.md, "Flatten before dense layers").
+(B, T, H, hd) only inside attention: on XLA's CPU backend this halves the step time
+(with 3-D activations XLA materialises slow transposed copies of the GELU derivative for
+the weight gradients; benchmarks/README.md).
 """
 
 from __future__ import annotations

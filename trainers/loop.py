@@ -1,16 +1,16 @@
 """The host loop: controllers, evaluation points, divergence, timing, results.
 
 `train(data, cfg, runs)` trains every (seed, controller) of `runs` on one dataset, batching
-runs that share an optimizer kind into one `RunGroup`. It evaluates at the protocol's points
-(every eval_interval updates and at the end) and wherever a controller asks to observe with
-a validation loss; best_val_loss is the minimum over the protocol's points only, so every
+runs that share an optimizer kind into one `RunGroup`. Each run's controller is driven by a
+`LoopDriver` (the same driver a user's own loop uses). The loop evaluates at the protocol's
+points (every eval_interval updates and at the end) and wherever a controller asks to observe
+with a validation loss; best_val_loss is the minimum over the protocol's points only, so every
 controller is judged on the same evaluations.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Callable, Sequence
 
@@ -18,10 +18,12 @@ import jax
 import numpy as np
 
 import lrpilot
-from lrpilot.controllers import Controller, Observation, RunInfo
+from lrpilot.controllers import Controller, RunInfo
 from lrpilot.data import CharData
-from trainers.charlm import ChunkTimer, RunGroup, inference_tokens_per_second
-from trainers.config import TrainConfig
+from lrpilot.driver import LoopDriver
+from lrpilot.progress import progress_bar
+from lrpilot.trainers.charlm import ChunkTimer, RunGroup, inference_tokens_per_second
+from lrpilot.trainers.config import TrainConfig
 
 
 @dataclasses.dataclass
@@ -41,12 +43,6 @@ def device_info() -> tuple[str, str]:
 def run_info(cfg: TrainConfig, seed: int, lr_mult: float = 1.0) -> RunInfo:
     return RunInfo(base_lr=cfg.learning_rate * lr_mult, min_lr=cfg.min_lr * lr_mult, warmup_iters=cfg.warmup_iters,
                    max_iters=cfg.max_iters, eval_interval=cfg.eval_interval, seed=seed)
-
-
-def _check_lr(ctrl: Controller, it: int, lr: float) -> float:
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
-        raise ValueError(f"controller '{ctrl.name}' returned lr={lr!r} at iteration {it}; expected a finite number >= 0")
-    return float(lr)
 
 
 @dataclasses.dataclass
@@ -71,153 +67,136 @@ def train(data: CharData, cfg: TrainConfig, runs: Sequence[RunSpec], progress: b
         groups = {f"{k}#{j}": v[j : j + max_batch] for k, v in groups.items() for j in range(0, len(v), max_batch)}
     results: list[RunResult | None] = [None] * len(runs)
     for kind, idx in groups.items():
-        kind = kind.split("#")[0]
-        for i, res in zip(idx, _train_group(data, cfg, kind, [runs[i] for i in idx], progress, devices, on_eval)):
+        group = _Group(data, cfg, kind.split("#")[0], [runs[i] for i in idx], devices)
+        for i, res in zip(idx, group.train(progress, on_eval)):
             results[i] = res
     return results  # type: ignore[return-value]
 
 
-def _train_group(data, cfg, kind, runs, progress, devices, on_eval) -> list[RunResult]:
-    t_start = time.perf_counter()
-    n = len(runs)
-    seeds = [r.seed for r in runs]
-    ctrls = [r.controller for r in runs]
-    for spec in runs:
-        spec.controller.reset(run_info(cfg, spec.seed, spec.lr_mult))
-    protocol = run_info(cfg, 0).eval_iters()
-    obs_pts = [set(c.observe_iters()) for c in ctrls]
-    for c, pts in zip(ctrls, obs_pts):
-        bad = [p for p in pts if not 0 <= p <= cfg.max_iters]
-        if bad:
-            raise ValueError(f"controller '{c.name}' asked to observe at iterations {bad[:3]} outside [0, {cfg.max_iters}]")
-    eval_pts = set(protocol)
-    for c, pts in zip(ctrls, obs_pts):
-        if c.needs_val:
-            eval_pts |= pts
-    stops = sorted(eval_pts | set().union(*obs_pts) | {0, cfg.max_iters})
-    chunk = int(np.gcd.reduce(np.diff(stops))) if len(stops) > 1 else cfg.max_iters
+@dataclasses.dataclass
+class _Run:
+    """Host-side record of one run of a group."""
 
-    group = RunGroup(cfg, data.vocab_size, kind, seeds, devices)
-    train_arr, val_arr = group.put_data(data.train), group.put_data(data.val)
-    losses = np.full((n, cfg.max_iters), np.nan, np.float32)
-    last_obs = [0] * n
-    last_lr: list[float | None] = [None] * n
-    eff_lr = [float("nan")] * n
-    curves: list[list[dict]] = [[] for _ in range(n)]
-    dead_at: list[int | None] = [None] * n
-    diverged = [False] * n
-    timer = ChunkTimer()
-    ctrl_seconds = [0.0] * n  # host time inside the controller
-    eval_seconds = [0.0] * n  # this run's share of evaluations outside the protocol's points
-    bar = _progress(cfg.max_iters, progress, f"{data.name} x{n} ({kind})")
-    try:
-        it = 0
-        while True:
-            alive = group.alive()
-            for r in range(n):
-                if not alive[r] and dead_at[r] is None:
-                    bad = np.flatnonzero(~np.isfinite(losses[r, : max(it, 1)]))
-                    dead_at[r] = int(bad[0]) if len(bad) else it
-                    diverged[r] = True
-                    nxt = [p for p in sorted(obs_pts[r]) if p >= it]
-                    if nxt:  # the controller learns of the divergence as NaN metrics
-                        ctrls[r].observe(Observation(nxt[0], train_loss=math.nan, val_loss=math.nan, lr=last_lr[r]))
-            evals = None
-            if it in eval_pts:
-                t0 = time.perf_counter()
-                evals = group.evaluate(it, train_arr, val_arr)
-                if it not in protocol:  # an evaluation only controllers asked for: charge it to them
-                    share = (time.perf_counter() - t0) / n
-                    for r in range(n):
-                        if it in obs_pts[r] and ctrls[r].needs_val:
-                            eval_seconds[r] += share
-            for r in range(n):
-                if dead_at[r] is not None:
-                    continue
-                tl, vl = (float(evals[0][r]), float(evals[1][r])) if evals is not None else (None, None)
-                tl = tl if cfg.eval_train else None
-                mean_train = float(np.mean(losses[r, last_obs[r] : it])) if it > last_obs[r] else None
-                if evals is not None and (it in protocol or it in obs_pts[r]):
-                    curves[r].append({"iter": it, "train_loss": tl, "val_loss": vl, "lr": last_lr[r],
-                                      "effective_lr": eff_lr[r] if kind == "prodigy" else last_lr[r],
-                                      "protocol": it in protocol})
-                if it in obs_pts[r]:
-                    t0 = time.perf_counter()
-                    ctrls[r].observe(Observation(it, train_loss=mean_train, val_loss=vl, lr=last_lr[r]))
-                    ctrl_seconds[r] += time.perf_counter() - t0
-                    last_obs[r] = it
-                    if getattr(ctrls[r], "stop", False) and it < cfg.max_iters:
-                        dead_at[r] = it  # the controller ended the run (e.g. an env episode terminated)
-                        group.stop(r)
-            if evals is not None and on_eval is not None:
-                on_eval(it, curves)
-            if it >= cfg.max_iters or all(d is not None for d in dead_at):
-                break
-            c = min(chunk, cfg.max_iters - it)
-            lrs = np.zeros((n, c), np.float32)
-            for r in range(n):
-                if dead_at[r] is None:
-                    t0 = time.perf_counter()
-                    seq = [_check_lr(ctrls[r], i, ctrls[r].lr(i)) for i in range(it, it + c)]
-                    ctrl_seconds[r] += time.perf_counter() - t0
-                    lrs[r] = seq
-                    last_lr[r] = seq[-1]
+    spec: RunSpec
+    driver: LoopDriver
+    curves: list = dataclasses.field(default_factory=list)
+    stopped_at: int | None = None  # iteration at which the run stopped updating (divergence or its controller)
+    diverged: bool = False
+    eval_seconds: float = 0.0  # its share of evaluations outside the protocol's points
+    eff_lr: float = float("nan")
+
+
+class _Group:
+    """The runs of one RunGroup, their drivers, and the evaluation points they need."""
+
+    def __init__(self, data: CharData, cfg: TrainConfig, kind: str, specs: list[RunSpec], devices):
+        self.data, self.cfg, self.kind = data, cfg, kind
+        self.runs = [_Run(s, LoopDriver.from_run(s.controller, run_info(cfg, s.seed, s.lr_mult))) for s in specs]
+        self.protocol = set(run_info(cfg, 0).eval_iters())
+        self.eval_pts = set(self.protocol)
+        for r in self.runs:
+            if r.spec.controller.needs_val:
+                self.eval_pts |= set(r.driver.observe_points)
+        stops = sorted(self.eval_pts | {p for r in self.runs for p in r.driver.observe_points} | {0, cfg.max_iters})
+        self.chunk = int(np.gcd.reduce(np.diff(stops))) if len(stops) > 1 else cfg.max_iters
+        self.group = RunGroup(cfg, data.vocab_size, kind, [s.seed for s in specs], devices)
+        self.losses = np.full((len(specs), cfg.max_iters), np.nan, np.float32)
+
+    def _at_stop(self, it: int, train_arr, val_arr) -> None:
+        """Divergence bookkeeping, evaluation, curves and observations at iteration `it`."""
+        alive = self.group.alive()
+        for i, r in enumerate(self.runs):
+            if not alive[i] and r.stopped_at is None:
+                bad = np.flatnonzero(~np.isfinite(self.losses[i, : max(it, 1)]))
+                r.stopped_at, r.diverged = (int(bad[0]) if len(bad) else it), True
+                r.driver.diverged(it)
+        evals = None
+        if it in self.eval_pts:
             t0 = time.perf_counter()
-            step_losses, eff = group.train_chunk(lrs, it, train_arr)
-            timer.add(c, time.perf_counter() - t0)
-            losses[:, it : it + c] = step_losses
-            eff_lr = [float(e) for e in eff]
-            it += c
-            bar.update(c)
-            best = [min((p["val_loss"] for p in cv if p["protocol"]), default=float("nan")) for cv in curves]
-            bar.set_postfix(best_val=f"{np.nanmin(best):.4f}" if np.isfinite(best).any() else "-", refresh=False)
-    finally:
-        bar.close()
-    train_seconds = time.perf_counter() - t_start
-    backend, device = device_info()
-    out = []
-    for r, spec in enumerate(runs):
-        seed, ctrl, label = spec.seed, spec.controller, spec.label
-        prot = [p for p in curves[r] if p["protocol"]]
+            evals = self.group.evaluate(it, train_arr, val_arr)
+            if it not in self.protocol:  # an evaluation only controllers asked for: charge it to them
+                share = (time.perf_counter() - t0) / len(self.runs)
+                for r in self.runs:
+                    if r.driver.wants_eval(it):
+                        r.eval_seconds += share
+        for i, r in enumerate(self.runs):
+            if r.stopped_at is not None:
+                continue
+            tl, vl = (float(evals[0][i]), float(evals[1][i])) if evals is not None else (None, None)
+            tl = tl if self.cfg.eval_train else None
+            observes = it in r.driver.observe_points
+            if evals is not None and (it in self.protocol or observes):
+                lr = r.driver.last_lr
+                r.curves.append({"iter": it, "train_loss": tl, "val_loss": vl, "lr": lr,
+                                 "effective_lr": r.eff_lr if self.kind == "prodigy" else lr,
+                                 "protocol": it in self.protocol})
+            if r.driver.observe(it, vl) and r.driver.finished and it < self.cfg.max_iters:
+                r.stopped_at = it  # the controller ended the run (e.g. an env episode terminated)
+                self.group.stop(i)
+
+    def train(self, progress: bool, on_eval: Callable | None) -> list[RunResult]:
+        cfg, n = self.cfg, len(self.runs)
+        t_start = time.perf_counter()
+        train_arr, val_arr = self.group.put_data(self.data.train), self.group.put_data(self.data.val)
+        timer = ChunkTimer()
+        bar = progress_bar(cfg.max_iters, progress, f"{self.data.name} x{n} ({self.kind})")
+        try:
+            it = 0
+            while True:
+                self._at_stop(it, train_arr, val_arr)
+                if on_eval is not None and it in self.eval_pts:
+                    on_eval(it, [r.curves for r in self.runs])
+                if it >= cfg.max_iters or all(r.stopped_at is not None for r in self.runs):
+                    break
+                c = min(self.chunk, cfg.max_iters - it)
+                lrs = np.zeros((n, c), np.float32)
+                for i, r in enumerate(self.runs):
+                    if r.stopped_at is None:
+                        lrs[i] = r.driver.lrs(it, c)
+                t0 = time.perf_counter()
+                step_losses, eff = self.group.train_chunk(lrs, it, train_arr)
+                timer.add(c, time.perf_counter() - t0)
+                self.losses[:, it : it + c] = step_losses
+                for i, r in enumerate(self.runs):
+                    r.eff_lr = float(eff[i])
+                    if r.stopped_at is None:
+                        r.driver.add_losses(step_losses[i])
+                it += c
+                bar.update(c)
+                best = [min((p["val_loss"] for p in r.curves if p["protocol"]), default=float("nan")) for r in self.runs]
+                bar.set_postfix(best_val=f"{np.nanmin(best):.4f}" if np.isfinite(best).any() else "-", refresh=False)
+        finally:
+            bar.close()
+        return [self._result(i, r, time.perf_counter() - t_start, timer) for i, r in enumerate(self.runs)]
+
+    def _result(self, i: int, r: _Run, train_seconds: float, timer: ChunkTimer) -> RunResult:
+        cfg, spec = self.cfg, r.spec
+        prot = [p for p in r.curves if p["protocol"]]
         tok_s = float("nan")
         if cfg.sample_tokens > 0:
-            tok_s = inference_tokens_per_second(group.model, group.params(r), cfg.sample_tokens, seed)
-        steps = max(1, (dead_at[r] if dead_at[r] is not None else cfg.max_iters))
+            tok_s = inference_tokens_per_second(self.group.model, self.group.params(i), cfg.sample_tokens, spec.seed)
+        steps = max(1, (r.stopped_at if r.stopped_at is not None else cfg.max_iters))
+        backend, device = device_info()
         info = {
-            "task": data.name, "controller": label, "seed": seed, "lr_mult": spec.lr_mult,
+            "task": self.data.name, "controller": spec.label, "seed": spec.seed, "lr_mult": spec.lr_mult,
             "final_train_loss": prot[-1]["train_loss"] if prot else None,
             "best_val_loss": min(p["val_loss"] for p in prot) if prot else None,
             "final_val_loss": prot[-1]["val_loss"] if prot else None,
             "total_train_time": train_seconds,
             "avg_inference_tokens_per_second": tok_s,
             "ms_per_iter": timer.median_ms(),
-            "runs_batched": n,
-            "controller_overhead_ms": 1e3 * (ctrl_seconds[r] + eval_seconds[r]) / steps,
-            "controller_host_ms": 1e3 * ctrl_seconds[r] / steps,
-            "controller_eval_ms": 1e3 * eval_seconds[r] / steps,
-            "diverged": diverged[r],
-            "diverged_at": dead_at[r] if diverged[r] else None,
-            "stopped_at": dead_at[r],
-            "optimizer": kind,
-            "controller_options": ctrl.describe(),
+            "runs_batched": len(self.runs),
+            "controller_overhead_ms": 1e3 * (r.driver.host_seconds + r.eval_seconds) / steps,
+            "controller_host_ms": 1e3 * r.driver.host_seconds / steps,
+            "controller_eval_ms": 1e3 * r.eval_seconds / steps,
+            "diverged": r.diverged,
+            "diverged_at": r.stopped_at if r.diverged else None,
+            "stopped_at": r.stopped_at,
+            "optimizer": self.kind,
+            "controller_options": spec.controller.describe(),
             "config": dataclasses.asdict(cfg),
-            "vocab_size": data.vocab_size,
+            "vocab_size": self.data.vocab_size,
             "backend": backend, "device": device,
             "jax_version": jax.__version__, "lrpilot_version": lrpilot.__version__,
         }
-        out.append(RunResult(data.name, seed, label, curves[r], info))
-    return out
-
-
-class _NoBar:
-    def update(self, n): pass
-    def set_postfix(self, *a, **k): pass
-    def close(self): pass
-
-
-def _progress(total, enabled, desc):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="it", leave=False, dynamic_ncols=True)
+        return RunResult(self.data.name, spec.seed, spec.label, r.curves, info)

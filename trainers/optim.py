@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import optax
 from optax.contrib import _prodigy, _schedule_free
 
-from trainers.config import TrainConfig
-from trainers.gpt import decay_mask
+from lrpilot.trainers.config import TrainConfig
+from lrpilot.trainers.gpt import decay_mask
 
 KINDS = ("adamw", "schedule_free", "prodigy")
 

@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from collect.format import Trajectories
-from worldmodel.env import SimEnv
-from worldmodel.model import WorldModel
-from worldmodel.serialization import Serializer
+from lrpilot.trajectories import Trajectories
+from lrpilot.worldmodel.env import SimEnv
+from lrpilot.worldmodel.model import WorldModel
+from lrpilot.worldmodel.serialization import Serializer
 
 
 def last_value(ctx: np.ndarray, h: int) -> float:
@@ -157,45 +157,3 @@ def evaluate(model: WorldModel, wm_params, ser: Serializer, traj: Trajectories, 
     result = {"metric": "val_loss", "n_runs": len(traj), "context_lengths": list(contexts), "horizons": list(horizons),
               "n_samples": n_samples, "forecasters": forecasters, "by_context": by_context}
     return result, {"samples": samples, "traj": traj}
-
-
-def fan_charts(samples: dict, path: Path, context: int, n_runs: int = 6) -> None:
-    """Real val loss, the context, and quantile bands of sampled futures under the real actions."""
-    from lrpilot.plots import _plt, _save
-
-    plt = _plt()
-    traj = samples["traj"]
-    runs, vals = samples["samples"][context]
-    pick = np.linspace(0, len(runs) - 1, min(n_runs, len(runs))).astype(int)
-    cols = 3
-    rows = -(-len(pick) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
-    for ax, j in zip(axes.flat, pick):
-        r = runs[j]
-        L = traj.length[r]
-        truth = traj.val_loss[r, :L]
-        v0 = truth[0]
-        ax.plot(np.arange(L), truth, "k-", lw=1.5, label="real")
-        ax.plot(np.arange(context), truth[:context], "o", color="C0", ms=4, label="context")
-        fut = vals[j] * v0  # (M, H)
-        ks = context + np.arange(fut.shape[1])
-        ok = ks < L
-        q = np.nanpercentile(fut[:, ok], [10, 25, 50, 75, 90], axis=0)
-        ax.fill_between(ks[ok], q[0], q[4], color="C1", alpha=0.2, label="10-90%")
-        ax.fill_between(ks[ok], q[1], q[3], color="C1", alpha=0.35, label="25-75%")
-        ax.plot(ks[ok], q[2], color="C1", lw=1.5, label="median")
-        m = traj.meta[r]
-        ax.set_title(f"{m['task']} {m['config']['n_layer']}x{m['config']['n_embd']} {m['controller']['name']}", fontsize=9)
-        ax.set_xlabel("decision k")
-        ax.set_ylabel("val loss (nats)")
-        ax.grid(alpha=0.3)
-        twin = ax.twinx()
-        twin.step(np.arange(L), 10 ** traj.obs[r, :L, traj.spec.index("log_lr")], where="pre", color="C2", lw=0.8, alpha=0.7)
-        twin.set_yscale("log")
-        twin.tick_params(labelsize=7, colors="C2")
-    for ax in list(axes.flat)[len(pick):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"world-model forecasts of held-out runs from {context} observations (green: LR / base LR)")
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
-    _save(fig, path)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from lrpilot.spec import EnvSpec
-from worldmodel.serialization import Serializer
+from lrpilot.worldmodel.serialization import Serializer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -80,11 +80,15 @@ class Controller:
         (schedule-free AdamW) or "prodigy" (the LR is Prodigy's multiplier).
     needs_val: whether observation points outside the protocol's evaluations need a
         validation-loss estimate (the trainer then evaluates there too).
+    stop: set to True by a controller that ends the run early (e.g. a policy whose episode
+        terminated); the loop then stops updating. stop_reason says why, for the records.
     """
 
     name: str = "controller"
     optimizer: str = "adamw"
     needs_val: bool = True
+    stop: bool = False
+    stop_reason: str | None = None
 
     def __init__(self, **options):
         if options:

@@ -13,6 +13,14 @@ import math
 from lrpilot.controllers.base import Controller, warmup_lr
 
 
+def cosine_decay(peak, floor, frac, cos=math.cos):
+    """nanoGPT's cosine: `peak` at frac 0 down to `floor` at frac 1 (half a cosine period).
+
+    The one definition of the cosine shape, used by the schedules, the explorers and the
+    simulator's baselines; `cos=jnp.cos` makes it traceable by JAX."""
+    return floor + 0.5 * (1.0 + cos(math.pi * frac)) * (peak - floor)
+
+
 class Schedule(Controller):
     """A controller whose LR depends on the iteration only."""
 
@@ -104,7 +112,7 @@ class Cosine(Schedule):
 
     def after_warmup(self, s, S):
         ratio = min(s / S, 1.0)
-        return self.floor + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (self.peak - self.floor)
+        return cosine_decay(self.peak, self.floor, ratio)
 
 
 class WSD(Schedule):
@@ -208,10 +216,6 @@ class Polynomial(Schedule):
         return (self.peak - self.floor) * (1 - min(s / S, 1.0)) ** self.opts["power"] + self.floor
 
 
-def _cos_interp(a: float, b: float, frac: float) -> float:
-    return b + (a - b) * 0.5 * (1 + math.cos(math.pi * frac))
-
-
 class OneCycle(Schedule):
     """OneCycleLR (cosine annealing; optax.cosine_onecycle_schedule): peak/div_factor up to peak at
     pct_start of the run, then down to peak/div_factor/final_div_factor. Has its own ramp: no warmup."""
@@ -224,8 +228,8 @@ class OneCycle(Schedule):
         final = init / self.opts["final_div_factor"]
         up = int(self.opts["pct_start"] * S)
         if s < up:
-            return _cos_interp(init, self.peak, s / up)
-        return _cos_interp(self.peak, final, min((s - up) / max(S - up, 1), 1.0))
+            return cosine_decay(init, self.peak, s / up)
+        return cosine_decay(self.peak, final, min((s - up) / max(S - up, 1), 1.0))
 
 
 class CosineRestarts(Schedule):
@@ -246,7 +250,7 @@ class CosineRestarts(Schedule):
             t -= t_i
             t_i = max(int(round(t_i * self.opts["t_mult"])), 1)
             peak *= self.opts["restart_decay"]
-        return self.floor + (peak - self.floor) * 0.5 * (1 + math.cos(math.pi * t / t_i))
+        return cosine_decay(peak, self.floor, t / t_i)
 
 
 class Cyclic(Schedule):
@@ -304,7 +308,7 @@ class Prodigy(Schedule):
             return self.peak
         if self.opts["schedule"] != "cosine":
             raise ValueError(f"controller 'prodigy': schedule must be cosine or constant, got {self.opts['schedule']!r}")
-        return self.floor + 0.5 * (1.0 + math.cos(math.pi * min(s / S, 1.0))) * (self.peak - self.floor)
+        return cosine_decay(self.peak, self.floor, min(s / S, 1.0))
 
 
 SCHEDULES = {c.name: c for c in (Constant, Cosine, WSD, Step, MultiStep, Linear, Exponential, Polynomial,

@@ -33,6 +33,7 @@ class SpecController(Controller):
         self.actions: list[int] = []
         self.rows: list[dict] = []
         self.stop = False
+        self.stop_reason = None
         self.terminated = False
 
     def observe_iters(self):
@@ -66,6 +67,8 @@ class SpecController(Controller):
         self.rows.append(row)
         if diverged or truncated:
             self.stop, self.terminated = True, diverged
+            if diverged:
+                self.stop_reason = f"diverged at decision {k} (iteration {o.iter}): the spec's divergence, a non-finite loss or val >= {self.spec.divergence_ratio} x initial"
             return
         a = int(self.choose(k))
         if not 0 <= a < self.spec.n_actions:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def _mix(items: list[str]) -> tuple[tuple[str, float], ...]:
@@ -17,12 +18,19 @@ def _mix(items: list[str]) -> tuple[tuple[str, float], ...]:
 
 
 def cmd_collect(args) -> int:
-    from collect.job import DEFAULT_MIX, Job, collect, summary
+    from lrpilot.app import plots
+    from lrpilot.collect.job import DEFAULT_MIX, Job, collect, summary
+    from lrpilot.spec import DEFAULT_SPEC
+    from lrpilot.trajectories import load_dir
 
     if args.action == "summary":
         if not args.dir:
             raise ValueError("usage: lrpilot collect summary DIR [--plot PNG]")
-        summary(args.dir, plot=args.plot or f"{args.dir.rstrip('/')}/summary.png")
+        traj = load_dir(args.dir, DEFAULT_SPEC)
+        summary(traj, args.dir)
+        png = args.plot or f"{args.dir.rstrip('/')}/summary.png"
+        plots.trajectory_sample(traj, Path(png))
+        print(f"plot: {png}")
         return 0
     if args.action is not None or args.dir is not None:
         raise ValueError(f"unexpected argument(s) {args.action or ''} {args.dir or ''}; did you mean 'collect summary DIR'?")
@@ -39,7 +47,7 @@ def cmd_collect(args) -> int:
 
 
 def register(sub) -> None:
-    from collect.tasks import DEFAULT_TASKS, FAMILIES
+    from lrpilot.collect.tasks import DEFAULT_TASKS, FAMILIES
 
     c = sub.add_parser("collect", help="collect real training trajectories (or: collect summary DIR)",
                        description="Grow, resume or (with 'summary DIR') inspect a trajectory dataset.")

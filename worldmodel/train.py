@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 import optax
 
-import checkpoints
+from lrpilot import checkpoints
+from lrpilot.trainers import harness
 import lrpilot
-from collect.format import Trajectories
+from lrpilot.trajectories import Trajectories
 from lrpilot.spec import EnvSpec
-from worldmodel.model import WorldModelConfig, build, weighted_loss
+from lrpilot.worldmodel.model import WorldModelConfig, build, weighted_loss
 
 
 def group_key(meta: dict, fallback: str) -> str:
@@ -86,23 +87,6 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, b1=0.9, b2=0.99, weight_decay=cfg.weight_decay, mask=mask))
     key = jax.random.key(cfg.seed)
     params = model.init(key, seq_tr[:1])["params"]
-    opt_state = tx.init(params)
-    step, best, best_params, history, best_step = 0, np.inf, params, [], 0
-
-    state_path = Path(f"{out}.state") if out else None
-    if state_path is not None and checkpoints.exists(state_path):
-        ck = checkpoints.load(state_path, kind="worldmodel", spec=spec)
-        arch = ("n_layer", "d_model", "n_head", "base", "digits")
-        bad = [f"{k}: {ck.model_config.get(k)!r} there, {getattr(cfg, k)!r} here" for k in arch if ck.model_config.get(k) != getattr(cfg, k)]
-        if bad:
-            raise ValueError(f"{state_path}: cannot resume, the architecture differs ({'; '.join(bad)}); "
-                             f"delete it or use another --out")
-        params = ck.params
-        opt_state = jax.tree.unflatten(jax.tree.structure(opt_state), jax.tree.leaves(ck.extra["opt"]))
-        best_params = ck.extra["best"]
-        step, best, history = int(ck.meta["step"]), float(ck.meta["best_heldout"]), list(ck.meta["log"])
-        best_step = int(ck.meta.get("best_step", step))
-        log(f"[worldmodel] resuming from {state_path} at step {step} (best held-out {best:.4f})")
 
     def loss_fn(p, s, wt, k):
         logits, _ = model.apply({"params": p}, s, deterministic=False, rngs={"dropout": k})
@@ -119,57 +103,33 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
         return s_, ser.loss_weights(s_, cfg.loss_decay)
 
     @jax.jit
-    def train_step(p, o, k, st):
-        k_batch, k_drop = jax.random.split(jax.random.fold_in(k, st))
+    def train_step(state, st):
+        k_batch, k_drop = jax.random.split(jax.random.fold_in(key, st))
         s_b, w_b = augmented_batch(k_batch)
-        loss, g = jax.value_and_grad(loss_fn)(p, s_b, w_b, k_drop)
-        upd, o = tx.update(g, o, p)
-        return optax.apply_updates(p, upd), o, loss
+        loss, g = jax.value_and_grad(loss_fn)(state["params"], s_b, w_b, k_drop)
+        upd, o = tx.update(g, state["opt"], state["params"])
+        return {"params": optax.apply_updates(state["params"], upd), "opt": o}, {"train_loss": loss}
 
     @jax.jit
     def eval_loss(p, s, wt):
         logits, _ = model.apply({"params": p}, s)
         return weighted_loss(logits, s, wt)
 
-    def heldout(p):
+    def heldout(state):
         tot, wsum = 0.0, 0.0
         for j in range(0, seq_ho.shape[0], 256):
-            l, n = eval_loss(p, seq_ho[j : j + 256], w_ho[j : j + 256])
+            l, n = eval_loss(state["params"], seq_ho[j : j + 256], w_ho[j : j + 256])
             tot, wsum = tot + float(l) * float(n), wsum + float(n)
-        return tot / max(wsum, 1e-8)
+        ho = tot / max(wsum, 1e-8)
+        return {"heldout_loss": ho, "score": ho}
 
-    from trainers.loop import _progress
-
-    if step == 0:
-        history.append({"step": 0, "train_loss": None, "heldout_loss": heldout(params), "seconds": 0.0})
-    bar = _progress(cfg.steps, progress, "worldmodel")
-    bar.update(step)
-    t0, recent = time.perf_counter(), []
-    try:
-        while step < cfg.steps:
-            params, opt_state, loss = train_step(params, opt_state, key, jnp.int32(step))
-            recent.append(loss)
-            step += 1
-            bar.update(1)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                tr = float(np.mean(jax.device_get(recent)))
-                recent = []
-                ho = heldout(params)
-                if ho < best:
-                    best, best_params, best_step = ho, params, step
-                history.append({"step": step, "train_loss": tr, "heldout_loss": ho, "seconds": time.perf_counter() - t0})
-                bar.set_postfix(train=f"{tr:.4f}", heldout=f"{ho:.4f}", best=f"{best:.4f}")
-                if not progress:
-                    log(f"[worldmodel] step {step}: train {tr:.4f} held-out {ho:.4f} (best {best:.4f})")
-                if state_path is not None:
-                    checkpoints.save(state_path, kind="worldmodel", params=params, spec=spec, model_config=cfg.to_dict(),
-                                     meta={"step": step, "best_heldout": best, "best_step": best_step, "log": history},
-                                     extra={"opt": jax.tree.leaves(opt_state), "best": best_params})
-                if cfg.patience and step - best_step >= cfg.patience * cfg.eval_every:
-                    log(f"[worldmodel] early stop at step {step}: no better held-out loss since step {best_step}")
-                    break
-    finally:
-        bar.close()
+    arch = {k: getattr(cfg, k) for k in ("n_layer", "d_model", "n_head", "base", "digits")}
+    fitted = harness.fit({"params": params, "opt": tx.init(params)}, lambda st, i: train_step(st, jnp.int32(i)),
+                         harness.Schedule(cfg.steps, eval_every=cfg.eval_every, patience=cfg.patience), heldout,
+                         state_dir=f"{out}.state" if out else None, identity={"spec": spec.to_dict(), "architecture": arch},
+                         progress=progress, desc="worldmodel", log=lambda s: log(f"[worldmodel] {s}"),
+                         postfix=lambda e: {k: f"{e[k]:.4f}" for k in ("train_loss", "heldout_loss") if k in e})
+    best_params, best, best_step, history = fitted.best_state["params"], fitted.best_score, fitted.best_step, fitted.history
     result = TrainResult(best_params, history, best, len(tr_idx), len(ho_idx))
     if out is not None:
         checkpoints.save(out, kind="worldmodel", params=best_params, spec=spec, model_config=cfg.to_dict(),

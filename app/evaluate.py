@@ -20,7 +20,8 @@ from typing import Sequence
 import numpy as np
 
 import lrpilot
-from lrpilot import controllers, data as datasets, plots
+from lrpilot import controllers, data as datasets
+from lrpilot.app import plots
 from lrpilot.io import read_json, write_json, write_text
 
 STAT_FIELDS = ("best_val_loss", "final_train_loss", "total_train_time", "ms_per_iter", "controller_overhead_ms",
@@ -83,8 +84,8 @@ def _finished(out: Path, task: str, m: float, spec: str, seed: int, cfg_dict: di
 
 def evaluate(grid: Grid, out: Path, max_batch: int = 0, progress: bool = True, log=print,
              train: bool = True) -> dict:
-    from trainers.config import scale_config
-    from trainers.loop import RunSpec, device_info, train as train_runs
+    from lrpilot.trainers.config import scale_config
+    from lrpilot.trainers.loop import RunSpec, device_info, train as train_runs
 
     for spec in grid.controllers:  # fail fast on a bad controller spec, before any training
         controllers.make(spec)

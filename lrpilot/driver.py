@@ -14,7 +14,7 @@ Iterations count optimizer updates (as in `lrpilot.controllers.base`): `step(it,
 once for every `it` in 0..max_iters, in order, before update `it`, with the loss of update it-1.
 LRs are absolute (the same units as `base_lr`), losses are in nats.
 
-`LoopDriver` imports neither JAX nor torch: `OptaxLR` imports optax when built, `TorchLR`
+`LoopDriver` imports neither JAX nor torch (NumPy only): `OptaxLR` imports optax when built, `TorchLR`
 only duck-types the optimizer (anything with `param_groups`), so each adapter works with
 only its own framework installed.
 """
@@ -22,8 +22,11 @@ only its own framework installed.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from typing import Any
+
+import numpy as np
 
 from lrpilot.controllers.base import Controller, Observation, RunInfo
 
@@ -40,11 +43,13 @@ def _to_float(x: Any, what: str) -> float | None:
 
 
 class LoopDriver:
-    """Feeds a user's loop metrics to a `Controller` and returns the LR of each update.
+    """Feeds a training loop's metrics to a `Controller` and returns the LR of each update: the one
+    run driver, used by user loops (`step`) and by lrpilot's own batched trainer (`add_losses`,
+    `observe`, `lrs`), so both deliver the same observations.
 
     Args:
-        controller: any `Controller` (a schedule, reactive rule or `policy.load(...)`); it is
-            `reset` here, so pass a fresh one or one you are happy to restart.
+        controller: any `Controller` (a schedule, reactive rule or `lrpilot.policy.load(...)`); it
+            is `reset` here, so pass a fresh one or one you are happy to restart.
         base_lr: peak LR (absolute, > 0). min_lr: floor LR, default base_lr / 10.
         max_iters: number of optimizer updates in the run (> 0).
         warmup_iters: linear-warmup length in updates (default 0; controllers may override it).
@@ -53,47 +58,59 @@ class LoopDriver:
             controllers observe at these points by default; the learned policy observes at its
             own decision points (`observe_points`).
         seed: run seed handed to the controller (`RunInfo.seed`).
+    `LoopDriver.from_run(controller, run)` takes a `RunInfo` instead.
 
     Attributes:
         run: the `RunInfo` given to the controller. observe_points: sorted iterations at which
-        `step` calls `controller.observe`. last_lr: LR returned by the last `step` (None before).
+        `controller.observe` is called. last_lr: LR returned for the last update (None before).
         n_bad_lr: how many times the controller returned a non-finite or negative LR (replaced by
         the previous LR, or 0.0 before the first good one). n_observed: observations delivered.
+        host_seconds: time spent inside the controller (its `observe` and `lr` calls).
     """
 
     def __init__(self, controller: Controller, base_lr: float, max_iters: int, min_lr: float | None = None,
                  warmup_iters: int = 0, eval_interval: int | None = None, seed: int = 0):
-        self.controller = controller
         if eval_interval is None:
             eval_interval = max(int(max_iters) // 10, 1)
-        self.run = RunInfo(base_lr=float(base_lr), min_lr=float(base_lr) / 10 if min_lr is None else float(min_lr),
-                           warmup_iters=int(warmup_iters), max_iters=int(max_iters),
-                           eval_interval=int(eval_interval), seed=int(seed))
-        controller.reset(self.run)
+        run = RunInfo(base_lr=float(base_lr), min_lr=float(base_lr) / 10 if min_lr is None else float(min_lr),
+                      warmup_iters=int(warmup_iters), max_iters=int(max_iters), eval_interval=int(eval_interval),
+                      seed=int(seed))
+        self._start(controller, run)
+
+    @classmethod
+    def from_run(cls, controller: Controller, run: RunInfo) -> "LoopDriver":
+        self = cls.__new__(cls)
+        self._start(controller, run)
+        return self
+
+    def _start(self, controller: Controller, run: RunInfo) -> None:
+        self.controller, self.run = controller, run
+        controller.reset(run)
         pts = sorted({int(p) for p in controller.observe_iters()})
-        bad = [p for p in pts if not 0 <= p <= self.run.max_iters]
+        bad = [p for p in pts if not 0 <= p <= run.max_iters]
         if bad:
             raise ValueError(f"controller '{controller.name}' asked to observe at iterations {bad[:3]} "
-                             f"outside [0, {self.run.max_iters}]")
+                             f"outside [0, {run.max_iters}]")
         self.observe_points: tuple[int, ...] = tuple(pts)
         self._observe_set = frozenset(pts)
-        self._train_sum = 0.0  # sum / count of the train losses passed since the last observation
-        self._train_n = 0
+        self._losses: list = []  # train losses (floats or arrays) passed since the last observation
         self._last_it: int | None = None
         self.last_lr: float | None = None
         self.n_bad_lr = 0
         self.n_observed = 0
+        self.host_seconds = 0.0
 
     @property
     def finished(self) -> bool:
-        """Whether the controller ended the run (`controller.stop`, e.g. a policy episode that
+        """Whether the controller ended the run (`Controller.stop`, e.g. a policy episode that
         terminated on divergence); the loop should stop updating."""
-        return bool(getattr(self.controller, "stop", False))
+        return bool(self.controller.stop)
 
     def wants_eval(self, it: int) -> bool:
-        """True when `step(it)` will observe and the controller needs a validation loss there."""
+        """True when iteration `it` is an observe point and the controller needs a validation loss there."""
         return it in self._observe_set and bool(self.controller.needs_val)
 
+    # ---- one iteration at a time (a user's loop) --------------------------------------------------
     def step(self, it: int, train_loss: Any = None, val_loss: Any = None) -> float:
         """Call once per iteration, before update `it`. Returns the LR of update `it` (float >= 0).
 
@@ -110,15 +127,46 @@ class LoopDriver:
         self._last_it = it
         tl = _to_float(train_loss, "train_loss")
         if tl is not None:
-            self._train_sum += tl
-            self._train_n += 1
-        if it in self._observe_set:
-            mean = self._train_sum / self._train_n if self._train_n else None
-            val = _to_float(val_loss, "val_loss")
-            self.controller.observe(Observation(it, train_loss=mean, val_loss=val, lr=self.last_lr))
-            self._train_sum, self._train_n = 0.0, 0
+            self._losses.append(tl)
+        self.observe(it, val_loss)
+        return self.lrs(it, 1)[0]
+
+    # ---- chunks of iterations (lrpilot's batched trainer) -------------------------------------
+    def add_losses(self, losses) -> None:
+        """Train losses of consecutive updates (a 1-D array or a sequence of floats)."""
+        self._losses.append(np.asarray(losses))
+
+    def observe(self, it: int, val_loss: Any = None) -> bool:
+        """At an observe point, hands the controller the mean train loss since the last one and
+        `val_loss`; elsewhere does nothing. Returns whether it observed."""
+        if it not in self._observe_set:
+            return False
+        val = _to_float(val_loss, "val_loss")
+        mean = float(np.mean(np.concatenate([np.ravel(x) for x in self._losses]))) if self._losses else None
+        self._losses = []
+        t0 = time.perf_counter()
+        self.controller.observe(Observation(it, train_loss=mean, val_loss=val, lr=self.last_lr))
+        self.host_seconds += time.perf_counter() - t0
+        self.n_observed += 1
+        return True
+
+    def diverged(self, it: int) -> None:
+        """The run diverged before iteration `it` and stops: the controller learns of it as NaN
+        metrics at its next observe point (if any is left)."""
+        nxt = [p for p in self.observe_points if p >= it]
+        if nxt and not self.finished:
+            self._losses = []
+            t0 = time.perf_counter()
+            self.controller.observe(Observation(nxt[0], train_loss=math.nan, val_loss=math.nan, lr=self.last_lr))
+            self.host_seconds += time.perf_counter() - t0
             self.n_observed += 1
-        return self._checked_lr(it, self.controller.lr(it))
+
+    def lrs(self, it0: int, n: int) -> list[float]:
+        """The checked LRs of updates it0 .. it0+n-1."""
+        t0 = time.perf_counter()
+        out = [self._checked_lr(i, self.controller.lr(i)) for i in range(it0, it0 + n)]
+        self.host_seconds += time.perf_counter() - t0
+        return out
 
     def _checked_lr(self, it: int, lr: Any) -> float:
         try:
@@ -130,7 +178,7 @@ class LoopDriver:
             keep = self.last_lr if self.last_lr is not None else 0.0
             if self.n_bad_lr == 1:
                 warnings.warn(f"controller '{self.controller.name}' returned lr={lr!r} at iteration {it}; "
-                              f"keeping lr={keep} (counted in LoopDriver.n_bad_lr)", RuntimeWarning, stacklevel=3)
+                              f"keeping lr={keep} (counted in LoopDriver.n_bad_lr)", RuntimeWarning, stacklevel=4)
             x = keep
         self.last_lr = x
         return x

@@ -6,11 +6,11 @@ import dataclasses
 
 
 def cmd_policy_train(args) -> int:
-    from collect.format import load_dir
+    from lrpilot.trajectories import load_dir
     from lrpilot.spec import DEFAULT_SPEC
-    from policy.network import PolicyConfig
-    from trainers.policy import train
-    from worldmodel.cli import data_dirs, resolve_ckpt
+    from lrpilot.policy.network import PolicyConfig
+    from lrpilot.policy.train import train
+    from lrpilot.app.worldmodel_cmd import data_dirs, resolve_ckpt
 
     over = {f.name: getattr(args, f.name) for f in dataclasses.fields(PolicyConfig) if getattr(args, f.name, None) is not None}
     cfg = PolicyConfig(**over)
@@ -24,11 +24,11 @@ def cmd_policy_train(args) -> int:
 def cmd_policy_eval(args) -> int:
     import json
 
-    from collect.format import load_dir
+    from lrpilot.trajectories import load_dir
     from lrpilot.io import write_json
     from lrpilot.spec import DEFAULT_SPEC
-    from trainers.policy import evaluate, format_report
-    from worldmodel.cli import data_dirs, resolve_ckpt
+    from lrpilot.policy.train import evaluate, format_report
+    from lrpilot.app.worldmodel_cmd import data_dirs, resolve_ckpt
 
     traj = load_dir(data_dirs(args.data), DEFAULT_SPEC)
     report = evaluate(resolve_ckpt(args.ckpt, "policy"), resolve_ckpt(args.world_model), traj, args.n_envs, args.seed)
@@ -43,7 +43,7 @@ def cmd_policy_eval(args) -> int:
 
 
 def register(sub) -> None:
-    from policy.network import PolicyConfig
+    from lrpilot.policy.network import PolicyConfig
 
     p = sub.add_parser("policy", help="train a policy with PPO inside a world model")
     ps = p.add_subparsers(dest="policy_command", required=True)
@@ -67,10 +67,10 @@ def register(sub) -> None:
 
 
 def cmd_simple(args) -> int:
-    from policy.network import PolicyConfig
-    from trainers.simple import SimpleConfig, run
-    from worldmodel.cli import data_dirs
-    from worldmodel.model import WorldModelConfig
+    from lrpilot.policy.network import PolicyConfig
+    from lrpilot.app.simple import SimpleConfig, run
+    from lrpilot.app.worldmodel_cmd import data_dirs
+    from lrpilot.worldmodel.model import WorldModelConfig
 
     wm_over = {k[3:]: v for k, v in vars(args).items() if k.startswith("wm_") and v is not None}
     pol_over = {k[4:]: v for k, v in vars(args).items() if k.startswith("ppo_") and v is not None}
@@ -82,7 +82,7 @@ def cmd_simple(args) -> int:
 
 
 def register_simple(sub) -> None:
-    from trainers.simple import SimpleConfig
+    from lrpilot.app.simple import SimpleConfig
 
     d = SimpleConfig()
     s = sub.add_parser("simple", help="the SimPLe loop: collect, retrain the world model, retrain the policy, repeat")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def _config_flags(p: argparse.ArgumentParser) -> None:
     """One --flag per TrainConfig field (e.g. --max-iters, --batch-size), plus --lr."""
-    from trainers.config import TrainConfig
+    from lrpilot.trainers.config import TrainConfig
 
     g = p.add_argument_group("training overrides (default: the scale's value)")
     for f in dataclasses.fields(TrainConfig):
@@ -48,8 +48,8 @@ def _seeds(s: str) -> list[int]:
 def cmd_train(args) -> int:
     from lrpilot import controllers, data
     from lrpilot.io import write_json
-    from trainers.config import scale_config
-    from trainers.loop import RunSpec, train
+    from lrpilot.trainers.config import scale_config
+    from lrpilot.trainers.loop import RunSpec, train
 
     ctrl = controllers.make(args.controller)
     ds = data.load(args.task)
@@ -67,7 +67,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from lrpilot.evaluate import Grid, evaluate
+    from lrpilot.app.evaluate import Grid, evaluate
 
     grid = Grid(tasks=args.tasks, controllers=args.controllers, seeds=args.seeds, scale=args.scale,
                 lr_mults=args.lr_mults, overrides=_overrides(args))
@@ -78,8 +78,8 @@ def cmd_evaluate(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     import lrpilot
-    from lrpilot.controllers import NAMES
-    from trainers.config import SCALES
+    from lrpilot.controllers import names
+    from lrpilot.trainers.config import SCALES
 
     p = argparse.ArgumentParser(prog="lrpilot", description="Learned learning-rate control from real training runs.")
     p.add_argument("--version", action="version", version=f"lrpilot {lrpilot.__version__}")
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one char-level GPT under a controller")
     t.add_argument("--task", default="shakespeare_char", help="shakespeare_char, enwik8, text8, an offline corpus or file:PATH")
     t.add_argument("--scale", default="small", choices=SCALES)
-    t.add_argument("--controller", default="cosine", help=f"NAME[:key=value,...]; names: {', '.join(NAMES)}")
+    t.add_argument("--controller", default="cosine", help=f"NAME[:key=value,...]; names: {', '.join(names())}")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--lr-mult", type=float, default=1.0, help="multiply the base and min LR (a mis-set LR)")
     t.add_argument("--out", required=True)
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional(sub) -> None:
     """Subcommands that live in the other packages register themselves here."""
-    for modname in ("collect.cli", "worldmodel.cli", "policy.cli", "lrpilot.quickstart"):
+    for modname in ("lrpilot.app.collect_cmd", "lrpilot.app.worldmodel_cmd", "lrpilot.app.policy_cmd", "lrpilot.app.quickstart"):
         try:
             mod = __import__(modname, fromlist=["register"])
         except ModuleNotFoundError as e:

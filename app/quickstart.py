@@ -15,7 +15,7 @@ NEXT_STEPS = """
 Where to go next
   * your own text:        lrpilot train --task file:PATH --controller policy:pretrained --out runs/mine
   * compare controllers:  lrpilot evaluate --tasks file:PATH --controllers policy:pretrained cosine wsd --seeds 3 --out runs/cmp
-  * your own loop:        policy.load("pretrained") is a controller; policy.adapters has OptaxLR and TorchLR
+  * your own loop:        lrpilot.policy.load("pretrained") is a controller; lrpilot.driver has OptaxLR and TorchLR
                           (examples/optax_loop.py, examples/torch_nanogpt.py)
   * your own trajectories: lrpilot collect --runs 50 --out data/mine, then lrpilot worldmodel train / lrpilot policy train
 """
@@ -25,11 +25,12 @@ STARTER_CORPORA = ("python_docs", "python_docstrings", "python_stdlib", "unicode
 
 
 def cmd_quickstart(args) -> int:
-    from lrpilot import controllers, data, plots
-    from lrpilot.evaluate import safe_name
+    from lrpilot import controllers, data
+    from lrpilot.app import plots
+    from lrpilot.app.evaluate import safe_name
     from lrpilot.io import write_json
-    from trainers.config import scale_config
-    from trainers.loop import RunSpec, device_info, train
+    from lrpilot.trainers.config import scale_config
+    from lrpilot.trainers.loop import RunSpec, device_info, train
 
     out = Path(args.out)
     backend, device = device_info()

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-import checkpoints
-from collect.format import load_dir
-from collect.job import DEFAULT_MIX, Job, collect
+from lrpilot import checkpoints
+from lrpilot.trajectories import load_dir
+from lrpilot.collect.job import DEFAULT_MIX, Job, collect
 from lrpilot.io import read_json, write_json
 from lrpilot.spec import DEFAULT_SPEC
-from policy.network import PolicyConfig
-from worldmodel.model import WorldModelConfig
+from lrpilot.policy.network import PolicyConfig
+from lrpilot.worldmodel.model import WorldModelConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,8 @@ def _policy_runs_score(data_dir: Path) -> dict:
 
 def run(out: str | Path, cfg: SimpleConfig, wm_cfg: WorldModelConfig, pol_cfg: PolicyConfig, progress: bool = True,
         log=print) -> dict:
-    from trainers import policy as policy_trainer, worldmodel as wm_trainer
+    from lrpilot.policy import train as policy_trainer
+    from lrpilot.worldmodel import train as wm_trainer
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,20 +3,21 @@ its evaluation in the simulator against constant-LR and cosine controllers."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import checkpoints
+
+from lrpilot import checkpoints
+from lrpilot.trainers import harness
 import lrpilot
-from collect.format import Trajectories
-from policy.network import PolicyConfig, build as build_policy, init_params, lr_support
-from trainers.ppo import TrainState, episode_returns, make_iteration, policy_act_fn
-from worldmodel.env import SimEnv, cosine_target, schedule_policy
-from worldmodel.model import WorldModelConfig, build as build_wm
+from lrpilot.trajectories import Trajectories
+from lrpilot.policy.network import PolicyConfig, build as build_policy, init_params, lr_support
+from lrpilot.policy.ppo import TrainState, episode_returns, make_iteration, policy_act_fn
+from lrpilot.worldmodel.env import SimEnv, cosine_target, schedule_policy
+from lrpilot.worldmodel.model import WorldModelConfig, build as build_wm
 
 SIM_LEVELS = (0.3, 1.0, 3.0, 10.0)  # relative LR levels of the constant and cosine baselines
 
@@ -86,40 +87,15 @@ def train(wm_path: str, traj: Trajectories, cfg: PolicyConfig, out: str | Path, 
     key = jax.random.key(cfg.seed)
     k_init, k_run, k_eval = jax.random.split(key, 3)
     params = init_params(net, k_init, wm_ck.params if cfg.init == "worldmodel" else None)
-    ts = TrainState(params, tx.init(params), jnp.int32(0))
-    history: list = []
     model_config = {"trunk": wm_cfg.to_dict(), "policy": cfg.to_dict()}
-    state_path = Path(f"{out}.state")
-    if checkpoints.exists(state_path):
-        ck = checkpoints.load(state_path, kind="policy", spec=wm_ck.spec)
-        if ck.model_config.get("trunk") != model_config["trunk"]:
-            raise ValueError(f"{state_path}: cannot resume, its trunk differs from {wm_path}'s; delete it or use another --out")
-        opt = jax.tree.unflatten(jax.tree.structure(ts.opt_state), [jnp.asarray(x) for x in ck.extra["opt"]])
-        ts = TrainState(jax.tree.map(jnp.asarray, ck.params), opt, jnp.int32(ck.meta["iteration"]))
-        history = list(ck.meta["log"])
-        log(f"[policy] resuming from {state_path} at iteration {int(ts.iteration)}")
     step = jax.jit(iteration)
-    from trainers.loop import _progress
-
-    bar = _progress(cfg.iterations, progress, "ppo")
-    bar.update(int(ts.iteration))
-    t0 = time.perf_counter()
-    try:
-        while int(ts.iteration) < cfg.iterations:
-            i = int(ts.iteration)
-            ts, m = step(ts, env_params, jax.random.fold_in(k_run, i))
-            m = {k: float(v) for k, v in m.items()}
-            history.append({"iteration": i + 1, **m, "seconds": time.perf_counter() - t0})
-            bar.update(1)
-            bar.set_postfix(ret=f"{m['return_mean']:.4f}", ent=f"{m['entropy']:.2f}")
-            if not progress and ((i + 1) % cfg.checkpoint_every == 0 or i == 0):
-                log(f"[policy] iteration {i + 1}: return {m['return_mean']:.4f} entropy {m['entropy']:.3f} "
-                    f"diverged {m['diverged']:.3f} value loss {m['value_loss']:.4f}")
-            if (i + 1) % cfg.checkpoint_every == 0 or i + 1 == cfg.iterations:
-                checkpoints.save(state_path, kind="policy", params=ts.params, spec=wm_ck.spec, model_config=model_config,
-                                 meta={"iteration": i + 1, "log": history}, extra={"opt": jax.tree.leaves(ts.opt_state)})
-    finally:
-        bar.close()
+    fitted = harness.fit(TrainState(params, tx.init(params), jnp.int32(0)),
+                         lambda ts, i: step(ts, env_params, jax.random.fold_in(k_run, i)),
+                         harness.Schedule(cfg.iterations, log_every=1, checkpoint_every=cfg.checkpoint_every),
+                         state_dir=f"{out}.state", identity={"spec": wm_ck.spec.to_dict(), "trunk": model_config["trunk"]},
+                         progress=progress, desc="ppo", log=lambda s: log(f"[policy] {s}"),
+                         postfix=lambda e: {"ret": f"{e['return_mean']:.4f}", "ent": f"{e['entropy']:.2f}"})
+    ts, history = fitted.state, fitted.history
     report = sim_report(env, env_params, net, ts.params, k_eval, cfg.eval_envs, (cfg.lr_min_rel, cfg.lr_max_rel))
     log("[policy] " + format_report(report))
     checkpoints.save(out, kind="policy", params=ts.params, spec=wm_ck.spec, model_config=model_config,

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from policy.network import PolicyConfig, PolicyNet, action_mask, masked_logits
-from worldmodel.env import EnvParams, SimEnv
-from worldmodel.model import init_cache
+from lrpilot.policy.network import PolicyConfig, PolicyNet, action_mask, masked_logits
+from lrpilot.worldmodel.env import EnvParams, SimEnv
+from lrpilot.worldmodel.model import init_cache
 
 
 @struct.dataclass
@@ -200,7 +200,7 @@ def make_train(net: PolicyNet, env: SimEnv, cfg: PolicyConfig, env_params, init_
 def episode_returns(env: SimEnv, env_params, key, act_fn, n_envs: int):
     """Returns (n_envs,) and divergence flags (n_envs,) of `act_fn(key, state) -> action`; the same
     key gives every controller the same starting prefixes (so returns pair up episode by episode)."""
-    from worldmodel.env import simulate
+    from lrpilot.worldmodel.env import simulate
 
     r, term, trunc, was_done, _ = simulate(env, env_params, key, act_fn, n_envs)
     ret = jnp.sum(jnp.where(was_done, 0.0, r), axis=1)

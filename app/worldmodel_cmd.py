@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def _load_data(paths, spec):
-    from collect.format import load_dir
+    from lrpilot.trajectories import load_dir
 
     traj = load_dir(paths, spec)
     if len(traj) < 2:
@@ -17,22 +17,22 @@ def _load_data(paths, spec):
 
 def data_dirs(arg: list[str]) -> list[str]:
     """'starter' means the dataset shipped with the package."""
-    from collect import starter_dataset
+    from lrpilot.collect import starter_dataset
 
     return [str(starter_dataset()) if a == "starter" else a for a in arg]
 
 
 def cmd_train(args) -> int:
     from lrpilot.spec import DEFAULT_SPEC
-    from trainers.worldmodel import train
-    from worldmodel.model import WorldModelConfig
+    from lrpilot.worldmodel.train import train
+    from lrpilot.worldmodel.model import WorldModelConfig
 
     over = {f.name: getattr(args, f.name) for f in dataclasses.fields(WorldModelConfig) if getattr(args, f.name, None) is not None}
     cfg = WorldModelConfig(**over)
     dirs = data_dirs(args.data)
     traj = _load_data(dirs, DEFAULT_SPEC)
     if args.data_fraction < 1.0:
-        from trainers.worldmodel import split_runs
+        from lrpilot.worldmodel.train import split_runs
 
         keep, _ = split_runs(traj, 1.0 - args.data_fraction, seed=12345)  # whole run groups, another hash than the held-out split
         print(f"[worldmodel] --data-fraction {args.data_fraction}: {len(keep)} of {len(traj)} runs")
@@ -43,13 +43,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import checkpoints
-    from collect.format import load_dir
+    from lrpilot import checkpoints
+    from lrpilot.trajectories import load_dir
     from lrpilot.io import write_json
     from lrpilot.spec import DEFAULT_SPEC
-    from trainers.worldmodel import split_runs
-    from worldmodel import forecast
-    from worldmodel.model import WorldModelConfig, build
+    from lrpilot.worldmodel.train import split_runs
+    from lrpilot.app import plots
+    from lrpilot.worldmodel import forecast
+    from lrpilot.worldmodel.model import WorldModelConfig, build
 
     ck = checkpoints.load(resolve_ckpt(args.ckpt), kind="worldmodel", spec=DEFAULT_SPEC)
     cfg = WorldModelConfig.from_dict(ck.model_config)
@@ -68,7 +69,7 @@ def cmd_eval(args) -> int:
     result["lrpilot_version"] = lrpilot.__version__
     write_json(out / "forecast.json", result)
     for c in args.contexts:
-        forecast.fan_charts(samples, out / f"fan_context{c}.png", c)
+        plots.fan_charts(samples, out / f"fan_context{c}.png", c)
     f = result["forecasters"]
     print("horizon  " + "  ".join(f"{n:>11s}" for n in f))
     for i, h in enumerate(result["horizons"]):
@@ -79,13 +80,13 @@ def cmd_eval(args) -> int:
 
 def resolve_ckpt(path: str, kind: str = "worldmodel") -> str:
     """'pretrained' -> the shipped checkpoint of `kind`; anything else is a path."""
-    import checkpoints
+    from lrpilot import checkpoints
 
     return str(checkpoints.pretrained(kind)) if path == "pretrained" else path
 
 
 def register(sub) -> None:
-    from worldmodel.model import WorldModelConfig
+    from lrpilot.worldmodel.model import WorldModelConfig
 
     w = sub.add_parser("worldmodel", help="train or evaluate the world model")
     ws = w.add_subparsers(dest="wm_command", required=True)

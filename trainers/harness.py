@@ -1,0 +1,161 @@
+"""One resumable training harness for the models lrpilot trains on its own data (world model,
+policy): the caller plugs in a state, a `step` and an optional `evaluate`.
+
+    result = fit(state, step, Schedule(steps=3000, eval_every=100, patience=5), evaluate=heldout,
+                 state_dir="OUT.state", identity={"spec": ..., "model_config": ...})
+
+* `state` is any pytree (parameters, optimizer state, ...); `step(state, i) -> (state, metrics)`
+  is typically jitted, `metrics` a dict of scalars; `evaluate(state) -> dict` must hold
+  "score" (lower is better), the selection criterion.
+* Every `log_every` steps the mean of the step metrics since the last entry is appended to the
+  history; every `eval_every` steps `evaluate` runs too, and the best-scoring state is kept.
+  Training stops after `patience` evaluations without a better score (0: never).
+* Every `checkpoint_every` steps (and at the end) the state, the best state and the history go
+  into `state_dir` through orbax's `CheckpointManager` (the latest step only; orbax writes to a
+  temporary directory and renames it, so a kill leaves the previous checkpoint). A rerun with
+  the same `identity` resumes there; a different identity is refused, naming the keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from lrpilot.io import json_safe
+from lrpilot.progress import progress_bar
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """steps: total steps. eval_every / log_every / checkpoint_every: in steps (0: eval never;
+    log_every 0: at evaluations; checkpoint_every 0: at evaluations). patience: evaluations
+    without a better score before stopping (0: never)."""
+
+    steps: int
+    eval_every: int = 0
+    log_every: int = 0
+    checkpoint_every: int = 0
+    patience: int = 0
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) < 0:
+                raise ValueError(f"harness: {f.name} must be >= 0, got {getattr(self, f.name)}")
+        if (self.log_every == 0 or self.checkpoint_every == 0) and self.eval_every == 0:
+            raise ValueError("harness: without evaluations give log_every and checkpoint_every")
+
+    def every(self, name: str) -> int:
+        return getattr(self, name) or self.eval_every
+
+
+@dataclasses.dataclass
+class FitResult:
+    state: Any  # the state after the last step
+    best_state: Any  # the best-scoring state (the last one without evaluations)
+    best_score: float
+    best_step: int
+    history: list  # dicts: step, mean step metrics, evaluation metrics, seconds
+    stopped_early: bool
+
+
+def _manager(state_dir: Path):
+    import orbax.checkpoint as ocp
+
+    opts = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
+    return ocp, ocp.CheckpointManager(state_dir.resolve(), options=opts)
+
+
+def _restore(state_dir: Path, state, identity: dict, log) -> tuple[Any, Any, dict] | None:
+    if not state_dir.is_dir():
+        return None
+    ocp, mngr = _manager(state_dir)
+    step = mngr.latest_step()
+    if step is None:
+        return None
+    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    saved = meta.get("identity", {})
+    want = json.loads(json.dumps(json_safe(identity)))
+    diff = sorted(k for k in set(saved) | set(want) if saved.get(k) != want.get(k))
+    if diff:
+        raise ValueError(f"{state_dir}: cannot resume, it was started with different {', '.join(diff)}; "
+                         f"delete it or use another --out")
+    target = {"state": state, "best": state}
+    trees = mngr.restore(step, args=ocp.args.Composite(trees=ocp.args.StandardRestore(target)))["trees"]
+    log(f"resuming from {state_dir} at step {meta['step']}")
+    return trees["state"], trees["best"], meta
+
+
+def _save(state_dir: Path, step: int, state, best, meta: dict) -> None:
+    ocp, mngr = _manager(state_dir)
+    mngr.save(step, args=ocp.args.Composite(trees=ocp.args.StandardSave({"state": state, "best": best}),
+                                            meta=ocp.args.JsonSave(json_safe(meta))), force=True)
+    mngr.wait_until_finished()
+
+
+def fit(state, step: Callable, schedule: Schedule, evaluate: Callable | None = None, state_dir=None,
+        identity: dict | None = None, progress: bool = True, desc: str = "train", log=print,
+        postfix: Callable[[dict], dict] | None = None) -> FitResult:
+    """Runs (or resumes) `schedule.steps` steps of `step` from `state`; see the module docstring."""
+    if evaluate is None and schedule.eval_every:
+        raise ValueError("harness: eval_every needs an evaluate function")
+    if schedule.patience and not schedule.eval_every:
+        raise ValueError("harness: patience needs eval_every")
+    identity = dict(identity or {})
+    state_dir = Path(state_dir) if state_dir is not None else None
+    best, best_score, best_step, history, i = state, np.inf, 0, [], 0
+    restored = _restore(state_dir, state, identity, log) if state_dir is not None else None
+    if restored is not None:
+        state, best, meta = restored
+        i, best_score, best_step, history = int(meta["step"]), float(meta["best_score"]), int(meta["best_step"]), list(meta["history"])
+    elif evaluate is not None:
+        ev = evaluate(state)
+        best_score = float(ev["score"])
+        history.append({"step": 0, **{k: float(v) for k, v in ev.items() if k != "score"}, "seconds": 0.0})
+
+    def checkpoint(at: int) -> None:
+        if state_dir is not None:
+            _save(state_dir, at, state, best, {"step": at, "best_score": best_score, "best_step": best_step,
+                                               "history": history, "identity": identity})
+
+    bar = progress_bar(schedule.steps, progress, desc)
+    bar.update(i)
+    t0, recent, stopped = time.perf_counter(), [], False
+    try:
+        while i < schedule.steps:
+            state, metrics = step(state, i)
+            recent.append(metrics)
+            i += 1
+            bar.update(1)
+            at_eval = evaluate is not None and (i == schedule.steps or bool(schedule.eval_every) and i % schedule.eval_every == 0)
+            if at_eval or i % schedule.every("log_every") == 0 or i == schedule.steps:
+                entry = {"step": i, **{k: float(np.mean([float(m[k]) for m in recent])) for k in recent[0]}}
+                recent = []
+                if at_eval:
+                    ev = {k: float(v) for k, v in evaluate(state).items()}
+                    if ev["score"] < best_score:
+                        best, best_score, best_step = state, ev["score"], i
+                    entry.update({k: v for k, v in ev.items() if k != "score"})
+                elif evaluate is None:
+                    best, best_step = state, i
+                entry["seconds"] = time.perf_counter() - t0
+                history.append(entry)
+                bar.set_postfix(**(postfix(entry) if postfix else {}))
+                if not progress and (at_eval or i % schedule.every("checkpoint_every") == 0 or i == schedule.steps):
+                    log(f"step {i}: " + ", ".join(f"{k} {v:.4f}" for k, v in entry.items() if k not in ("step", "seconds")))
+                if at_eval and schedule.patience and i - best_step >= schedule.patience * schedule.eval_every:
+                    log(f"early stop at step {i}: no better score since step {best_step}")
+                    stopped = True
+            if i % schedule.every("checkpoint_every") == 0 or i == schedule.steps or stopped:
+                jax.block_until_ready(state)
+                checkpoint(i)
+            if stopped:
+                break
+    finally:
+        bar.close()
+    return FitResult(state, best, best_score, best_step, history, stopped)
