@@ -19,7 +19,9 @@ def _mix(items: list[str]) -> tuple[tuple[str, float], ...]:
 
 def cmd_collect(args) -> int:
     from lrpilot.app import plots
+    from lrpilot.collect.edges import V2_MIX
     from lrpilot.collect.job import DEFAULT_MIX, Job, collect, summary
+    from lrpilot.collect.tasks import FAMILIES
     from lrpilot.spec import DEFAULT_SPEC
     from lrpilot.trajectories import load_dir
 
@@ -36,7 +38,8 @@ def cmd_collect(args) -> int:
         raise ValueError(f"unexpected argument(s) {args.action or ''} {args.dir or ''}; did you mean 'collect summary DIR'?")
     if not args.out or args.runs is None:
         raise ValueError("lrpilot collect needs --runs N and --out DIR")
-    mix = _mix(args.explore) if args.explore else tuple(DEFAULT_MIX.items())
+    default_mix = V2_MIX if FAMILIES[args.family].draws == "v2" else DEFAULT_MIX
+    mix = _mix(args.explore) if args.explore else tuple(default_mix.items())
     if args.policy and not args.explore:
         mix = mix + (("policy", 0.5),)
     job = Job(seed=args.seed, family=args.family, tasks=tuple(args.tasks), parallel=args.parallel, mix=mix,
@@ -57,7 +60,7 @@ def register(sub) -> None:
     c.add_argument("--parallel", type=int, default=4, help="runs trained together in one batched step")
     c.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="corpora to draw runs from")
     c.add_argument("--family", default="cpu", choices=list(FAMILIES), help="model-size/run-length family")
-    c.add_argument("--explore", nargs="+", help="KIND[=WEIGHT]: walk, cosine, wsd, constant, policy")
+    c.add_argument("--explore", nargs="+", help="KIND[=WEIGHT]: walk, cosine, wsd, constant, policy; cpu2/gpu also anneal, ramp, restarts")
     c.add_argument("--policy", help="policy checkpoint for the 'policy' explorer (epsilon-greedy)")
     c.add_argument("--seed", type=int, default=0, help="job seed (a different seed adds a different job)")
     c.add_argument("--out", help="dataset directory")

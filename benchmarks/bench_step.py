@@ -256,7 +256,7 @@ class JaxRunner:
 
     def _run(self) -> float:
         t0 = time.perf_counter()
-        losses, _ = self.group.train_chunk(self.lrs, self.it, self.train)  # returns host arrays: synchronised
+        losses = self.group.train_chunk(self.lrs, self.it, self.train).losses  # returns host arrays: synchronised
         self.it += self.chunk
         if not np.isfinite(losses).all():
             raise RuntimeError(f"JAX N={self.n}: non-finite loss")

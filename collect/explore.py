@@ -8,6 +8,9 @@
 * `EpsilonPolicy`: a policy checkpoint acting greedily with probability 1 - epsilon (for
   later SimPLe rounds).
 
+`sample_explorer` draws the starter dataset's mix; `lrpilot.collect.edges` adds the
+explorers of dataset v2 (anneals, LR ramps to the edge, restarts) and its sampler.
+
 Every explorer is seeded, so a run's actions are reproducible from its metadata.
 """
 
@@ -51,11 +54,14 @@ class Follow(ScheduleFollower):
 
     name = "follow"
 
-    def __init__(self, kind: str, peak: float, seed: int, epsilon: float = 0.0, spec: EnvSpec = DEFAULT_SPEC):
+    def __init__(self, kind: str, peak: float, seed: int, epsilon: float = 0.0, spec: EnvSpec = DEFAULT_SPEC,
+                 warmup: int = 0):
         super().__init__(spec)
         if kind not in ("cosine", "wsd", "constant"):
             raise ValueError(f"follow: kind must be cosine, wsd or constant, got {kind!r}")
-        self.kind, self.peak, self.seed, self.epsilon = kind, peak, seed, epsilon
+        if not 0 <= warmup < spec.n_decisions:
+            raise ValueError(f"follow: warmup must be in [0, {spec.n_decisions}) decisions, got {warmup}")
+        self.kind, self.peak, self.seed, self.epsilon, self.warmup = kind, peak, seed, epsilon, warmup
 
     def reset(self, run):
         super().reset(run)
@@ -64,6 +70,8 @@ class Follow(ScheduleFollower):
     def target_rel(self, k):
         x = (k + 0.5) / self.spec.n_decisions  # middle of interval k, as a fraction of the run
         lo = self.peak / 10
+        if k < self.warmup:  # a longer warmup than the spec's first interval: linear over `warmup` decisions
+            return self.peak * (k + 1) / (self.warmup + 1)
         if self.kind == "constant":
             return self.peak
         if self.kind == "cosine":
@@ -76,7 +84,8 @@ class Follow(ScheduleFollower):
         return super().choose(k)
 
     def describe(self):
-        return {"name": f"{self.name}_{self.kind}", "peak": self.peak, "seed": self.seed, "epsilon": self.epsilon}
+        d = {"name": f"{self.name}_{self.kind}", "peak": self.peak, "seed": self.seed, "epsilon": self.epsilon}
+        return {**d, "warmup": self.warmup} if self.warmup else d
 
 
 def sample_explorer(rng: random.Random, seed: int, spec: EnvSpec = DEFAULT_SPEC, policy_path: str | None = None,

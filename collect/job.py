@@ -20,7 +20,8 @@ import numpy as np
 
 import lrpilot
 from lrpilot import trajectories as tfmt
-from lrpilot.collect import explore
+from lrpilot.collect import edges, explore
+from lrpilot.collect.edges import V2_MIX
 from lrpilot.collect.tasks import DEFAULT_TASKS, FAMILIES, GroupPlan, sample_base_mult, sample_group
 from lrpilot.data import HELD_OUT_TASKS, OFFLINE_TASKS
 from lrpilot.io import read_json, write_json
@@ -55,7 +56,7 @@ class Job:
         unknown = [t for t in self.tasks if t not in OFFLINE_TASKS and not t.startswith("file:")]
         if unknown:
             raise ValueError(f"collect: unknown task(s) {unknown}; expected {', '.join(OFFLINE_TASKS)} or file:PATH")
-        kinds = {"walk", "cosine", "wsd", "constant", "policy"}
+        kinds = {"walk", "cosine", "wsd", "constant", "policy"} | (set(V2_MIX) if FAMILIES[self.family].draws == "v2" else set())
         for k, w in self.mix:
             if k not in kinds or w < 0:
                 raise ValueError(f"collect: --explore entry '{k}={w}' invalid; kinds: {', '.join(sorted(kinds))}, weights >= 0")
@@ -74,9 +75,13 @@ class Job:
         return self.seed * 1_000_003 + i
 
     def explorer(self, i: int, spec: EnvSpec):
+        """Run i's explorer and its base-LR multiplier (of the model's default LR)."""
         rng = random.Random(f"{self.seed}/run/{i}")
-        ctrl = explore.sample_explorer(rng, self.run_seed(i), spec, self.policy, dict(self.mix))
-        return ctrl, sample_base_mult(rng)
+        if FAMILIES[self.family].draws == "v1":  # the starter's order of draws, kept so that its job still grows
+            ctrl = explore.sample_explorer(rng, self.run_seed(i), spec, self.policy, dict(self.mix))
+            return ctrl, sample_base_mult(rng, self.family)
+        mult = sample_base_mult(random.Random(f"{self.seed}/base/{i}"), self.family)
+        return edges.sample_explorer_v2(rng, self.run_seed(i), mult, spec, self.policy, dict(self.mix)), mult
 
     def filename(self, i: int) -> str:
         return f"run_s{self.seed}_{i:05d}.parquet"
@@ -152,7 +157,8 @@ def run_group(out: str, job_dict: dict, g: int, indices: list[int], spec_json: s
             "task": plan.task, "data": ds.meta, "vocab_size": ds.vocab_size, "config": dataclasses.asdict(plan.cfg),
             "seed": spec_run.seed, "run_index": i, "group": g, "job_seed": job.seed, "family": job.family,
             "controller": ctrl.describe(), "base_lr": plan.cfg.learning_rate * spec_run.lr_mult,
-            "base_lr_mult": spec_run.lr_mult, "diverged": res.final_info["diverged"],
+            "base_lr_mult": spec_run.lr_mult, "default_lr": plan.default_lr, "n_params": res.final_info["n_params"],
+            "tokens_per_update": plan.cfg.batch_size * plan.cfg.block_size, "diverged": res.final_info["diverged"],
             "terminated": ctrl.terminated, "backend": backend, "device": device, "group_wall_time": wall,
             "runs_in_group": len(indices), "ms_per_iter": res.final_info["ms_per_iter"], "versions": _versions(),
             "host": platform.node(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -2,8 +2,16 @@
 lengths and configured base LRs. The zero-shot test tasks (shakespeare_char, enwik8, text8)
 are never collected from.
 
-A "family" fixes the ranges: `cpu` (the starter dataset: runs of seconds to a minute on two
-cores), `gpu` (larger models for an accelerator) and `tiny` (tests).
+A "family" fixes the ranges:
+
+* `cpu`: the starter dataset (v1 draws: base LR 1e-3 x logU[1/3, 3], at most 4 x 128 and 1500
+  iterations); kept exactly so that its job still grows and resumes.
+* `cpu2`: dataset v2 on two CPU cores. The configured base LR is the model's default LR
+  (`default_lr`: 1e-3 x sqrt(128 / width)) times logU[1/30, 30], so that the LR relative to
+  the configured one says little; a share of groups (`protocol_share`) is exactly nanoGPT's
+  CPU recipe (4 x 128, block 64, batch 12, 2000 iterations), the small zero-shot protocol.
+* `gpu`: larger models for an accelerator, drawn like `cpu2`.
+* `tiny`: tests.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import math
 import random
 
 from lrpilot.data import HELD_OUT_TASKS, OFFLINE_TASKS
-from lrpilot.trainers.config import TrainConfig
+from lrpilot.trainers.config import SMALL, TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,18 +31,31 @@ class Family:
     batches: tuple[int, ...]
     iters: tuple[int, ...]
     dropouts: tuple[float, ...]
-    base_lr: float  # configured base LR = base_lr * logU(1/3, 3)
+    base_lr: float  # v1: every model's default LR; v2: the default of a 128-wide model (scaled by width)
     eval_iters: int
     max_cost: float  # cap on estimated GFLOP per run (rejection sampling)
+    base_mult: tuple[float, float] = (1 / 3, 3)  # configured base LR = default LR x logU(base_mult)
+    protocol_share: float = 0.0  # share of groups that are exactly the small protocol (nanoGPT's CPU recipe)
+    draws: str = "v1"  # v1: the starter's draws; v2: base LR scaled by width, drawn before the explorer
+
+    def default_lr(self, cfg: TrainConfig) -> float:
+        """A sensible LR for the model's size: v1 one LR for all; v2 1e-3 x sqrt(128 / n_embd)."""
+        if self.draws == "v1":
+            return self.base_lr
+        return float(f"{self.base_lr * math.sqrt(128 / cfg.n_embd):.4g}")
 
 
 FAMILIES = {
     "cpu": Family(sizes=((1, 32, 2), (2, 48, 2), (2, 64, 4), (3, 96, 4), (4, 128, 4)), blocks=(32, 64),
                   batches=(8, 12, 16), iters=(300, 400, 600, 800, 1000, 1500), dropouts=(0.0, 0.0, 0.0, 0.1),
                   base_lr=1e-3, eval_iters=20, max_cost=600.0),
+    "cpu2": Family(sizes=((1, 32, 2), (2, 48, 2), (2, 64, 4), (3, 96, 4), (4, 128, 4)), blocks=(32, 64, 128),
+                   batches=(8, 12, 16), iters=(300, 500, 800, 1200, 2000), dropouts=(0.0, 0.0, 0.0, 0.1),
+                   base_lr=1e-3, eval_iters=20, max_cost=2500.0, base_mult=(1 / 30, 30), protocol_share=0.2,
+                   draws="v2"),
     "gpu": Family(sizes=((4, 128, 4), (4, 256, 4), (6, 256, 8), (6, 384, 6)), blocks=(64, 128, 256),
                   batches=(16, 32, 64), iters=(1000, 2000, 3000, 5000), dropouts=(0.0, 0.1, 0.2),
-                  base_lr=1e-3, eval_iters=50, max_cost=4e5),
+                  base_lr=1e-3, eval_iters=50, max_cost=4e5, base_mult=(1 / 30, 30), protocol_share=0.1, draws="v2"),
     "tiny": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),
                    base_lr=3e-3, eval_iters=2, max_cost=1e9),
 }
@@ -50,10 +71,18 @@ def gflop(cfg: TrainConfig, vocab: int = 100) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class GroupPlan:
-    """One batched group: a task and a config shared by its runs."""
+    """One batched group: a task and a config shared by its runs, and the model's default LR
+    (the configured LR of run i is default_lr x its base-LR multiplier)."""
 
     task: str
     cfg: TrainConfig
+    default_lr: float
+
+
+def _collect_cfg(fam: Family, n_layer, n_embd, n_head, block, batch, iters, dropout, lr) -> TrainConfig:
+    return TrainConfig(n_layer=n_layer, n_embd=n_embd, n_head=n_head, block_size=block, batch_size=batch,
+                       max_iters=iters, dropout=dropout, learning_rate=lr, min_lr=lr / 10, warmup_iters=0,
+                       eval_interval=iters, eval_iters=fam.eval_iters, eval_train=False, sample_tokens=0)
 
 
 def sample_group(rng: random.Random, family: str, tasks: tuple[str, ...]) -> GroupPlan:
@@ -61,22 +90,29 @@ def sample_group(rng: random.Random, family: str, tasks: tuple[str, ...]) -> Gro
     bad = [t for t in tasks if t in HELD_OUT_TASKS]
     if bad:
         raise ValueError(f"collect: {bad} are held out for zero-shot evaluation and are never collected from")
+    if fam.draws == "v2" and rng.random() < fam.protocol_share:
+        cfg = _collect_cfg(fam, SMALL.n_layer, SMALL.n_embd, SMALL.n_head, SMALL.block_size, SMALL.batch_size,
+                           SMALL.max_iters, SMALL.dropout, 1.0)
+        lr = fam.default_lr(cfg)
+        return GroupPlan(rng.choice(tasks), dataclasses.replace(cfg, learning_rate=lr, min_lr=lr / 10), lr)
     for attempt in range(1000):
         if attempt % 100 == 0:  # each size gets its share: resample the rest until it fits the cap
             n_layer, n_embd, n_head = rng.choice(fam.sizes)
         iters = rng.choice(fam.iters)
-        cfg = TrainConfig(n_layer=n_layer, n_embd=n_embd, n_head=n_head, block_size=rng.choice(fam.blocks),
-                          batch_size=rng.choice(fam.batches), max_iters=iters, dropout=rng.choice(fam.dropouts),
-                          learning_rate=fam.base_lr, min_lr=fam.base_lr / 10, warmup_iters=0, eval_interval=iters,
-                          eval_iters=fam.eval_iters, eval_train=False, sample_tokens=0)
+        cfg = _collect_cfg(fam, n_layer, n_embd, n_head, rng.choice(fam.blocks), rng.choice(fam.batches), iters,
+                           rng.choice(fam.dropouts), fam.base_lr)
         if gflop(cfg) <= fam.max_cost:
-            return GroupPlan(rng.choice(tasks), cfg)
+            lr = fam.default_lr(cfg)
+            if lr != cfg.learning_rate:
+                cfg = dataclasses.replace(cfg, learning_rate=lr, min_lr=lr / 10)
+            return GroupPlan(rng.choice(tasks), cfg, lr)
     raise RuntimeError(f"collect: no configuration of family '{family}' fits its cost cap")
 
 
-def sample_base_mult(rng: random.Random) -> float:
-    """A run's configured base LR relative to the family's: log-uniform in [1/3, 3]."""
-    return round(math.exp(rng.uniform(math.log(1 / 3), math.log(3))), 4)
+def sample_base_mult(rng: random.Random, family: str = "cpu") -> float:
+    """A run's configured base LR relative to its model's default LR: log-uniform in the family's range."""
+    lo, hi = FAMILIES[family].base_mult
+    return round(math.exp(rng.uniform(math.log(lo), math.log(hi))), 4)
 
 
 DEFAULT_TASKS = OFFLINE_TASKS

@@ -11,6 +11,8 @@ Every dataset is a `CharData`: train and val token arrays (uint16) and a vocabul
   `unicode_names` (the Unicode character-name table without its algorithmic names);
   90/10 split. Their text
   depends on the Python version; `CharData.meta` records it with a SHA-256.
+* offline corpora read from the system's own files (`lrpilot.corpora`): `licenses`,
+  `gettext_catalogs`, `mime_xml`, `iso_codes_json`; 90/10 split, SHA-256 in `CharData.meta`.
 * `file:PATH`: any text file (UTF-8, else latin-1), vocab built from it, 90/10 split.
 
 Files are found through `LRPILOT_DATA_DIR` (`<dir>/<name>/<file>`), then the cache
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lrpilot import corpora
 from lrpilot.io import atomic_path
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -45,7 +48,8 @@ HUTTER_BYTES = 100_000_000
 HUTTER_HELDOUT = 5_000_000
 
 HELD_OUT_TASKS = ("shakespeare_char", "enwik8", "text8")
-OFFLINE_TASKS = ("python_docs", "python_docstrings", "python_stdlib", "unicode_names")
+PYTHON_TASKS = ("python_docs", "python_docstrings", "python_stdlib", "unicode_names")
+OFFLINE_TASKS = PYTHON_TASKS + corpora.NAMES  # the corpora collection may draw from, all built offline
 
 
 class DatasetError(RuntimeError):
@@ -222,6 +226,11 @@ def offline_corpus_text(name: str) -> str:
             if total > 8_000_000:
                 break
         return _ascii("\n".join(parts))
+    if name in corpora.NAMES:
+        try:
+            return corpora.text(name)
+        except corpora.MissingCorpus as e:
+            raise DatasetError(str(e)) from None
     if name == "python_docstrings":
         docs = []
         for f in _stdlib_files():
@@ -240,6 +249,8 @@ def offline_corpus_text(name: str) -> str:
 
 def _cached_offline_text(name: str) -> str:
     """offline_corpus_text, cached under the cache directory per Python and Unicode version."""
+    if name in corpora.NAMES:  # system files: read afresh (they change with the system, not with Python)
+        return offline_corpus_text(name)
     path = cache_dir() / "offline" / f"{name}-py{sys.version.split()[0]}-u{unicodedata.unidata_version}.txt"
     try:
         return path.read_text(encoding="utf-8")

@@ -94,6 +94,7 @@ class LoopDriver:
         self.observe_points: tuple[int, ...] = tuple(pts)
         self._observe_set = frozenset(pts)
         self._losses: list = []  # train losses (floats or arrays) passed since the last observation
+        self._health: list = []  # (grad_norm, clipped, update_ratio) arrays passed since then
         self._last_it: int | None = None
         self.last_lr: float | None = None
         self.n_bad_lr = 0
@@ -132,20 +133,43 @@ class LoopDriver:
         return self.lrs(it, 1)[0]
 
     # ---- chunks of iterations (lrpilot's batched trainer) -------------------------------------
-    def add_losses(self, losses) -> None:
-        """Train losses of consecutive updates (a 1-D array or a sequence of floats)."""
+    def add_losses(self, losses, grad_norm=None, clipped=None, update_ratio=None) -> None:
+        """Train losses of consecutive updates (a 1-D array or a sequence of floats), and
+        optionally their health metrics (arrays of the same length): the global gradient norm
+        before clipping, whether each update was clipped, the update / parameter RMS ratio."""
         self._losses.append(np.asarray(losses))
+        if grad_norm is not None:
+            self._health.append((np.asarray(grad_norm), np.asarray(clipped), np.asarray(update_ratio)))
+
+    def _summary(self) -> dict:
+        """The mean train loss and health metrics of the updates since the last observation."""
+        out: dict = {}
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN / inf losses give NaN statistics, silently
+            if self._losses or self._health:
+                out = self._statistics()
+        self._losses, self._health = [], []
+        return out
+
+    def _statistics(self) -> dict:
+        out: dict = {}
+        if self._losses:
+            losses = np.concatenate([np.ravel(x) for x in self._losses])
+            out = {"train_loss": float(np.mean(losses)), "train_loss_std": float(np.std(losses))}
+        if self._health:
+            g, c, u = (np.concatenate([np.ravel(h[j]) for h in self._health]) for j in range(3))
+            out.update(grad_norm_mean=float(np.mean(g)), grad_norm_max=float(np.max(g)), clip_frac=float(np.mean(c)),
+                       update_rms_ratio=float(u[-1]))
+        return out
 
     def observe(self, it: int, val_loss: Any = None) -> bool:
-        """At an observe point, hands the controller the mean train loss since the last one and
-        `val_loss`; elsewhere does nothing. Returns whether it observed."""
+        """At an observe point, hands the controller the mean train loss (and health metrics) since
+        the last one and `val_loss`; elsewhere does nothing. Returns whether it observed."""
         if it not in self._observe_set:
             return False
         val = _to_float(val_loss, "val_loss")
-        mean = float(np.mean(np.concatenate([np.ravel(x) for x in self._losses]))) if self._losses else None
-        self._losses = []
+        summary = self._summary()
         t0 = time.perf_counter()
-        self.controller.observe(Observation(it, train_loss=mean, val_loss=val, lr=self.last_lr))
+        self.controller.observe(Observation(it, val_loss=val, lr=self.last_lr, **summary))
         self.host_seconds += time.perf_counter() - t0
         self.n_observed += 1
         return True
@@ -155,7 +179,7 @@ class LoopDriver:
         metrics at its next observe point (if any is left)."""
         nxt = [p for p in self.observe_points if p >= it]
         if nxt and not self.finished:
-            self._losses = []
+            self._losses, self._health = [], []
             t0 = time.perf_counter()
             self.controller.observe(Observation(nxt[0], train_loss=math.nan, val_loss=math.nan, lr=self.last_lr))
             self.host_seconds += time.perf_counter() - t0

@@ -13,10 +13,19 @@ Columns (k = 0..L-1, L <= n_decisions + 1):
 | truncated | bool | budget exhausted at step k (the last row, k = n) |
 | action | int8 | action index taken at k (-1 on the last row) |
 | lr | float64, null | absolute LR of interval k chosen by that action |
+| train_loss_std | float64, null | std of the minibatch losses of the interval ending at k |
+| grad_norm_mean, grad_norm_max | float64, null | global gradient norm before clipping, over that interval |
+| clip_frac | float64, null | share of that interval's updates that were clipped |
+| update_rms_ratio | float64, null | RMS of the interval's last parameter update / RMS of the parameters |
+| tokens | int64, null | training tokens seen by decision k |
+
+The health columns are null at k = 0 (no interval has ended) and absent from format-1 files,
+which predate them (those still load: their columns read as missing).
 
 File key-value metadata: `lrpilot.run` (JSON: task, model/training config, seed, controller,
-base_lr, backend, device, wall time, library versions, ...), `lrpilot.spec` (the EnvSpec
-JSON) and `lrpilot.format` (this format's version, "1").
+base_lr, backend, device, wall time, library versions, ...; format 2 adds n_params,
+tokens_per_update, default_lr and base_lr_mult), `lrpilot.spec` (the EnvSpec JSON) and
+`lrpilot.format` (this format's version).
 """
 
 from __future__ import annotations
@@ -32,21 +41,25 @@ import pyarrow.parquet as pq
 from lrpilot.io import atomic_path
 from lrpilot.spec import EnvSpec, SpecMismatch
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+READABLE_FORMATS = ("1", "2")
+RAW_FLOAT = ("train_loss_std", "grad_norm_mean", "grad_norm_max", "clip_frac", "update_rms_ratio")
+RAW_COLUMNS = ("val_loss", "train_loss", *RAW_FLOAT, "tokens")  # the raw metrics every observation derives from
 
 
 class TrajectoryFileError(ValueError):
     """A trajectory file is unreadable or does not follow the format; the message names it."""
 
 
-def schema(spec: EnvSpec) -> pa.Schema:
-    return pa.schema(
-        [pa.field("step", pa.int32(), nullable=False), pa.field("iter", pa.int32(), nullable=False)]
-        + [pa.field(f"obs_{n}", pa.float32(), nullable=False) for n in spec.names]
-        + [pa.field("val_loss", pa.float64()), pa.field("train_loss", pa.float64()), pa.field("reward", pa.float32()),
-           pa.field("terminated", pa.bool_(), nullable=False), pa.field("truncated", pa.bool_(), nullable=False),
-           pa.field("action", pa.int8(), nullable=False), pa.field("lr", pa.float64())]
-    )
+def schema(spec: EnvSpec, version: str = FORMAT_VERSION) -> pa.Schema:
+    fields = ([pa.field("step", pa.int32(), nullable=False), pa.field("iter", pa.int32(), nullable=False)]
+              + [pa.field(f"obs_{n}", pa.float32(), nullable=False) for n in spec.names]
+              + [pa.field("val_loss", pa.float64()), pa.field("train_loss", pa.float64()), pa.field("reward", pa.float32()),
+                 pa.field("terminated", pa.bool_(), nullable=False), pa.field("truncated", pa.bool_(), nullable=False),
+                 pa.field("action", pa.int8(), nullable=False), pa.field("lr", pa.float64())])
+    if version != "1":
+        fields += [pa.field(c, pa.float64()) for c in RAW_FLOAT] + [pa.field("tokens", pa.int64())]
+    return pa.schema(fields)
 
 
 def write_run(path: str | Path, rows: list[dict], run_meta: dict, spec: EnvSpec) -> None:
@@ -73,15 +86,16 @@ def read_run(path: str | Path, spec: EnvSpec) -> tuple[pa.Table, dict]:
     for key in (b"lrpilot.run", b"lrpilot.spec", b"lrpilot.format"):
         if key not in meta:
             raise TrajectoryFileError(f"{path}: missing file metadata '{key.decode()}'; not an lrpilot trajectory file")
-    if meta[b"lrpilot.format"].decode() != FORMAT_VERSION:
-        raise TrajectoryFileError(f"{path}: format version {meta[b'lrpilot.format'].decode()}, expected {FORMAT_VERSION}")
+    version = meta[b"lrpilot.format"].decode()
+    if version not in READABLE_FORMATS:
+        raise TrajectoryFileError(f"{path}: format version {version}, expected one of {', '.join(READABLE_FORMATS)}")
     try:
         spec.check_same(json.loads(meta[b"lrpilot.spec"]), where=str(path))
     except SpecMismatch:
         raise
     except Exception as e:
         raise TrajectoryFileError(f"{path}: unreadable 'lrpilot.spec' metadata ({e})") from None
-    want = schema(spec)
+    want = schema(spec, version)
     for f in want:
         if f.name not in table.schema.names:
             raise TrajectoryFileError(f"{path}: missing column '{f.name}' ({f.type})")
@@ -108,7 +122,9 @@ class Trajectories:
     obs: (R, n+1, n_obs) float32, rows past an episode's end repeat its last observation.
     actions: (R, n) int32, -1 past the end. length: (R,) number of observation rows.
     terminated: (R,) bool. val_loss: (R, n+1) float64 raw validation loss (nats), NaN where
-    missing or past the end. meta: run metadata dicts. files: their paths.
+    missing or past the end. raw: every raw metric column (RAW_COLUMNS) as (R, n+1) float64,
+    NaN where missing, past the end, or absent from the file's format. meta: run metadata
+    dicts. files: their paths.
     """
 
     spec: EnvSpec
@@ -119,6 +135,7 @@ class Trajectories:
     meta: list
     files: list
     val_loss: np.ndarray | None = None
+    raw: dict | None = None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -127,7 +144,8 @@ class Trajectories:
         idx = np.asarray(idx, dtype=int)
         return Trajectories(self.spec, self.obs[idx], self.actions[idx], self.length[idx], self.terminated[idx],
                             [self.meta[i] for i in idx], [self.files[i] for i in idx],
-                            None if self.val_loss is None else self.val_loss[idx])
+                            None if self.val_loss is None else self.val_loss[idx],
+                            None if self.raw is None else {k: v[idx] for k, v in self.raw.items()})
 
     def rewards(self) -> np.ndarray:
         """(R, n) rewards r_1..r_n derived from the observations (0 past the end)."""
@@ -153,7 +171,7 @@ def load_dir(paths: str | Path | list, spec: EnvSpec) -> Trajectories:
     actions = np.full((len(files), n), -1, np.int32)
     length = np.zeros(len(files), np.int32)
     term = np.zeros(len(files), bool)
-    val_loss = np.full((len(files), n + 1), np.nan)
+    raw = {c: np.full((len(files), n + 1), np.nan) for c in RAW_COLUMNS}
     metas = []
     for i, path in enumerate(files):
         table, meta = read_run(path, spec)
@@ -164,6 +182,8 @@ def load_dir(paths: str | Path | list, spec: EnvSpec) -> Trajectories:
         actions[i, : L - 1] = a
         length[i] = L
         term[i] = bool(table.column("terminated").to_numpy()[-1])
-        val_loss[i, :L] = table.column("val_loss").to_numpy(zero_copy_only=False).astype(np.float64)
+        for c in RAW_COLUMNS:
+            if c in table.schema.names:
+                raw[c][i, :L] = table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
         metas.append(meta)
-    return Trajectories(spec, obs, actions, length, term, metas, [str(p) for p in files], val_loss)
+    return Trajectories(spec, obs, actions, length, term, metas, [str(p) for p in files], raw["val_loss"], raw)

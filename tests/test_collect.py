@@ -169,7 +169,7 @@ def test_file_round_trip(tmp_path):
         assert meta == dict(META, seed=seed)
         kv = pq.read_schema(tmp_path / name).metadata
         assert json.loads(kv[b"lrpilot.spec"]) == json.loads(DEFAULT_SPEC.to_json())
-        assert json.loads(kv[b"lrpilot.run"]) == meta and kv[b"lrpilot.format"] == b"1"
+        assert json.loads(kv[b"lrpilot.run"]) == meta and kv[b"lrpilot.format"] == b"2"
         assert table.schema.field("reward").type == pa.float32() and table.column("reward")[0].as_py() is None
 
     traj = load_dir(tmp_path, DEFAULT_SPEC)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -72,6 +73,16 @@ def _vmap_width(cfg: TrainConfig, n: int, n_devices: int, requested: int | None)
     while n % w:
         w -= 1
     return w
+
+
+class Chunk(NamedTuple):
+    """What a training chunk of N runs x C updates returns (host arrays)."""
+
+    losses: np.ndarray  # (N, C) minibatch train loss of each update (nats)
+    effective_lr: np.ndarray  # (N,) the step size actually applied after the chunk (Prodigy's estimate x LR)
+    grad_norm: np.ndarray  # (N, C) global gradient norm before clipping
+    clipped: np.ndarray  # (N, C) bool: the update was clipped (grad_norm > grad_clip)
+    update_ratio: np.ndarray  # (N, C) RMS of the parameter update / RMS of the parameters
 
 
 class RunGroup:
@@ -128,9 +139,13 @@ class RunGroup:
         opt = optim.set_lr(run["opt"], lr)
         updates, new_opt = self.tx.update(grads, opt, run["params"])
         new_params = optax.apply_updates(run["params"], updates)
-        ok = run["alive"] & jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+        g_norm = optax.tree.norm(grads)  # the global norm before clipping
+        ok = run["alive"] & jnp.isfinite(loss) & jnp.isfinite(g_norm)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-        return {**run, "params": keep(new_params, run["params"]), "opt": keep(new_opt, run["opt"]), "alive": ok}, loss
+        # RMS of the update / RMS of the parameters (both over all entries: the counts cancel)
+        upd_ratio = optax.tree.norm(updates) / optax.tree.norm(run["params"])
+        new_run = {**run, "params": keep(new_params, run["params"]), "opt": keep(new_opt, run["opt"]), "alive": ok}
+        return new_run, (loss, g_norm, upd_ratio)
 
     # ---- batched, jitted -----------------------------------------------------------------
     def _train_chunk(self, state, lrs_CxN, it0, train_data):
@@ -147,15 +162,15 @@ class RunGroup:
 
         g = n // self.width
         if g == 1:
-            state, loss_CxN = chunk_M(state, lrs_CxN)
+            state, metrics_CxN = chunk_M(state, lrs_CxN)
         else:  # G groups of M = width runs, one group after the other (runs are independent)
             state_G = jax.tree.map(lambda a: a.reshape(g, self.width, *a.shape[1:]), state)
             lrs_GxCxM = lrs_CxN.reshape(c, g, self.width).transpose(1, 0, 2)
-            state_G, loss_GxCxM = jax.lax.map(lambda a: chunk_M(*a), (state_G, lrs_GxCxM))
+            state_G, metrics_GxCxM = jax.lax.map(lambda a: chunk_M(*a), (state_G, lrs_GxCxM))
             state = jax.tree.map(lambda a: a.reshape(n, *a.shape[2:]), state_G)
-            loss_CxN = loss_GxCxM.transpose(1, 0, 2).reshape(c, n)
+            metrics_CxN = jax.tree.map(lambda m: m.transpose(1, 0, 2).reshape(c, n), metrics_GxCxM)
         eff_N = jax.vmap(partial(optim.effective_lr, self.kind))(state["opt"], lrs_CxN[-1])
-        return state, loss_CxN, eff_N
+        return state, metrics_CxN, eff_N
 
     def _evaluate(self, state, it, train_data, val_data):
         """Mean loss over eval_iters batches of each split, dropout off: (N,), (N,)."""
@@ -183,26 +198,35 @@ class RunGroup:
     def train_state(self, state, lrs_CxN, it0: int, train_data):
         """C updates of `state` (a copy is donated, `state` stays valid): (new state, losses (C, N),
         effective LR (N,))."""
-        return self._chunk(jax.tree.map(jnp.copy, state), jnp.asarray(lrs_CxN, jnp.float32), jnp.int32(it0), train_data)
+        st, (loss_CxN, _, _), eff_N = self._chunk(jax.tree.map(jnp.copy, state), jnp.asarray(lrs_CxN, jnp.float32),
+                                                   jnp.int32(it0), train_data)
+        return st, loss_CxN, eff_N
 
     def evaluate_state(self, state, it: int, train_data, val_data):
         """Train and val loss estimates (N,), (N,) of `state` at iteration `it`."""
         return self._eval(state, jnp.int32(it), train_data, val_data)
 
     # ---- the group's own state -------------------------------------------------------------------
-    def train_chunk(self, lrs_NxC: np.ndarray, it0: int, train_data) -> tuple[np.ndarray, np.ndarray]:
-        """C updates of every run. lrs_NxC: per-run LR of iterations it0..it0+C-1.
-        Returns the minibatch losses (N, C) and the effective LR after the chunk (N,)."""
+    def train_chunk(self, lrs_NxC: np.ndarray, it0: int, train_data) -> "Chunk":
+        """C updates of every run. lrs_NxC: per-run LR of iterations it0..it0+C-1. Returns the
+        minibatch losses (N, C), the effective LR after the chunk (N,) and the training-health
+        metrics of every update (N, C), measured inside the jitted step."""
         lrs = np.zeros((lrs_NxC.shape[1], self.n_padded), np.float32)
         lrs[:, : self.n] = lrs_NxC.T
         lrs = jnp.asarray(lrs) if self.run_sharding is None else jax.device_put(
             lrs, NamedSharding(self.run_sharding.mesh, P(None, "runs")))
-        self.state, loss_CxN, eff_N = self._chunk(self.state, lrs, jnp.int32(it0), train_data)
-        return np.asarray(loss_CxN).T[: self.n], np.asarray(eff_N)[: self.n]
+        self.state, metrics_CxN, eff_N = self._chunk(self.state, lrs, jnp.int32(it0), train_data)
+        loss, g_norm, upd = (np.asarray(m).T[: self.n] for m in metrics_CxN)
+        return Chunk(loss, np.asarray(eff_N)[: self.n], g_norm, g_norm > self.cfg.grad_clip, upd)
 
     def evaluate(self, it: int, train_data, val_data) -> tuple[np.ndarray, np.ndarray]:
         tr, va = self._eval(self.state, jnp.int32(it), train_data, val_data)
         return np.asarray(tr)[: self.n], np.asarray(va)[: self.n]
+
+    @property
+    def n_params(self) -> int:
+        """Parameters of one run's model."""
+        return int(sum(np.prod(a.shape[1:]) for a in jax.tree.leaves(self.state["params"])))
 
     def stop(self, i: int) -> None:
         """Freezes run i from now on (its parameters stop changing)."""

@@ -42,7 +42,8 @@ def device_info() -> tuple[str, str]:
 
 def run_info(cfg: TrainConfig, seed: int, lr_mult: float = 1.0) -> RunInfo:
     return RunInfo(base_lr=cfg.learning_rate * lr_mult, min_lr=cfg.min_lr * lr_mult, warmup_iters=cfg.warmup_iters,
-                   max_iters=cfg.max_iters, eval_interval=cfg.eval_interval, seed=seed)
+                   max_iters=cfg.max_iters, eval_interval=cfg.eval_interval, seed=seed,
+                   tokens_per_update=cfg.batch_size * cfg.block_size)
 
 
 @dataclasses.dataclass
@@ -154,13 +155,13 @@ class _Group:
                     if r.stopped_at is None:
                         lrs[i] = r.driver.lrs(it, c)
                 t0 = time.perf_counter()
-                step_losses, eff = self.group.train_chunk(lrs, it, train_arr)
+                out = self.group.train_chunk(lrs, it, train_arr)
                 timer.add(c, time.perf_counter() - t0)
-                self.losses[:, it : it + c] = step_losses
+                self.losses[:, it : it + c] = out.losses
                 for i, r in enumerate(self.runs):
-                    r.eff_lr = float(eff[i])
+                    r.eff_lr = float(out.effective_lr[i])
                     if r.stopped_at is None:
-                        r.driver.add_losses(step_losses[i])
+                        r.driver.add_losses(out.losses[i], out.grad_norm[i], out.clipped[i], out.update_ratio[i])
                 it += c
                 bar.update(c)
                 best = [min((p["val_loss"] for p in r.curves if p["protocol"]), default=float("nan")) for r in self.runs]
@@ -196,6 +197,7 @@ class _Group:
             "controller_options": spec.controller.describe(),
             "config": dataclasses.asdict(cfg),
             "vocab_size": self.data.vocab_size,
+            "n_params": self.group.n_params,
             "backend": backend, "device": device,
             "jax_version": jax.__version__, "lrpilot_version": lrpilot.__version__,
         }

@@ -30,6 +30,7 @@ class RunInfo:
     max_iters: int
     eval_interval: int
     seed: int = 0
+    tokens_per_update: int | None = None  # batch x block, when the loop knows it
 
     def __post_init__(self):
         if not (self.base_lr > 0 and math.isfinite(self.base_lr)):
@@ -55,12 +56,22 @@ class Observation:
         observation (None at iter 0). val_loss: validation loss estimate (None when the
         point has no evaluation). Either may be NaN or inf when the run misbehaves.
     lr: the LR of the last update (None at iter 0).
+
+    Training-health metrics of the updates since the last observation, when the loop measures
+    them (None otherwise): train_loss_std (std of their minibatch losses), grad_norm_mean and
+    grad_norm_max (global gradient norm before clipping), clip_frac (share of clipped updates),
+    update_rms_ratio (RMS of the last parameter update / RMS of the parameters).
     """
 
     iter: int
     train_loss: float | None = None
     val_loss: float | None = None
     lr: float | None = None
+    train_loss_std: float | None = None
+    grad_norm_mean: float | None = None
+    grad_norm_max: float | None = None
+    clip_frac: float | None = None
+    update_rms_ratio: float | None = None
 
 
 def finite(x: float | None) -> bool:

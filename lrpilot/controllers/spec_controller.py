@@ -17,6 +17,10 @@ from lrpilot.controllers.base import Controller, Observation, finite, warmup_lr
 from lrpilot.spec import DEFAULT_SPEC, EnvSpec
 
 
+HEALTH = ("train_loss_std", "grad_norm_mean", "grad_norm_max", "clip_frac", "update_rms_ratio")
+"""The training-health metrics an observation may carry (see `Observation`), recorded raw."""
+
+
 class SpecController(Controller):
     name = "spec"
 
@@ -61,9 +65,12 @@ class SpecController(Controller):
         self.obs.append(ob)
         reward = float(self.spec.reward(self.obs[-2], ob)) if k > 0 else None
         truncated = k == self.spec.n_decisions and not diverged
+        run = self._run()
         row = {"step": k, "iter": o.iter, **{f"obs_{n}": float(v) for n, v in zip(self.spec.names, ob)},
                "val_loss": _f(val), "train_loss": _f(train), "reward": reward,
-               "terminated": bool(diverged), "truncated": truncated, "action": -1, "lr": None}
+               "terminated": bool(diverged), "truncated": truncated, "action": -1, "lr": None,
+               **{m: _f(getattr(o, m)) for m in HEALTH},
+               "tokens": o.iter * run.tokens_per_update if run.tokens_per_update else None}
         self.rows.append(row)
         if diverged or truncated:
             self.stop, self.terminated = True, diverged

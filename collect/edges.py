@@ -1,0 +1,171 @@
+"""Explorers of dataset v2: the behaviours a controller that must fix a mis-set LR needs to
+have seen, up to the edges (stalls and divergence).
+
+* `Anneal`: warmup over `warmup` decisions, a plateau at `peak`, then a decay that starts at
+  `start` (a fraction of the run, 0.5-0.95), lasts `length` and ends at `depth` x peak, shaped
+  linear, cosine or exponential.
+* `Restarts`: `cycles` cosine cycles from peak to peak/10, each restart's peak x `decay`.
+* `Ramp`: raises the LR by `factor` at every decision until the validation loss stops
+  improving for `patience` decisions (or the run diverges, as the spec defines it), then
+  `after`: holds, halves once, or anneals by 0.8 per decision.
+
+`sample_explorer_v2` draws one of these or of the starter's explorers (walks, cosine, WSD,
+constant with random warmups). Peaks are drawn half relative to the configured base LR and
+half relative to the model's default LR (`peak_abs / base_mult`), so a run with a mis-set
+base LR is explored both where its own LR is and where a good LR is.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from lrpilot.collect.explore import EpsilonPolicy, Follow, RandomWalk
+from lrpilot.controllers.schedules import cosine_decay
+from lrpilot.controllers.spec_controller import ScheduleFollower, SpecController
+from lrpilot.spec import DEFAULT_SPEC, EnvSpec
+
+V2_MIX = {"walk": 0.22, "cosine": 0.12, "wsd": 0.07, "constant": 0.06, "anneal": 0.2, "ramp": 0.23, "restarts": 0.1}
+
+
+class _Noisy:
+    """Epsilon noise for a follower: with probability epsilon a uniformly random action."""
+
+    def reset(self, run):
+        super().reset(run)
+        self.rng = random.Random(self.seed)
+
+    def choose(self, k):
+        if self.rng.random() < self.epsilon:
+            return self.rng.randrange(self.spec.n_actions)
+        return super().choose(k)
+
+
+class Anneal(_Noisy, ScheduleFollower):
+    name = "anneal"
+
+    def __init__(self, peak: float, start: float, length: float, depth: float, shape: str, warmup: int, seed: int,
+                 epsilon: float = 0.0, spec: EnvSpec = DEFAULT_SPEC):
+        super().__init__(spec)
+        if shape not in ("linear", "cosine", "exp") or not 0 < start < 1 or not 0 < length or not 0 < depth <= 1:
+            raise ValueError(f"anneal: bad shape/start/length/depth {shape!r}, {start}, {length}, {depth}")
+        self.peak, self.start, self.length, self.depth, self.shape = peak, start, length, depth, shape
+        self.warmup, self.seed, self.epsilon = warmup, seed, epsilon
+
+    def target_rel(self, k):
+        x = (k + 0.5) / self.spec.n_decisions
+        if k < self.warmup:
+            return self.peak * (k + 1) / (self.warmup + 1)
+        frac = min(max((x - self.start) / self.length, 0.0), 1.0)
+        floor = self.peak * self.depth
+        if self.shape == "exp":
+            return self.peak * self.depth**frac
+        if self.shape == "cosine":
+            return cosine_decay(self.peak, floor, frac)
+        return self.peak + (floor - self.peak) * frac
+
+    def describe(self):
+        return {"name": self.name, "peak": self.peak, "start": self.start, "length": self.length, "depth": self.depth,
+                "shape": self.shape, "warmup": self.warmup, "seed": self.seed, "epsilon": self.epsilon}
+
+
+class Restarts(_Noisy, ScheduleFollower):
+    name = "restarts"
+
+    def __init__(self, peak: float, cycles: int, decay: float, seed: int, epsilon: float = 0.0,
+                 spec: EnvSpec = DEFAULT_SPEC):
+        super().__init__(spec)
+        if cycles < 1 or not 0 < decay <= 1:
+            raise ValueError(f"restarts: need cycles >= 1 and decay in (0, 1], got {cycles}, {decay}")
+        self.peak, self.cycles, self.decay, self.seed, self.epsilon = peak, cycles, decay, seed, epsilon
+
+    def target_rel(self, k):
+        x = (k + 0.5) / self.spec.n_decisions * self.cycles
+        c = min(int(x), self.cycles - 1)
+        p = self.peak * self.decay**c
+        return cosine_decay(p, p / 10, x - c)
+
+    def describe(self):
+        return {"name": self.name, "peak": self.peak, "cycles": self.cycles, "decay": self.decay, "seed": self.seed,
+                "epsilon": self.epsilon}
+
+
+class Ramp(SpecController):
+    """Pushes the LR up until the loss stalls (no better normalised val by more than `tol` for
+    `patience` decisions) or diverges; then `after` in {hold, backoff, anneal}."""
+
+    name = "ramp"
+
+    def __init__(self, start: float, factor: float, patience: int, after: str, seed: int, tol: float = 0.002,
+                 spec: EnvSpec = DEFAULT_SPEC):
+        super().__init__(spec)
+        if after not in ("hold", "backoff", "anneal") or patience < 1:
+            raise ValueError(f"ramp: after must be hold, backoff or anneal and patience >= 1, got {after!r}, {patience}")
+        self.start, self.factor, self.patience, self.after, self.seed, self.tol = start, factor, patience, after, seed, tol
+        self._up = min(range(spec.n_actions), key=lambda a: abs(math.log(spec.actions[a] / factor)))
+        self._down = min(range(spec.n_actions), key=lambda a: abs(math.log(spec.actions[a] / 0.8)))
+        self._half = min(range(spec.n_actions), key=lambda a: abs(math.log(spec.actions[a] / 0.5)))
+
+    def reset(self, run):
+        super().reset(run)
+        self.best, self.since_best, self.stalled_at = math.inf, 0, None
+
+    def choose(self, k):
+        spec = self.spec
+        if k == 0:  # the first interval warms up to `start` x base (the closest action)
+            return min(range(spec.n_actions), key=lambda a: abs(math.log(spec.actions[a] / self.start)))
+        val = float(self.obs[k][spec.index("val")])
+        if val < self.best - self.tol:
+            self.best, self.since_best = val, 0
+        else:
+            self.since_best += 1
+        if self.stalled_at is None:
+            if self.since_best < self.patience:
+                return self._up
+            self.stalled_at = k
+        if self.after == "backoff":
+            return self._half if k == self.stalled_at else spec.noop_action
+        if self.after == "anneal":
+            return self._down
+        return spec.noop_action
+
+    def describe(self):
+        return {"name": self.name, "start": self.start, "factor": self.factor, "patience": self.patience,
+                "after": self.after, "tol": self.tol, "seed": self.seed}
+
+
+def _peak(rng: random.Random, base_mult: float, spec: EnvSpec) -> float:
+    """Half the time logU[0.1, 10] x the configured base LR, half logU[0.1, 10] x the default LR."""
+    lo, hi = spec.lr_range
+    rel = 10 ** rng.uniform(-1, 1)
+    if rng.random() < 0.5:
+        rel /= base_mult
+    return round(min(max(rel, lo), hi), 4)
+
+
+def sample_explorer_v2(rng: random.Random, seed: int, base_mult: float, spec: EnvSpec = DEFAULT_SPEC,
+                       policy_path: str | None = None, mix: dict[str, float] | None = None) -> SpecController:
+    """Draws an explorer of dataset v2 for a run whose base LR is `base_mult` x the default LR."""
+    mix = dict(mix or V2_MIX)
+    if policy_path is None:
+        mix.pop("policy", None)
+    kind = rng.choices(list(mix), weights=list(mix.values()))[0]
+    eps = rng.choice([0.0, 0.0, 0.1, 0.2])
+    if kind == "walk":
+        alpha = [rng.gammavariate(0.7, 1.0) + 1e-3 for _ in range(spec.n_actions)]
+        return RandomWalk(seed, stickiness=round(rng.uniform(0.0, 0.8), 3), weights=tuple(round(a, 4) for a in alpha), spec=spec)
+    if kind == "policy":
+        return EpsilonPolicy(policy_path, epsilon=rng.choice([0.05, 0.1, 0.2, 0.3]), seed=seed, spec=spec)
+    if kind == "ramp":
+        return Ramp(start=round(10 ** rng.uniform(-1, 0.5), 4), factor=rng.choice([1.25, 2.0]),
+                    patience=rng.choice([1, 2]), after=rng.choice(["hold", "backoff", "anneal"]), seed=seed, spec=spec)
+    peak = _peak(rng, base_mult, spec)
+    if kind == "anneal":
+        start = round(rng.uniform(0.5, 0.95), 3)
+        return Anneal(peak, start=start, length=round(rng.uniform(0.05, 1.0 - start + 0.05), 3),
+                      depth=round(10 ** rng.uniform(-2, math.log10(0.5)), 4), shape=rng.choice(["linear", "cosine", "exp"]),
+                      warmup=rng.choice([0, 0, 1, 2, 4]), seed=seed, epsilon=eps, spec=spec)
+    if kind == "restarts":
+        return Restarts(peak, cycles=rng.choice([2, 3, 4]), decay=round(rng.uniform(0.5, 1.0), 3), seed=seed,
+                        epsilon=eps, spec=spec)
+    return Follow(kind, peak, seed, epsilon=eps, spec=spec, warmup=rng.choice([0, 0, 1, 2, 4]))
