@@ -3,42 +3,40 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
+from lrpilot.app import checks, flags
 
-def _config_flags(p: argparse.ArgumentParser) -> None:
-    """One --flag per TrainConfig field (e.g. --max-iters, --batch-size), plus --lr."""
+
+def train_config(args, task: str):
+    """The scale's TrainConfig for `task` with the training flags given; errors name the flags."""
+    from lrpilot.trainers.config import TrainConfig, scale_config
+
+    try:
+        return scale_config(task, args.scale, **flags.given(TrainConfig, args))
+    except ValueError as e:
+        raise ValueError(flags.flagify(str(e), TrainConfig)) from None
+
+
+def _training_flags(p) -> None:
     from lrpilot.trainers.config import TrainConfig
 
     g = p.add_argument_group("training overrides (default: the scale's value)")
-    for f in dataclasses.fields(TrainConfig):
-        typ = {"int": int, "float": float, "bool": _bool}[f.type if isinstance(f.type, str) else f.type.__name__]
-        flags = [f"--{f.name.replace('_', '-')}"] + (["--lr"] if f.name == "learning_rate" else [])
-        g.add_argument(*flags, dest=f"cfg_{f.name}", type=typ, default=None, metavar=f.type.upper() if isinstance(f.type, str) else None)
-
-
-def _bool(s: str) -> bool:
-    if s.lower() in ("1", "true", "yes"):
-        return True
-    if s.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
-
-
-def _overrides(args) -> dict:
-    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    flags.add_config_flags(g, TrainConfig, aliases={"learning_rate": ["--lr"]}, default_note="the scale's value")
 
 
 def _seeds(s: str) -> list[int]:
     """'3' -> [0, 1, 2]; '0,5,7' -> [0, 5, 7]."""
     try:
         if "," in s:
-            return [int(x) for x in s.split(",") if x]
+            seeds = [int(x) for x in s.split(",") if x.strip()]
+            if not seeds or min(seeds) < 0:
+                raise ValueError
+            return seeds
         n = int(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a list (0,1,2), got {s!r}") from None
+        raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a list of seeds >= 0 (0,1,2), got {s!r}") from None
     if n <= 0:
         raise argparse.ArgumentTypeError(f"--seeds takes a positive count (3: seeds 0, 1, 2) or a list, got {n}; "
                                          "for one given seed write a list such as '0,' or '5,'")
@@ -48,15 +46,17 @@ def _seeds(s: str) -> list[int]:
 def cmd_train(args) -> int:
     from lrpilot import controllers, data
     from lrpilot.io import write_json
-    from lrpilot.trainers.config import scale_config
     from lrpilot.trainers.loop import RunSpec, train
 
+    # every argument is checked before any data is looked up or any step is trained
     ctrl = controllers.make(args.controller)
+    cfg = train_config(args, args.task)
+    checks.positive(args.lr_mult, "--lr-mult")
+    data.check_task(args.task)
+    out = checks.out_dir(args.out)
     ds = data.load(args.task)
-    cfg = scale_config(args.task, args.scale, **_overrides(args))
     (res,) = train(ds, cfg, [RunSpec(args.seed, ctrl, args.controller, args.lr_mult)], progress=not args.quiet)
     res.final_info["scale"] = args.scale
-    out = Path(args.out)
     write_json(out / "curves.json", res.curves)
     write_json(out / "final_info.json", res.final_info)
     fi = res.final_info
@@ -68,12 +68,35 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from lrpilot.app.evaluate import Grid, evaluate
+    from lrpilot.trainers.config import TrainConfig
 
+    checks.positive(args.max_batch, "--max-batch", allow_zero=True)
+    for m in args.lr_mults:
+        checks.positive(m, "--lr-mults")
+    for task in args.tasks:
+        train_config(args, task)  # the training flags, checked for every task before any run
     grid = Grid(tasks=args.tasks, controllers=args.controllers, seeds=args.seeds, scale=args.scale,
-                lr_mults=args.lr_mults, overrides=_overrides(args))
+                lr_mults=args.lr_mults, overrides=flags.given(TrainConfig, args))
     evaluate(grid, Path(args.out), max_batch=args.max_batch, progress=not args.quiet, train=not args.report_only)
     print((Path(args.out) / "results.md").read_text())
     return 0
+
+
+class _Help(argparse.HelpFormatter):
+    """Shows each option's default (where it has a meaningful one and its help does not already)."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if "default:" in h or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return h
+        shown = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
+        return f"{h} (default: {shown})".replace("%", "%%") if "%" not in h else h
+
+
+class Parser(argparse.ArgumentParser):
+    def __init__(self, *a, **k):
+        k.setdefault("formatter_class", _Help)
+        super().__init__(*a, **k)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lrpilot.controllers import names
     from lrpilot.trainers.config import SCALES
 
-    p = argparse.ArgumentParser(prog="lrpilot", description="Learned learning-rate control from real training runs.")
+    p = Parser(prog="lrpilot", description="Learned learning-rate control from real training runs.")
     p.add_argument("--version", action="version", version=f"lrpilot {lrpilot.__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("train", help="train one char-level GPT under a controller")
     t.add_argument("--task", default="shakespeare_char", help="shakespeare_char, enwik8, text8, an offline corpus or file:PATH")
@@ -93,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-mult", type=float, default=1.0, help="multiply the base and min LR (a mis-set LR)")
     t.add_argument("--out", required=True)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    _config_flags(t)
+    _training_flags(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="tasks x controllers x seeds, with mean and standard error")
@@ -108,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--report-only", action="store_true",
                    help="write results.json, results.md and the plots from the runs already finished in --out "
                         "(each row over its finished seeds); train nothing")
-    _config_flags(e)
+    _training_flags(e)
     e.set_defaults(func=cmd_evaluate)
 
     _register_optional(sub)
@@ -116,14 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_optional(sub) -> None:
-    """Subcommands that live in the other packages register themselves here."""
-    for modname in ("lrpilot.app.collect_cmd", "lrpilot.app.worldmodel_cmd", "lrpilot.app.policy_cmd", "lrpilot.app.quickstart"):
-        try:
-            mod = __import__(modname, fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name and modname.startswith(e.name):
-                continue
-            raise
+    """The other commands, each defined beside its work in the app layer."""
+    from lrpilot.app import collect_cmd, policy_cmd, quickstart, simple, worldmodel_cmd
+
+    for mod in (collect_cmd, worldmodel_cmd, policy_cmd, simple, quickstart):
         mod.register(sub)
 
 

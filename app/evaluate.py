@@ -21,7 +21,7 @@ import numpy as np
 
 import lrpilot
 from lrpilot import controllers, data as datasets
-from lrpilot.app import plots
+from lrpilot.app import checks, plots
 from lrpilot.io import read_json, write_json, write_text
 
 STAT_FIELDS = ("best_val_loss", "final_train_loss", "total_train_time", "ms_per_iter", "controller_overhead_ms",
@@ -87,9 +87,13 @@ def evaluate(grid: Grid, out: Path, max_batch: int = 0, progress: bool = True, l
     from lrpilot.trainers.config import scale_config
     from lrpilot.trainers.loop import RunSpec, device_info, train as train_runs
 
-    for spec in grid.controllers:  # fail fast on a bad controller spec, before any training
+    # fail fast: every controller spec, task and config, and the output folder, before any training
+    for spec in grid.controllers:
         controllers.make(spec)
-    out = Path(out)
+    for task in grid.tasks:
+        datasets.check_task(task)
+        scale_config(task, grid.scale, **grid.overrides)
+    out = checks.out_dir(out) if train else Path(out)
     done: dict[tuple, dict] = {}  # (task, lr_mult, controller, seed) -> final_info of a finished run
     for task in grid.tasks:
         cfg = scale_config(task, grid.scale, **grid.overrides)

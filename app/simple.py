@@ -31,14 +31,21 @@ from lrpilot.worldmodel.model import WorldModelConfig
 
 @dataclasses.dataclass(frozen=True)
 class SimpleConfig:
-    rounds: int = 3
-    runs_per_round: int = 32
-    parallel: int = 8
-    family: str = "cpu"
-    tasks: tuple[str, ...] = ("python_docs", "python_docstrings", "python_stdlib", "unicode_names")
+    rounds: int = 3  # SimPLe rounds (collect, world model, policy)
+    runs_per_round: int = 32  # real runs collected per round
+    parallel: int = 8  # runs trained together in one batched step
+    family: str = "cpu"  # model-size/run-length family of the collected runs
+    tasks: tuple[str, ...] = ("python_docs", "python_docstrings", "python_stdlib", "unicode_names")  # corpora
     policy_weight: float = 0.5  # share of a round's runs driven by the previous policy (from round 1)
-    initial_data: tuple[str, ...] = ()
-    seed: int = 0
+    initial_data: tuple[str, ...] = ()  # trajectory dirs to start from ('starter': the shipped dataset)
+    seed: int = 0  # job seed of the rounds' collections
+
+    def __post_init__(self):
+        for name in ("rounds", "runs_per_round", "parallel"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"SimpleConfig.{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.policy_weight <= 1:
+            raise ValueError(f"SimpleConfig.policy_weight must be in [0, 1], got {self.policy_weight}")
 
 
 def _policy_runs_score(data_dir: Path) -> dict:
@@ -99,3 +106,29 @@ def run(out: str | Path, cfg: SimpleConfig, wm_cfg: WorldModelConfig, pol_cfg: P
             f"and best cosine {sim[entry['sim_eval']['best_cosine']]['mean']:.4f}; real runs {entry['real_runs']}")
         prev_policy = str(pol_path)
     return summary
+
+
+def cmd_simple(args) -> int:
+    from lrpilot.app import flags
+    from lrpilot.app.checks import data_dirs, out_dir
+
+    cfg = flags.build_config(SimpleConfig, args)
+    cfg = dataclasses.replace(cfg, initial_data=tuple(data_dirs(list(cfg.initial_data))))
+    wm_cfg = flags.build_config(WorldModelConfig, args, prefix="wm-")
+    pol_cfg = flags.build_config(PolicyConfig, args, prefix="ppo-")
+    for task in cfg.tasks:
+        Job(family=cfg.family, tasks=(task,))  # refuses held-out, unknown or unreadable corpora before any work
+    run(out_dir(args.out), cfg, wm_cfg, pol_cfg, progress=not args.quiet)
+    return 0
+
+
+def register(sub) -> None:
+    from lrpilot.app import flags
+
+    s = sub.add_parser("simple", help="the SimPLe loop: collect, retrain the world model, retrain the policy, repeat")
+    s.add_argument("--out", required=True, help="the loop's directory (resumable)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    flags.add_config_flags(s.add_argument_group("the loop (SimpleConfig)"), SimpleConfig)
+    flags.add_config_flags(s.add_argument_group("world model (WorldModelConfig), prefixed --wm-"), WorldModelConfig, prefix="wm-")
+    flags.add_config_flags(s.add_argument_group("PPO (PolicyConfig), prefixed --ppo-"), PolicyConfig, prefix="ppo-")
+    s.set_defaults(func=cmd_simple)

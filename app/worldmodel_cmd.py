@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
+
+from lrpilot.app import flags
+from lrpilot.app.checks import data_dirs, out_dir, out_parent, resolve_ckpt
 
 
 def _load_data(paths, spec):
@@ -15,21 +17,16 @@ def _load_data(paths, spec):
     return traj
 
 
-def data_dirs(arg: list[str]) -> list[str]:
-    """'starter' means the dataset shipped with the package."""
-    from lrpilot.collect import starter_dataset
-
-    return [str(starter_dataset()) if a == "starter" else a for a in arg]
-
-
 def cmd_train(args) -> int:
     from lrpilot.spec import DEFAULT_SPEC
     from lrpilot.worldmodel.train import train
     from lrpilot.worldmodel.model import WorldModelConfig
 
-    over = {f.name: getattr(args, f.name) for f in dataclasses.fields(WorldModelConfig) if getattr(args, f.name, None) is not None}
-    cfg = WorldModelConfig(**over)
+    cfg = flags.build_config(WorldModelConfig, args)
+    if not 0 < args.data_fraction <= 1:
+        raise ValueError(f"--data-fraction must be in (0, 1], got {args.data_fraction}")
     dirs = data_dirs(args.data)
+    out_parent(args.out)
     traj = _load_data(dirs, DEFAULT_SPEC)
     if args.data_fraction < 1.0:
         from lrpilot.worldmodel.train import split_runs
@@ -52,6 +49,7 @@ def cmd_eval(args) -> int:
     from lrpilot.worldmodel import forecast
     from lrpilot.worldmodel.model import WorldModelConfig, build
 
+    out = out_dir(args.out)
     ck = checkpoints.load(resolve_ckpt(args.ckpt), kind="worldmodel", spec=DEFAULT_SPEC)
     cfg = WorldModelConfig.from_dict(ck.model_config)
     model, ser = build(cfg, ck.spec)
@@ -62,7 +60,6 @@ def cmd_eval(args) -> int:
     print(f"[forecast] {len(traj)} held-out runs")
     result, samples = forecast.evaluate(model, ck.params, ser, traj, contexts=tuple(args.contexts),
                                         n_samples=args.samples, seed=args.seed)
-    out = Path(args.out)
     result["checkpoint"] = str(args.ckpt)
     import lrpilot
 
@@ -78,13 +75,6 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def resolve_ckpt(path: str, kind: str = "worldmodel") -> str:
-    """'pretrained' -> the shipped checkpoint of `kind`; anything else is a path."""
-    from lrpilot import checkpoints
-
-    return str(checkpoints.pretrained(kind)) if path == "pretrained" else path
-
-
 def register(sub) -> None:
     from lrpilot.worldmodel.model import WorldModelConfig
 
@@ -95,8 +85,7 @@ def register(sub) -> None:
     t.add_argument("--out", required=True, help="checkpoint directory (resumes from OUT.state)")
     t.add_argument("--quiet", action="store_true")
     t.add_argument("--data-fraction", type=float, default=1.0, help="train on this fraction of the run groups (ablation)")
-    for f in dataclasses.fields(WorldModelConfig):
-        t.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None)
+    flags.add_config_flags(t.add_argument_group("world model (WorldModelConfig)"), WorldModelConfig)
     t.set_defaults(func=cmd_train)
     e = ws.add_parser("eval", help="forecast held-out runs; writes forecast.json and fan charts")
     e.add_argument("--data", nargs="+", default=["starter"])

@@ -275,8 +275,11 @@ def load_offline(name: str) -> CharData:
     return _split_90_10(name, text, meta)
 
 
-def load_file(path_str: str) -> CharData:
+def _read_text_file(path_str: str) -> tuple[str, str, bytes, Path]:
+    """(text, encoding, raw bytes, path) of a user's text file; DatasetError naming it otherwise."""
     path = Path(path_str).expanduser()
+    if path.is_dir():
+        raise DatasetError(f"file:{path_str}: {path.resolve()} is a directory; give the path of a text file")
     if not path.is_file():
         raise DatasetError(f"file:{path_str}: no such file ({path.resolve()}); give the path of a text file")
     raw = path.read_bytes()
@@ -284,9 +287,31 @@ def load_file(path_str: str) -> CharData:
         text, enc = raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, enc = raw.decode("latin-1"), "latin-1"
+    sample = text[:100_000]
+    control = sum(1 for c in sample if ord(c) < 32 and c not in "\n\r\t\f")
+    if "\x00" in sample or control > 0.01 * max(len(sample), 1):
+        raise DatasetError(f"file:{path_str}: looks binary ({control} control characters in its first "
+                           f"{len(sample):,}); give a text file")
     if len(text) < 2000:
         raise DatasetError(f"file:{path_str}: {len(text)} characters; at least 2000 are needed for a 90/10 split")
+    return text, enc, raw, path
+
+
+def load_file(path_str: str) -> CharData:
+    text, enc, raw, path = _read_text_file(path_str)
     return _split_90_10(f"file:{path_str}", text, {"path": str(path.resolve()), "encoding": enc, "sha256": hashlib.sha256(raw).hexdigest()})
+
+
+def check_task(task: str) -> None:
+    """Raises DatasetError (naming the task) unless `task` names a dataset: a known name, or
+    file:PATH of a readable text file. Reads no dataset but a user's file."""
+    if task in HELD_OUT_TASKS or task in OFFLINE_TASKS:
+        return
+    if task.startswith("file:"):
+        _read_text_file(task[len("file:"):])
+        return
+    known = ", ".join(HELD_OUT_TASKS + OFFLINE_TASKS + ("file:PATH",))
+    raise DatasetError(f"unknown task '{task}'; expected one of {known}")
 
 
 _CACHE: dict[str, CharData] = {}
@@ -304,7 +329,6 @@ def load(task: str) -> CharData:
         elif task.startswith("file:"):
             ds = load_file(task[len("file:") :])
         else:
-            known = ", ".join(HELD_OUT_TASKS + OFFLINE_TASKS + ("file:PATH",))
-            raise DatasetError(f"unknown task '{task}'; expected one of {known}")
+            check_task(task)  # raises: not a dataset name
         _CACHE[task] = ds
     return _CACHE[task]

@@ -21,28 +21,27 @@ class PolicyConfig:
 
     init: str = "worldmodel"  # "worldmodel": trunk copied from the world model; "scratch": fresh
     n_envs: int = 128  # simulated episodes per iteration
-    iterations: int = 100
-    update_epochs: int = 4
-    n_minibatches: int = 4
-    learning_rate: float = 3e-4
-    clip: float = 0.1
-    gae_lambda: float = 0.95
-    gamma: float = 1.0
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
+    iterations: int = 100  # PPO iterations (rollout + update)
+    update_epochs: int = 4  # passes over each rollout
+    n_minibatches: int = 4  # minibatches per pass
+    learning_rate: float = 3e-4  # Adam learning rate
+    clip: float = 0.1  # PPO clip range (ratio and value)
+    gae_lambda: float = 0.95  # GAE lambda
+    gamma: float = 1.0  # discount
+    ent_coef: float = 0.01  # entropy bonus weight
+    vf_coef: float = 0.5  # value loss weight
+    max_grad_norm: float = 0.5  # gradient clipping norm
     temperature: float = 1.0  # world-model sampling temperature
     max_prefix: int = 5  # episodes start after 1..max_prefix real observations
     reward_scale: float = 10.0  # rewards are fractions of the initial loss: scale them for the value head
-    seed: int = 0
-    eval_envs: int = 256
-    checkpoint_every: int = 10
+    seed: int = 0  # initialisation and rollouts
+    eval_envs: int = 256  # episodes of the final simulator report
+    checkpoint_every: int = 10  # iterations between resumable checkpoints
     # LR support: the policy may not move the LR (relative to the run's base LR) further outside
     # [lr_min_rel, lr_max_rel]; actions that would are masked, in the simulator and at deployment.
     # It keeps the policy where the world model has data, instead of exploiting its errors there.
-    lr_min_rel: float = 0.01
-    lr_max_rel: float = 10.0
-
+    lr_min_rel: float = 0.01  # LR support: lowest LR / base LR the policy may move towards
+    lr_max_rel: float = 10.0  # LR support: highest LR / base LR
     def __post_init__(self):
         if self.init not in ("worldmodel", "scratch"):
             raise ValueError(f"PolicyConfig.init must be 'worldmodel' or 'scratch', got {self.init!r}")

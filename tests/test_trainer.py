@@ -346,7 +346,7 @@ def test_cli_train_writes_formats_files(tmp_path, capsys):
     (["--controller", "cosine:bogus_opt=1"], "bogus_opt"),
     (["--controller", "no_such_ctrl"], "no_such_ctrl"),
     (["--task", "file:/nonexistent/corpus.txt"], "/nonexistent/corpus.txt"),
-    (["--max-iters", "0"], "max_iters"),
+    (["--max-iters", "0"], "--max-iters"),
 ])
 def test_cli_bad_inputs(tmp_path, capsys, args, needle):
     rc = main(["train", "--scale", "tiny", "--out", str(tmp_path / "x"), "--quiet", *args])

@@ -13,23 +13,23 @@ HUTTER = ("enwik8", "text8")
 class TrainConfig:
     """One char-LM training run. LRs are absolute; iterations count optimizer updates."""
 
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 64
-    dropout: float = 0.0
-    bias: bool = False
-    batch_size: int = 12
-    max_iters: int = 2000
-    learning_rate: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_iters: int = 100
-    beta1: float = 0.9
-    beta2: float = 0.99
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_interval: int = 250
-    eval_iters: int = 20
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # attention heads
+    n_embd: int = 128  # model width
+    block_size: int = 64  # context length (characters)
+    dropout: float = 0.0  # dropout in training
+    bias: bool = False  # biases in linear layers and LayerNorms
+    batch_size: int = 12  # sequences per update
+    max_iters: int = 2000  # optimizer updates
+    learning_rate: float = 1e-3  # base (peak) LR
+    min_lr: float = 1e-4  # floor LR of the decaying schedules
+    warmup_iters: int = 100  # linear warmup updates
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.99  # AdamW beta2
+    weight_decay: float = 0.1  # AdamW weight decay on 2-D weights
+    grad_clip: float = 1.0  # global gradient-norm clip
+    eval_interval: int = 250  # updates between protocol evaluations
+    eval_iters: int = 20  # batches per evaluation
     eval_train: bool = True  # also estimate the train loss at evaluations (collection skips it)
     sample_tokens: int = 500  # tokens generated to measure inference speed (0: skip)
 

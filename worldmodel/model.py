@@ -25,25 +25,24 @@ from lrpilot.worldmodel.serialization import Serializer
 class WorldModelConfig:
     """Architecture, serialization and training of a world model (saved in its checkpoint)."""
 
-    n_layer: int = 3
-    d_model: int = 64
-    n_head: int = 4
-    dropout: float = 0.2
+    n_layer: int = 3  # transformer blocks
+    d_model: int = 64  # width of the residual stream
+    n_head: int = 4  # attention heads
+    dropout: float = 0.2  # dropout in training
     base: int = 128  # B: digit base
     digits: int = 2  # D: digits per value
     loss_decay: float = 0.8  # weight of digit s is loss_decay**s
     obs_noise: float = 0.002  # training augmentation: std of the jitter added to stochastic observations
     # training
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.1
-    batch_size: int = 32
-    steps: int = 3000
-    warmup: int = 100
-    heldout_frac: float = 0.15
-    eval_every: int = 100
+    learning_rate: float = 1e-3  # peak AdamW learning rate (warmup, then cosine to a tenth)
+    weight_decay: float = 0.1  # AdamW weight decay on 2-D weights
+    batch_size: int = 32  # episodes per training step
+    steps: int = 3000  # training steps (at most)
+    warmup: int = 100  # linear LR warmup steps
+    heldout_frac: float = 0.15  # share of run groups held out for selection and evaluation
+    eval_every: int = 100  # steps between held-out evaluations (and checkpoints)
     patience: int = 5  # stop after this many evaluations without a better held-out loss (0: never)
-    seed: int = 0
-
+    seed: int = 0  # initialisation, batches and the held-out split
     def __post_init__(self):
         if self.d_model % self.n_head:
             raise ValueError(f"WorldModelConfig: d_model={self.d_model} not divisible by n_head={self.n_head}")
