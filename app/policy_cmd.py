@@ -7,10 +7,10 @@ from lrpilot.app.checks import data_dirs, out_parent, resolve_ckpt
 
 
 def cmd_policy_train(args) -> int:
-    from lrpilot.trajectories import load_dir
-    from lrpilot.spec import DEFAULT_SPEC
     from lrpilot.policy.network import PolicyConfig
     from lrpilot.policy.train import train
+    from lrpilot.spec import DEFAULT_SPEC
+    from lrpilot.trajectories import load_dir
 
     cfg = flags.build_config(PolicyConfig, args)
     dirs = data_dirs(args.data)
@@ -24,10 +24,10 @@ def cmd_policy_train(args) -> int:
 def cmd_policy_eval(args) -> int:
     import json
 
-    from lrpilot.trajectories import load_dir
     from lrpilot.io import write_json
-    from lrpilot.spec import DEFAULT_SPEC
     from lrpilot.policy.train import evaluate, format_report
+    from lrpilot.spec import DEFAULT_SPEC
+    from lrpilot.trajectories import load_dir
 
     traj = load_dir(data_dirs(args.data), DEFAULT_SPEC)
     report = evaluate(resolve_ckpt(args.ckpt, "policy"), resolve_ckpt(args.world_model), traj, args.n_envs, args.seed)

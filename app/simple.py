@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from lrpilot import checkpoints
-from lrpilot.trajectories import load_dir
 from lrpilot.collect.job import DEFAULT_MIX, Job, collect
 from lrpilot.io import read_json, write_json
-from lrpilot.spec import DEFAULT_SPEC
 from lrpilot.policy.network import PolicyConfig
+from lrpilot.spec import DEFAULT_SPEC
+from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel.model import WorldModelConfig
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from lrpilot.app import flags
 from lrpilot.app.checks import data_dirs, out_dir, out_parent, resolve_ckpt
 
@@ -19,8 +17,8 @@ def _load_data(paths, spec):
 
 def cmd_train(args) -> int:
     from lrpilot.spec import DEFAULT_SPEC
-    from lrpilot.worldmodel.train import train
     from lrpilot.worldmodel.model import WorldModelConfig
+    from lrpilot.worldmodel.train import train
 
     cfg = flags.build_config(WorldModelConfig, args)
     if not 0 < args.data_fraction <= 1:
@@ -41,13 +39,13 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from lrpilot import checkpoints
-    from lrpilot.trajectories import load_dir
+    from lrpilot.app import plots
     from lrpilot.io import write_json
     from lrpilot.spec import DEFAULT_SPEC
-    from lrpilot.worldmodel.train import split_runs
-    from lrpilot.app import plots
+    from lrpilot.trajectories import load_dir
     from lrpilot.worldmodel import forecast
     from lrpilot.worldmodel.model import WorldModelConfig, build
+    from lrpilot.worldmodel.train import split_runs
 
     out = out_dir(args.out)
     ck = checkpoints.load(resolve_ckpt(args.ckpt), kind="worldmodel", spec=DEFAULT_SPEC)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from lrpilot.collect.explore import RandomWalk
 from lrpilot import data
+from lrpilot.collect.explore import RandomWalk
 from lrpilot.trainers.config import TrainConfig
 from lrpilot.trainers.loop import RunSpec, device_info, train
 

@@ -28,14 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import med, print_header
-
-
-
-
-
-
 
 
 # ---- the policy ------------------------------------------------------------------------------------
@@ -45,8 +38,8 @@ def random_policy_checkpoint(path: Path, seed: int) -> Path:
     import jax
 
     from lrpilot import checkpoints
-    from lrpilot.spec import DEFAULT_SPEC
     from lrpilot.policy.network import PolicyConfig, build, init_params
+    from lrpilot.spec import DEFAULT_SPEC
     from lrpilot.worldmodel.model import WorldModelConfig
 
     wm_cfg = WorldModelConfig()
@@ -125,8 +118,7 @@ def main() -> None:
 
     import jax
 
-    from lrpilot import policy
-    from lrpilot import data
+    from lrpilot import data, policy
     from lrpilot.trainers.config import scale_config
     from lrpilot.trainers.loop import run_info
 

@@ -31,14 +31,7 @@ import os
 import time
 
 import numpy as np
-
 from _common import med, print_header
-
-
-
-
-
-
 
 
 # ---- inputs ---------------------------------------------------------------------------------------

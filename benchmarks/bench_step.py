@@ -38,12 +38,7 @@ import os
 import time
 
 import numpy as np
-
 from _common import med, print_header
-
-
-
-
 
 
 # ---- PyTorch nanoGPT (runs in its own process) ----------------------------------------------------

@@ -16,7 +16,6 @@ Every explorer is seeded, so a run's actions are reproducible from its metadata.
 
 from __future__ import annotations
 
-import math
 import random
 
 from lrpilot.controllers.schedules import cosine_decay

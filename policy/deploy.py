@@ -21,11 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrpilot import checkpoints
-from lrpilot import controllers
+from lrpilot import checkpoints, controllers
 from lrpilot.controllers.spec_controller import SpecController
-from lrpilot.spec import DEFAULT_SPEC, EnvSpec
 from lrpilot.policy.network import PolicyNet, action_mask, build, lr_support, masked_logits
+from lrpilot.spec import DEFAULT_SPEC, EnvSpec
 from lrpilot.worldmodel.model import WorldModelConfig
 
 

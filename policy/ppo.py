@@ -207,12 +207,6 @@ def episode_returns(env: SimEnv, env_params, key, act_fn, n_envs: int):
     return ret, jnp.any(term & ~was_done, axis=1)
 
 
-def evaluate_in_sim(env: SimEnv, env_params, key, act_fn, n_envs: int):
-    """Mean and standard error of the episode return over n_envs episodes, and the divergence rate."""
-    ret, div = episode_returns(env, env_params, key, act_fn, n_envs)
-    return float(ret.mean()), float(ret.std() / jnp.sqrt(n_envs)), float(div.mean())
-
-
 def policy_act_fn(net: PolicyNet, params, env: SimEnv, greedy: bool = True, lr_support=None):
     """An `act_fn` for `simulate` that runs the policy on the state's sequence (full forward);
     `lr_support` (lr_min_rel, lr_max_rel) masks actions as in training."""

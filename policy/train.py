@@ -9,13 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-from lrpilot import checkpoints
-from lrpilot.trainers import harness
 import lrpilot
-from lrpilot.trajectories import Trajectories
+from lrpilot import checkpoints
 from lrpilot.policy.network import PolicyConfig, build as build_policy, init_params, lr_support
 from lrpilot.policy.ppo import TrainState, episode_returns, make_iteration, policy_act_fn
+from lrpilot.trainers import harness
+from lrpilot.trajectories import Trajectories
 from lrpilot.worldmodel.env import SimEnv, cosine_target, schedule_policy
 from lrpilot.worldmodel.model import WorldModelConfig, build as build_wm
 

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lrpilot.trajectories import Trajectories
 from lrpilot.spec import DEFAULT_SPEC
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if "LRPILOT_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
-    os.environ["LRPILOT_DATA_DIR"] = str(SHARED_DATA)
+from lrpilot.trajectories import Trajectories
 
 
 def synthetic_trajectories(n_runs: int = 12, seed: int = 0, spec=DEFAULT_SPEC, noise: float = 0.003) -> Trajectories:

@@ -186,8 +186,8 @@ def test_learned_policy_through_the_driver(tmp_path):
     """A tiny random policy checkpoint, loaded as `policy:PATH`, driven to the end of a run."""
     jax = pytest.importorskip("jax")
     from lrpilot import checkpoints
-    from lrpilot.spec import DEFAULT_SPEC
     from lrpilot.policy.network import build, init_params
+    from lrpilot.spec import DEFAULT_SPEC
     from lrpilot.worldmodel.model import WorldModelConfig
 
     cfg = WorldModelConfig(n_layer=1, d_model=16, n_head=2)

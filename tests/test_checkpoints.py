@@ -13,9 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from lrpilot import checkpoints
+from lrpilot import __version__, checkpoints
 from lrpilot.checkpoints import store
-from lrpilot import __version__
 from lrpilot.spec import DEFAULT_SPEC, SpecMismatch
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from lrpilot import checkpoints
 from lrpilot.controllers import Observation, RunInfo
-from lrpilot.spec import DEFAULT_SPEC, SpecMismatch
 from lrpilot.policy.network import PolicyConfig, build, init_params
 from lrpilot.policy.ppo import TrainState, gae, make_iteration, make_train, masked_normalize
+from lrpilot.spec import DEFAULT_SPEC, SpecMismatch
 from lrpilot.worldmodel.env import SimEnv, SimState
 
 SPEC = DEFAULT_SPEC

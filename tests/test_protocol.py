@@ -16,17 +16,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import tiny_cfg
 
 from lrpilot import controllers, data as datasets
 from lrpilot.controllers import RunInfo
 from lrpilot.controllers.schedules import Schedule
 from lrpilot.trainers import optim
-from lrpilot.trainers.charlm import RunGroup, get_batch
+from lrpilot.trainers.charlm import RunGroup
 from lrpilot.trainers.config import TrainConfig, scale_config
 from lrpilot.trainers.gpt import GPT, GPTConfig, decay_mask
 from lrpilot.trainers.loop import RunSpec, run_info, train
-
-from conftest import tiny_cfg
 
 TASK = "python_docs"  # offline corpus: the training tests never need a download
 pytestmark = pytest.mark.usefixtures("compile_cache")
@@ -417,33 +416,3 @@ def test_observations_and_recorded_lr(extra_points_runs):
     cos = runs[2].controller
     for p in results[2].curves[1:]:
         assert p["lr"] == pytest.approx(cos.lr(p["iter"] - 1), rel=1e-6)
-
-
-# ---------------------------------------------------------------------------------------------
-# get_batch
-# ---------------------------------------------------------------------------------------------
-def test_get_batch_windows():
-    rng = np.random.default_rng(0)
-    data = jnp.asarray(rng.integers(0, 60000, size=500), jnp.uint16)
-    x, y = get_batch(data, jax.random.key(0), 16, 32)
-    x, y, d = np.asarray(x), np.asarray(y), np.asarray(data)
-    assert x.shape == y.shape == (16, 32) and x.dtype == np.int32
-    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # y is x shifted by one
-    for row_x, row_y in zip(x, y):
-        starts = [i for i in range(len(d) - 32) if np.array_equal(d[i : i + 32], row_x)]
-        assert starts, "window not found in the data"
-        i = starts[0]
-        np.testing.assert_array_equal(row_y, d[i + 1 : i + 33])
-
-
-def test_get_batch_start_range():
-    """nanoGPT: starts uniform in [0, len - block); every window fits, y's last token included."""
-    block, n = 8, 13
-    data = jnp.arange(n, dtype=jnp.uint16)
-    starts = set()
-    for k in range(40):
-        x, y = get_batch(data, jax.random.key(k), 16, block)
-        starts |= set(np.asarray(x[:, 0]).tolist())
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(x[:, :1]) + np.arange(block))
-        np.testing.assert_array_equal(np.asarray(y), np.asarray(x) + 1)
-    assert starts == set(range(n - block))

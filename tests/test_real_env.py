@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+from conftest import tiny_cfg
 
-from lrpilot.collect.real_env import RealEnv, RealParams
 from lrpilot import data
+from lrpilot.collect.real_env import RealEnv, RealParams
 from lrpilot.controllers.spec_controller import SpecController
 from lrpilot.spec import DEFAULT_SPEC
 from lrpilot.trainers.loop import RunSpec, train
-from conftest import tiny_cfg
 
 ACTIONS = [6, 6, 5, 3, 0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 3, 3, 0, 0, 1]
 

@@ -1,4 +1,4 @@
-"""The batched trainer: divergence handling, exact batching, seeding, sharding, and the CLI.
+"""The batched trainer: divergence handling, exact batching, seeding, sharding, get_batch.
 
 Every run is tiny (the tiny scale, 40 iterations, offline `python_docs` corpus). Runs with the
 same shapes share their XLA compilations through a per-session persistent compilation cache.
@@ -15,14 +15,13 @@ import textwrap
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import lrpilot
 from lrpilot import controllers, data as datasets
-from lrpilot.app.cli import main
 from lrpilot.controllers.schedules import Constant, Cosine
-from lrpilot.trainers.charlm import RunGroup
+from lrpilot.trainers.charlm import RunGroup, get_batch
 from lrpilot.trainers.config import scale_config
 from lrpilot.trainers.loop import RunSpec, run_info, train
 
@@ -308,144 +307,30 @@ def test_sharded_training_matches_unsharded(group, sharded):
 
 
 # ---------------------------------------------------------------------------------------------
-# command line
+# get_batch
 # ---------------------------------------------------------------------------------------------
-def test_cli_train_writes_formats_files(tmp_path, capsys):
-    out = tmp_path / "run"
-    rc = main(["train", "--task", TASK, "--scale", "tiny", "--max-iters", "40", "--eval-interval", "20",
-               "--controller", "wsd", "--out", str(out), "--quiet"])
-    assert rc == 0
-    assert "best_val_loss" in capsys.readouterr().out
-    fi = json.loads((out / "final_info.json").read_text())
-    missing = [f for f in FORMATS_FIELDS if f not in fi]
-    assert not missing, f"final_info.json lacks {missing}"
-    assert (fi["task"], fi["scale"], fi["controller"], fi["seed"]) == (TASK, "tiny", "wsd", 0)
-    assert fi["diverged"] is False and fi["backend"] == jax.default_backend()
-    assert fi["lrpilot_version"] == lrpilot.__version__ and isinstance(fi["device"], str) and fi["device"]
-    for k in ("total_train_time", "avg_inference_tokens_per_second", "ms_per_iter"):
-        assert isinstance(fi[k], float) and fi[k] > 0, k
-    assert fi["config"]["max_iters"] == 40 and fi["config"]["eval_interval"] == 20
-
-    curves = json.loads((out / "curves.json").read_text())
-    assert [p["iter"] for p in curves] == [0, 20, 40]
-    ctrl = controllers.make("wsd")
-    ctrl.reset(run_info(scale_config(TASK, "tiny", max_iters=40, eval_interval=20), 0))
-    for p in curves:
-        assert {"iter", "train_loss", "val_loss", "lr"} <= set(p)
-        assert math.isfinite(p["train_loss"]) and math.isfinite(p["val_loss"])
-        if p["iter"] == 0:
-            assert p["lr"] is None  # no update yet
-        else:
-            assert p["lr"] == pytest.approx(ctrl.lr(p["iter"] - 1), rel=1e-6)
-    assert fi["best_val_loss"] == min(p["val_loss"] for p in curves)
-    assert fi["final_train_loss"] == curves[-1]["train_loss"]
+def test_get_batch_windows():
+    rng = np.random.default_rng(0)
+    data = jnp.asarray(rng.integers(0, 60000, size=500), jnp.uint16)
+    x, y = get_batch(data, jax.random.key(0), 16, 32)
+    x, y, d = np.asarray(x), np.asarray(y), np.asarray(data)
+    assert x.shape == y.shape == (16, 32) and x.dtype == np.int32
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # y is x shifted by one
+    for row_x, row_y in zip(x, y):
+        starts = [i for i in range(len(d) - 32) if np.array_equal(d[i : i + 32], row_x)]
+        assert starts, "window not found in the data"
+        i = starts[0]
+        np.testing.assert_array_equal(row_y, d[i + 1 : i + 33])
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--task", "no_such_task"], "no_such_task"),
-    (["--controller", "cosine:bogus_opt=1"], "bogus_opt"),
-    (["--controller", "no_such_ctrl"], "no_such_ctrl"),
-    (["--task", "file:/nonexistent/corpus.txt"], "/nonexistent/corpus.txt"),
-    (["--max-iters", "0"], "--max-iters"),
-])
-def test_cli_bad_inputs(tmp_path, capsys, args, needle):
-    rc = main(["train", "--scale", "tiny", "--out", str(tmp_path / "x"), "--quiet", *args])
-    assert rc != 0
-    err = capsys.readouterr().err
-    assert needle in err and "error" in err
-    assert not (tmp_path / "x" / "final_info.json").exists()
-
-
-def test_cli_evaluate_report_only_reports_finished_runs_and_trains_nothing(tmp_path, capsys, monkeypatch):
-    out = tmp_path / "ev"
-    common = ["--tasks", TASK, "--scale", "tiny", "--max-iters", "40", "--eval-interval", "20", "--out", str(out),
-              "--quiet"]
-    assert main(["evaluate", "--controllers", "cosine", "--seeds", "1", *common]) == 0
-    capsys.readouterr()
-    info_path = out / "runs" / TASK / "lr_x1" / "cosine" / "seed0" / "final_info.json"
-    info = json.loads(info_path.read_text())
-    info_path.write_text(json.dumps({**info, "device": "Trainer GPU x1", "backend": "gpu"}))
-
-    from lrpilot.trainers import loop as trainer_loop
-
-    def no_training(*a, **k):
-        raise AssertionError("--report-only trained a run")
-
-    monkeypatch.setattr(trainer_loop, "train", no_training)
-    assert main(["evaluate", "--controllers", "cosine", "wsd", "--seeds", "2", "--report-only", *common]) == 0
-    printed = capsys.readouterr().out
-    assert "reporting 1 finished runs; 3 not finished" in printed
-    res = json.loads((out / "results.json").read_text())
-    assert res["device"] == "Trainer GPU x1" and res["backend"] == "gpu"  # the training machine's, not this one's
-    cos, wsd = res["results"][TASK]["cosine"], res["results"][TASK]["wsd"]
-    assert cos["n_seeds"] == 1 and cos["seeds"] == [0] and cos["best_val_loss_mean"] == info["best_val_loss"]
-    assert cos["best_val_loss_stderr"] is None
-    assert wsd["n_seeds"] == 0 and wsd["seeds"] == [] and wsd["best_val_loss_mean"] is None
-    md = (out / "results.md").read_text()
-    assert "| `cosine` |" in md and "0/1" in md and "0/0" in md and "fewer finished seeds" in md
-    assert (out / f"{TASK}.png").read_bytes()[:4] == b"\x89PNG"
-
-    # a different training config matches no finished run: a clear error, nothing written over
-    before = (out / "results.json").read_text()
-    assert main(["evaluate", "--controllers", "cosine", "--seeds", "1", "--report-only", *common,
-                 "--max-iters", "60"]) != 0
-    err = capsys.readouterr().err
-    assert "no finished run" in err and str(out) in err
-    assert (out / "results.json").read_text() == before
-
-
-def test_cli_seeds_count_list_and_zero(tmp_path, capsys):
-    from lrpilot.app.cli import _seeds
-
-    assert _seeds("3") == [0, 1, 2] and _seeds("0,") == [0] and _seeds("5,7") == [5, 7]
-    with pytest.raises(SystemExit) as e:
-        main(["evaluate", "--seeds", "0", "--out", str(tmp_path)])
-    err = capsys.readouterr().err
-    assert e.value.code != 0 and "'0,'" in err  # says how to ask for seed 0 alone
-    assert not list(tmp_path.iterdir())
-
-
-def test_cli_rejects_unknown_scale(tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["train", "--scale", "huge", "--out", str(tmp_path)])
-    assert e.value.code != 0 and "huge" in capsys.readouterr().err
-
-
-def test_cli_evaluate_grid_and_resume(tmp_path, capsys):
-    out = tmp_path / "ev"
-    argv = ["evaluate", "--tasks", TASK, "--controllers", "cosine", "wsd", "--seeds", "2", "--scale", "tiny",
-            "--max-iters", "40", "--eval-interval", "20", "--max-batch", "1", "--out", str(out), "--quiet"]
-    assert main(argv) == 0
-    first = capsys.readouterr().out
-    assert "0 runs already done, 4 to train" in first
-    assert "4/4 runs trained" in first
-
-    res = json.loads((out / "results.json").read_text())
-    assert res["scale"] == "tiny" and res["seeds"] == [0, 1]
-    assert res["lrpilot_version"] == lrpilot.__version__ and res["device"]
-    assert set(res["results"]) == {TASK} and set(res["results"][TASK]) == {"cosine", "wsd"}
-    keys = {"best_val_loss_mean", "best_val_loss_stderr", "final_train_loss_mean", "final_train_loss_stderr",
-            "total_train_time_mean", "ms_per_iter_mean", "controller_overhead_ms_mean", "n_seeds", "n_diverged"}
-    finals = {}
-    for ctrl, row in res["results"][TASK].items():
-        assert keys <= set(row), keys - set(row)
-        assert row["n_seeds"] == 2 and row["n_diverged"] == 0
-        infos = [json.loads(f.read_text()) for f in sorted((out / "runs" / TASK / "lr_x1" / ctrl).glob("seed*/final_info.json"))]
-        assert [i["seed"] for i in infos] == [0, 1] and all(i["controller"] == ctrl for i in infos)
-        for field in ("best_val_loss", "final_train_loss"):
-            xs = [i[field] for i in infos]
-            assert row[f"{field}_mean"] == pytest.approx(np.mean(xs), rel=1e-9)
-            assert row[f"{field}_stderr"] == pytest.approx(np.std(xs, ddof=1) / math.sqrt(2), rel=1e-6)
-        finals.update({f: f.stat().st_mtime_ns for f in (out / "runs" / TASK / "lr_x1" / ctrl).glob("seed*/final_info.json")})
-    assert len(finals) == 4
-    md = (out / "results.md").read_text()
-    assert "`cosine`" in md and "`wsd`" in md and "0/2" in md
-    pngs = list(out.glob("*.png"))
-    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
-    assert "| `cosine` |" in first  # the command prints results.md
-
-    # a rerun trains nothing and leaves the finished runs as they were
-    assert main(argv) == 0
-    assert "4 runs already done, 0 to train" in capsys.readouterr().out
-    assert {f: f.stat().st_mtime_ns for f in finals} == finals
-    assert json.loads((out / "results.json").read_text())["results"] == res["results"]
+def test_get_batch_start_range():
+    """nanoGPT: starts uniform in [0, len - block); every window fits, y's last token included."""
+    block, n = 8, 13
+    data = jnp.arange(n, dtype=jnp.uint16)
+    starts = set()
+    for k in range(40):
+        x, y = get_batch(data, jax.random.key(k), 16, block)
+        starts |= set(np.asarray(x[:, 0]).tolist())
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(x[:, :1]) + np.arange(block))
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(x) + 1)
+    assert starts == set(range(n - block))

@@ -215,8 +215,9 @@ def test_env_jits_and_vmaps(tiny_wm, traj):
 # ---- trainer and forecasting -------------------------------------------------------------------
 def test_training_lowers_heldout_loss_and_resumes(tmp_path):
     from conftest import synthetic_trajectories
-    from lrpilot.worldmodel.train import split_runs, train
+
     from lrpilot.worldmodel.model import WorldModelConfig
+    from lrpilot.worldmodel.train import split_runs, train
 
     traj = synthetic_trajectories(n_runs=40, noise=0.0)  # deterministic dynamics: learnable from 30 runs
 

@@ -13,7 +13,6 @@ stochastic digits) of the real observation c-1+h given the real sequence before 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp

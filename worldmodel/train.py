@@ -21,14 +21,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 import optax
 
-from lrpilot import checkpoints
-from lrpilot.trainers import harness
 import lrpilot
-from lrpilot.trajectories import Trajectories
+from lrpilot import checkpoints
 from lrpilot.spec import EnvSpec
+from lrpilot.trainers import harness
+from lrpilot.trajectories import Trajectories
 from lrpilot.worldmodel.model import WorldModelConfig, build, weighted_loss
 
 

@@ -16,7 +16,6 @@ import numpy as np
 from lrpilot.controllers.base import Controller, Observation, finite, warmup_lr
 from lrpilot.spec import DEFAULT_SPEC, EnvSpec
 
-
 HEALTH = ("train_loss_std", "grad_norm_mean", "grad_norm_max", "clip_frac", "update_rms_ratio")
 """The training-health metrics an observation may carry (see `Observation`), recorded raw."""
 
