@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -62,7 +63,10 @@ def cmd_train(args) -> int:
     fi = res.final_info
     print(f"{args.task} {args.controller} seed {args.seed}: best_val_loss {fi['best_val_loss']:.4f}  "
           f"final_train_loss {fi['final_train_loss']:.4f}  {fi['total_train_time']:.1f} s  "
-          f"{fi['ms_per_iter']:.1f} ms/iter  diverged {fi['diverged']}  -> {out}/final_info.json")
+          f"{fi['ms_per_iter']:.1f} ms/iter{' (compilation included)' if fi['ms_per_iter_includes_compile'] else ''}  "
+          f"diverged {fi['diverged']}  -> {out}/final_info.json")
+    if fi["stop_reason"]:
+        print(f"  stopped early at iteration {fi['stopped_at']}: {fi['stop_reason']}")
     return 0
 
 
@@ -146,18 +150,32 @@ def _register_optional(sub) -> None:
         mod.register(sub)
 
 
+NO_RESUME = ("train", "quickstart")  # commands whose runs are not saved until they finish
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The `lrpilot` command. Returns 0, 2 (a named error) or 130 (Ctrl-C). Run from the command
+    line (argv None), a Ctrl-C ends the process at once after saying so: the finished work is
+    already on disk (every file is written atomically), and an orderly interpreter shutdown
+    while XLA's threads are still busy can crash."""
     from lrpilot.data import DatasetError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatasetError, ValueError, FileNotFoundError) as e:
+    except (DatasetError, ValueError, FileNotFoundError, ImportError) as e:
         print(f"lrpilot {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"lrpilot {args.command}: interrupted; finished work is saved, rerun the same command to resume",
-              file=sys.stderr)
+        if args.command in NO_RESUME:
+            msg = f"interrupted; `lrpilot {args.command}` does not resume: nothing of this run was saved"
+        else:
+            msg = "interrupted; finished work is saved, rerun the same command to resume"
+        print(f"lrpilot {args.command}: {msg}", file=sys.stderr)
+        if argv is None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+
+from lrpilot.app import checks
 
 
 def _mix(items: list[str]) -> tuple[tuple[str, float], ...]:
@@ -13,7 +14,7 @@ def _mix(items: list[str]) -> tuple[tuple[str, float], ...]:
         try:
             out.append((k, float(w) if w else 1.0))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"--explore takes KIND[=WEIGHT], got {it!r}") from None
+            raise ValueError(f"--explore takes KIND[=WEIGHT] with a number as WEIGHT, got {it!r}") from None
     return tuple(out)
 
 
@@ -38,19 +39,21 @@ def cmd_collect(args) -> int:
         raise ValueError(f"unexpected argument(s) {args.action or ''} {args.dir or ''}; did you mean 'collect summary DIR'?")
     if not args.out or args.runs is None:
         raise ValueError("lrpilot collect needs --runs N and --out DIR")
+    checks.positive(args.runs, "--runs")
+    checks.positive(args.parallel, "--parallel")
     default_mix = V2_MIX if FAMILIES[args.family].draws == "v2" else DEFAULT_MIX
     mix = _mix(args.explore) if args.explore else tuple(default_mix.items())
     if args.policy and not args.explore:
         mix = mix + (("policy", 0.5),)
     job = Job(seed=args.seed, family=args.family, tasks=tuple(args.tasks), parallel=args.parallel, mix=mix,
               policy=args.policy)
-    n = collect(args.out, job, args.runs, ray_address=args.ray, progress=not args.quiet)
+    n = collect(checks.out_dir(args.out), job, args.runs, ray_address=args.ray, progress=not args.quiet)
     print(f"[collect] trained {n} run(s); {args.out} is complete up to {args.runs} runs of job {args.seed}")
     return 0
 
 
 def register(sub) -> None:
-    from lrpilot.collect.tasks import DEFAULT_TASKS, FAMILIES
+    from lrpilot.collect.tasks import FAMILIES, default_tasks
 
     c = sub.add_parser("collect", help="collect real training trajectories (or: collect summary DIR)",
                        description="Grow, resume or (with 'summary DIR') inspect a trajectory dataset.")
@@ -58,7 +61,8 @@ def register(sub) -> None:
     c.add_argument("dir", nargs="?", help="dataset directory for 'summary'")
     c.add_argument("--runs", type=int, help="total runs this job should have (finished ones are kept)")
     c.add_argument("--parallel", type=int, default=4, help="runs trained together in one batched step")
-    c.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="corpora to draw runs from")
+    c.add_argument("--tasks", nargs="+", default=list(default_tasks()),
+                   help="corpora to draw runs from (default: every offline corpus this machine has)")
     c.add_argument("--family", default="cpu", choices=list(FAMILIES), help="model-size/run-length family")
     c.add_argument("--explore", nargs="+", help="KIND[=WEIGHT]: walk, cosine, wsd, constant, policy; cpu2/gpu also anneal, ramp, restarts")
     c.add_argument("--policy", help="policy checkpoint for the 'policy' explorer (epsilon-greedy)")
@@ -66,5 +70,5 @@ def register(sub) -> None:
     c.add_argument("--out", help="dataset directory")
     c.add_argument("--ray", metavar="ADDRESS", help="run groups as Ray tasks ('local' starts a local instance)")
     c.add_argument("--plot", help="summary: PNG path (default DIR/summary.png)")
-    c.add_argument("--quiet", action="store_true")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_collect)

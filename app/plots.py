@@ -41,15 +41,21 @@ def _styles(labels) -> dict:
 
 
 def loss_and_lr(task: str, curves: dict[str, list[list[dict]]], path: Path, title: str = "") -> None:
-    """Three panels for one task: train loss, val loss (means over seeds) and the LR of seed 0."""
+    """Three panels for one task: train loss, val loss (means over seeds) and the LR of seed 0; an x
+    marks where a run stopped before the end (divergence, or its controller ending it)."""
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     style = _styles(list(curves))
+    end = max((cv[-1]["iter"] for sets in curves.values() for cv in sets if cv), default=0)
     for label, sets in curves.items():
         for ax, key in zip(axes[:2], ("train_loss", "val_loss")):
             x, y = _mean_curve(sets, key)
             if len(x):
                 ax.plot(x, y, marker=".", label=label, **style[label])
+            for cv in sets:  # a run that stopped early (diverged, or ended by its controller): an x where it stopped
+                pts = [p for p in cv if p.get(key) is not None]
+                if pts and pts[-1]["iter"] < end:
+                    ax.plot([pts[-1]["iter"]], [pts[-1][key]], marker="x", markersize=9, mew=2, color=style[label]["color"])
         lr_pts = [(p["iter"], p.get("effective_lr") or p["lr"]) for p in sets[0] if p.get("lr")]
         if lr_pts:
             axes[2].step(*zip(*lr_pts), where="pre", label=label, **style[label])

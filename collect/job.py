@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import lrpilot
-from lrpilot import trajectories as tfmt
+from lrpilot import data as datasets, trajectories as tfmt
 from lrpilot.collect import edges, explore
 from lrpilot.collect.edges import V2_MIX
 from lrpilot.collect.tasks import DEFAULT_TASKS, FAMILIES, GroupPlan, sample_base_mult, sample_group
@@ -133,7 +133,6 @@ def run_group(out: str, job_dict: dict, g: int, indices: list[int], spec_json: s
     """Trains the given runs of group g together and writes their files. Returns file names.
 
     Top-level and argument-picklable, so Ray workers can call it."""
-    from lrpilot import data as datasets
     from lrpilot.trainers.loop import RunSpec, device_info, train
 
     spec = EnvSpec.from_json(spec_json)
@@ -173,6 +172,10 @@ def collect(out: str | Path, job: Job, n_runs: int, spec: EnvSpec = DEFAULT_SPEC
             progress: bool = True, log=print) -> int:
     """Grows `out` to n_runs runs of `job`. Returns the number of runs trained now."""
     out = Path(out)
+    for task in job.tasks:  # every corpus readable before the job is recorded: a typo leaves nothing behind
+        datasets.check_task(task)
+        if task in datasets.OFFLINE_TASKS and task not in datasets.PYTHON_TASKS:
+            datasets.load(task)  # a system corpus this machine may lack (DatasetError naming its files)
     out.mkdir(parents=True, exist_ok=True)
     check_job_file(out, job)
     n_stale = clean_partial(out, job)
@@ -199,7 +202,7 @@ def _collect_ray(out: Path, job: Job, todo: dict, spec: EnvSpec, address: str, b
     try:
         import ray
     except ImportError:
-        raise RuntimeError("collect --ray needs Ray: pip install 'lrpilot[distributed]'") from None
+        raise ImportError("collect --ray needs Ray: pip install 'lrpilot[distributed]'") from None
     if not ray.is_initialized():
         if address == "local":
             ray.init(num_cpus=None, include_dashboard=False, log_to_driver=False)

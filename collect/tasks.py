@@ -20,7 +20,8 @@ import dataclasses
 import math
 import random
 
-from lrpilot.data import HELD_OUT_TASKS, OFFLINE_TASKS
+from lrpilot import corpora
+from lrpilot.data import HELD_OUT_TASKS, PYTHON_TASKS
 from lrpilot.trainers.config import SMALL, TrainConfig
 
 
@@ -115,4 +116,9 @@ def sample_base_mult(rng: random.Random, family: str = "cpu") -> float:
     return round(math.exp(rng.uniform(math.log(lo), math.log(hi))), 4)
 
 
-DEFAULT_TASKS = OFFLINE_TASKS
+def default_tasks() -> tuple[str, ...]:
+    """The offline corpora this machine has: the Python-built ones and the system corpora present."""
+    return PYTHON_TASKS + tuple(n for n in corpora.NAMES if corpora.present(n))
+
+
+DEFAULT_TASKS = PYTHON_TASKS  # what the starter dataset and SimPLe's default rounds draw from

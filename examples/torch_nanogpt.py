@@ -11,7 +11,8 @@ corpus, trained with AdamW (decay on 2-D weights only, as nanoGPT). Where nanoGP
     python examples/torch_nanogpt.py --controller policy:pretrained   # the shipped learned policy
     python examples/torch_nanogpt.py --controller policy:PATH         # a policy checkpoint directory
 
-Only a learned policy (`policy:...`) needs JAX; schedules and reactive rules are pure Python.
+Needs PyTorch (`pip install 'lrpilot[torch]'`). Only a learned policy (`policy:...`) needs JAX;
+schedules and reactive rules are pure Python.
 Set LRPILOT_DATA_DIR to a directory of prepared datasets if you have one. Runs in seconds on a CPU.
 """
 
@@ -23,9 +24,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ModuleNotFoundError:
+    sys.exit("this example needs PyTorch: pip install 'lrpilot[torch]' (on a CPU machine, pip install torch "
+             "--index-url https://download.pytorch.org/whl/cpu keeps it small)")
 
 try:
     import lrpilot  # noqa: F401

@@ -63,6 +63,13 @@ def _gettext() -> str:
     return "\n".join(parts)
 
 
+def present(name: str) -> bool:
+    """Whether this machine has the corpus's files (cheap: no file is read)."""
+    if name == "gettext_catalogs":
+        return any(glob.glob(f"/usr/share/locale/{lang}/LC_MESSAGES/*.mo") for lang in LANGUAGES)
+    return bool(_files(SOURCES[name]))
+
+
 def text(name: str) -> str:
     """The corpus's text; MissingCorpus when this machine lacks its files."""
     if name not in SOURCES:

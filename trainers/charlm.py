@@ -282,11 +282,21 @@ class ChunkTimer:
 
     seen: set = dataclasses.field(default_factory=set)
     per_iter: list = dataclasses.field(default_factory=list)
+    first: list = dataclasses.field(default_factory=list)  # each chunk length's first call (compilation included)
 
     def add(self, length: int, seconds: float) -> None:
         if length in self.seen:
             self.per_iter.append(seconds / length)
+        else:
+            self.first.append(seconds / length)
         self.seen.add(length)
 
+    def includes_compile(self) -> bool:
+        """True when no chunk ran after its compilation (a run stopped in its first chunk)."""
+        return not self.per_iter
+
     def median_ms(self) -> float:
-        return float(np.median(self.per_iter) * 1e3) if self.per_iter else float("nan")
+        """Median ms per iteration of the chunks after compilation; when there is none, of the
+        first calls (compilation included: see includes_compile); NaN with no chunk at all."""
+        xs = self.per_iter or self.first
+        return float(np.median(xs) * 1e3) if xs else float("nan")

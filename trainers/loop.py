@@ -11,6 +11,7 @@ controller is judged on the same evaluations.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Callable, Sequence
 
@@ -22,6 +23,7 @@ from lrpilot.controllers import Controller, RunInfo
 from lrpilot.data import CharData
 from lrpilot.driver import LoopDriver
 from lrpilot.progress import progress_bar
+from lrpilot.spec import DEFAULT_SPEC
 from lrpilot.trainers.charlm import ChunkTimer, RunGroup, inference_tokens_per_second
 from lrpilot.trainers.config import TrainConfig
 
@@ -82,9 +84,19 @@ class _Run:
     driver: LoopDriver
     curves: list = dataclasses.field(default_factory=list)
     stopped_at: int | None = None  # iteration at which the run stopped updating (divergence or its controller)
-    diverged: bool = False
+    diverged: bool = False  # the spec's divergence: a non-finite loss, or val >= divergence_ratio x initial val
+    stop_reason: str | None = None
+    val0: float | None = None  # validation loss at iteration 0
     eval_seconds: float = 0.0  # its share of evaluations outside the protocol's points
     eff_lr: float = float("nan")
+
+
+def _best_val(r: _Run) -> float:
+    """Minimum validation loss over the protocol's evaluations; a diverged run's best before it
+    diverged (NaN when there is none)."""
+    vals = [p["val_loss"] for p in r.curves if p["protocol"] and p["val_loss"] is not None
+            and math.isfinite(p["val_loss"]) and (not r.diverged or p["iter"] < r.stopped_at)]
+    return min(vals) if vals else float("nan")
 
 
 class _Group:
@@ -110,6 +122,7 @@ class _Group:
             if not alive[i] and r.stopped_at is None:
                 bad = np.flatnonzero(~np.isfinite(self.losses[i, : max(it, 1)]))
                 r.stopped_at, r.diverged = (int(bad[0]) if len(bad) else it), True
+                r.stop_reason = f"diverged: non-finite training loss at iteration {r.stopped_at}"
                 r.driver.diverged(it)
         evals = None
         if it in self.eval_pts:
@@ -131,8 +144,19 @@ class _Group:
                 r.curves.append({"iter": it, "train_loss": tl, "val_loss": vl, "lr": lr,
                                  "effective_lr": r.eff_lr if self.kind == "prodigy" else lr,
                                  "protocol": it in self.protocol})
-            if r.driver.observe(it, vl) and r.driver.finished and it < self.cfg.max_iters:
+            if it == 0 and vl is not None:
+                r.val0 = vl
+            observed = r.driver.observe(it, vl)
+            ratio = DEFAULT_SPEC.divergence_ratio
+            if vl is not None and it > 0 and not (vl < ratio * r.val0):  # the spec's divergence (NaN included)
+                r.stopped_at, r.diverged = it, True
+                r.stop_reason = (f"diverged: validation loss {vl:.4g} at iteration {it} >= {ratio:g} x the initial "
+                                 f"{r.val0:.4g}")
+                r.driver.diverged(it + 1)  # tells a controller that did not observe here
+                self.group.stop(i)
+            elif observed and r.driver.finished and it < self.cfg.max_iters:
                 r.stopped_at = it  # the controller ended the run (e.g. an env episode terminated)
+                r.stop_reason = r.spec.controller.stop_reason or f"stopped by its controller at iteration {it}"
                 self.group.stop(i)
 
     def train(self, progress: bool, on_eval: Callable | None) -> list[RunResult]:
@@ -145,6 +169,8 @@ class _Group:
             it = 0
             while True:
                 self._at_stop(it, train_arr, val_arr)
+                best = [_best_val(r) for r in self.runs]  # after the evaluation, so the last one is shown too
+                bar.set_postfix(best_val=f"{np.nanmin(best):.4f}" if np.isfinite(best).any() else "-", refresh=False)
                 if on_eval is not None and it in self.eval_pts:
                     on_eval(it, [r.curves for r in self.runs])
                 if it >= cfg.max_iters or all(r.stopped_at is not None for r in self.runs):
@@ -164,15 +190,13 @@ class _Group:
                         r.driver.add_losses(out.losses[i], out.grad_norm[i], out.clipped[i], out.update_ratio[i])
                 it += c
                 bar.update(c)
-                best = [min((p["val_loss"] for p in r.curves if p["protocol"]), default=float("nan")) for r in self.runs]
-                bar.set_postfix(best_val=f"{np.nanmin(best):.4f}" if np.isfinite(best).any() else "-", refresh=False)
         finally:
             bar.close()
         return [self._result(i, r, time.perf_counter() - t_start, timer) for i, r in enumerate(self.runs)]
 
     def _result(self, i: int, r: _Run, train_seconds: float, timer: ChunkTimer) -> RunResult:
         cfg, spec = self.cfg, r.spec
-        prot = [p for p in r.curves if p["protocol"]]
+        last = r.curves[-1] if r.curves else None  # the last evaluation: at the end, or where the run stopped
         tok_s = float("nan")
         if cfg.sample_tokens > 0:
             tok_s = inference_tokens_per_second(self.group.model, self.group.params(i), cfg.sample_tokens, spec.seed)
@@ -180,12 +204,14 @@ class _Group:
         backend, device = device_info()
         info = {
             "task": self.data.name, "controller": spec.label, "seed": spec.seed, "lr_mult": spec.lr_mult,
-            "final_train_loss": prot[-1]["train_loss"] if prot else None,
-            "best_val_loss": min(p["val_loss"] for p in prot) if prot else None,
-            "final_val_loss": prot[-1]["val_loss"] if prot else None,
+            "final_train_loss": last["train_loss"] if last else None,
+            "best_val_loss": _best_val(r),
+            "final_val_loss": last["val_loss"] if last else None,
+            "final_iter": last["iter"] if last else None,
             "total_train_time": train_seconds,
             "avg_inference_tokens_per_second": tok_s,
             "ms_per_iter": timer.median_ms(),
+            "ms_per_iter_includes_compile": timer.includes_compile(),
             "runs_batched": len(self.runs),
             "controller_overhead_ms": 1e3 * (r.driver.host_seconds + r.eval_seconds) / steps,
             "controller_host_ms": 1e3 * r.driver.host_seconds / steps,
@@ -193,6 +219,7 @@ class _Group:
             "diverged": r.diverged,
             "diverged_at": r.stopped_at if r.diverged else None,
             "stopped_at": r.stopped_at,
+            "stop_reason": r.stop_reason,
             "optimizer": self.kind,
             "controller_options": spec.controller.describe(),
             "config": dataclasses.asdict(cfg),

@@ -10,6 +10,7 @@ the env steps as rows.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -38,13 +39,15 @@ class SpecController(Controller):
         self.stop = False
         self.stop_reason = None
         self.terminated = False
+        self._warned = False
 
     def observe_iters(self):
         return self.points
 
     def observe(self, o: Observation) -> None:
         """Records observation k and picks action k. A missing metric (None) repeats the last
-        value (a train loss never seen stands in as the val loss); a non-finite one (or
+        value (a train loss never seen stands in as the val loss, and the other way round); with
+        no loss at all yet the LR is held (and a warning says so); a non-finite one (or
         val >= divergence_ratio) is divergence: the episode ends and the LR stays where it was."""
         if self.stop:
             return
@@ -55,9 +58,18 @@ class SpecController(Controller):
         train = o.train_loss if o.train_loss is not None else self._last("train_loss")
         if train is None and k > 0:
             train = val  # never seen a train loss: stand in with the validation loss
+        if val is None:
+            val = train  # never seen a validation loss: stand in with the train loss
+        missing = val is None and k > 0  # no loss of any kind so far: nothing to act on
         if self.val0 is None and finite(val) and val > 0:
             self.val0 = val  # normally at k = 0; later only if the first ones were missing
-        if self.val0 is None:
+        if missing:
+            if not self._warned:
+                warnings.warn(f"{self.name}: no loss observed by decision {k} (iteration {o.iter}); holding the LR "
+                              "until one arrives (pass train_loss or val_loss to observe)", RuntimeWarning, stacklevel=2)
+                self._warned = True
+            ob, diverged = self.spec.observation(k, self.lr_rel, 1.0, 1.0, 1.0)  # the initial state, as at k = 0
+        elif self.val0 is None:
             ob, diverged = self.spec.observation(k, self.lr_rel, None if k == 0 else math.nan, math.nan, 1.0)
         else:
             ob, diverged = self.spec.observation(k, self.lr_rel, val, train, self.val0)
@@ -76,7 +88,7 @@ class SpecController(Controller):
             if diverged:
                 self.stop_reason = f"diverged at decision {k} (iteration {o.iter}): the spec's divergence, a non-finite loss or val >= {self.spec.divergence_ratio} x initial"
             return
-        a = int(self.choose(k))
+        a = self.spec.noop_action if missing else int(self.choose(k))
         if not 0 <= a < self.spec.n_actions:
             raise ValueError(f"{self.name}: action {a} outside [0, {self.spec.n_actions})")
         self.actions.append(a)
