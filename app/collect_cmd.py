@@ -19,24 +19,17 @@ def _mix(items: list[str]) -> tuple[tuple[str, float], ...]:
 
 
 def cmd_collect(args) -> int:
-    from lrpilot.app import plots
     from lrpilot.collect.edges import V2_MIX
-    from lrpilot.collect.job import DEFAULT_MIX, Job, collect, summary
+    from lrpilot.collect.job import DEFAULT_MIX, Job, collect
     from lrpilot.collect.tasks import FAMILIES
-    from lrpilot.spec import DEFAULT_SPEC
-    from lrpilot.trajectories import load_dir
 
     if args.action == "summary":
-        if not args.dir:
-            raise ValueError("usage: lrpilot collect summary DIR [--plot PNG]")
-        traj = load_dir(args.dir, DEFAULT_SPEC)
-        summary(traj, args.dir)
-        png = args.plot or f"{args.dir.rstrip('/')}/summary.png"
-        plots.trajectory_sample(traj, Path(png))
-        print(f"plot: {png}")
-        return 0
-    if args.action is not None or args.dir is not None:
-        raise ValueError(f"unexpected argument(s) {args.action or ''} {args.dir or ''}; did you mean 'collect summary DIR'?")
+        return _summary(args)
+    if args.action == "pack":
+        return _pack(args)
+    if args.dirs:
+        raise ValueError(f"unexpected argument(s) {' '.join(args.dirs)}; did you mean 'collect summary DIR' or "
+                         "'collect pack DIR OUT'?")
     if not args.out or args.runs is None:
         raise ValueError("lrpilot collect needs --runs N and --out DIR")
     checks.positive(args.runs, "--runs")
@@ -52,13 +45,49 @@ def cmd_collect(args) -> int:
     return 0
 
 
+def _summary(args) -> int:
+    from lrpilot.app import plots
+    from lrpilot.collect.summary import summary
+    from lrpilot.io import write_json
+    from lrpilot.spec import DEFAULT_SPEC
+    from lrpilot.trajectories import load_dir
+
+    if not args.dirs:
+        raise ValueError("usage: lrpilot collect summary DIR [DIR ...] [--plot PNG]")
+    traj = load_dir(args.dirs, DEFAULT_SPEC)
+    info = summary(traj, " ".join(args.dirs))
+    first = Path(args.dirs[0])
+    png = Path(args.plot) if args.plot else (first if first.is_dir() else first.parent) / "summary.png"
+    plots.dataset_summary(traj, png)
+    write_json(png.with_suffix(".json"), info)
+    print(f"plot: {png}; counts: {png.with_suffix('.json')}")
+    return 0
+
+
+def _pack(args) -> int:
+    from lrpilot.spec import DEFAULT_SPEC
+    from lrpilot.trajectories import pack
+
+    if len(args.dirs) < 2:
+        raise ValueError("usage: lrpilot collect pack DIR [DIR ...] OUT.parquet")
+    *srcs, out = args.dirs
+    if not out.endswith(".parquet"):
+        raise ValueError(f"collect pack: OUT must be a .parquet file, got {out!r}")
+    checks.out_dir(Path(out).parent or ".", "OUT")
+    n = pack(srcs, out, DEFAULT_SPEC)
+    print(f"[collect] packed {n} runs of {', '.join(srcs)} into {out} ({Path(out).stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def register(sub) -> None:
     from lrpilot.collect.tasks import FAMILIES, default_tasks
 
-    c = sub.add_parser("collect", help="collect real training trajectories (or: collect summary DIR)",
-                       description="Grow, resume or (with 'summary DIR') inspect a trajectory dataset.")
-    c.add_argument("action", nargs="?", choices=["summary"], help="'summary DIR' prints counts and plots curves")
-    c.add_argument("dir", nargs="?", help="dataset directory for 'summary'")
+    c = sub.add_parser("collect", help="collect real training trajectories (or: collect summary DIR, collect pack DIR OUT)",
+                       description="Grow or resume a trajectory dataset; 'summary DIR...' prints its coverage and plots "
+                                   "it; 'pack DIR... OUT.parquet' merges its run files into one Parquet dataset.")
+    c.add_argument("action", nargs="?", choices=["summary", "pack"],
+                   help="'summary DIR...': counts and coverage plot; 'pack DIR... OUT.parquet': one Parquet dataset")
+    c.add_argument("dirs", nargs="*", help="trajectory directories or files (and, for pack, the output file last)")
     c.add_argument("--runs", type=int, help="total runs this job should have (finished ones are kept)")
     c.add_argument("--parallel", type=int, default=4, help="runs trained together in one batched step")
     c.add_argument("--tasks", nargs="+", default=list(default_tasks()),
@@ -69,6 +98,6 @@ def register(sub) -> None:
     c.add_argument("--seed", type=int, default=0, help="job seed (a different seed adds a different job)")
     c.add_argument("--out", help="dataset directory")
     c.add_argument("--ray", metavar="ADDRESS", help="run groups as Ray tasks ('local' starts a local instance)")
-    c.add_argument("--plot", help="summary: PNG path (default DIR/summary.png)")
+    c.add_argument("--plot", help="summary: PNG path (default DIR/summary.png; the counts go beside it as JSON)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_collect)

@@ -117,12 +117,15 @@ def fan_charts(samples: dict, path: Path, context: int, n_runs: int = 6) -> None
     _save(fig, path)
 
 
-def trajectory_sample(traj, path: Path, n: int = 24) -> None:
-    """Val loss / initial val loss and the absolute LR of a random sample of `n` runs."""
+def trajectory_sample(traj, path: Path | None, n: int = 24, axes=None) -> None:
+    """Val loss / initial val loss and the absolute LR of a random sample of `n` runs (into `axes`
+    when given, else a figure saved at `path`)."""
     plt = _plt()
     rng = np.random.default_rng(0)
     idx = rng.choice(len(traj), size=min(n, len(traj)), replace=False)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig = None
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     for i in idx:
         m, L = traj.meta[i], traj.length[i]
         T = m["config"]["max_iters"]
@@ -134,8 +137,39 @@ def trajectory_sample(traj, path: Path, n: int = 24) -> None:
     axes[0].set_title("val loss / initial val loss")
     axes[1].set_title("LR (absolute) of the interval before each decision")
     axes[1].set_yscale("log")
+    axes[0].set_title(f"val loss / initial val loss ({len(idx)} of {len(traj)} runs)")
     for ax in axes:
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{len(idx)} of {len(traj)} runs")
+    if fig is not None:
+        _save(fig, path)
+
+
+def dataset_summary(traj, path: Path, n_sample: int = 24) -> None:
+    """A dataset's coverage: final normalised val against the base-LR multiplier, by model size
+    (x: diverged), and a sample of val curves and LRs."""
+    from lrpilot.collect.summary import base_mult, final_val, outcome
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(19, 4.8))
+    sizes = sorted({(m["config"]["n_layer"], m["config"]["n_embd"]) for m in traj.meta})
+    cmap = plt.get_cmap("viridis", max(len(sizes), 2))
+    fv = final_val(traj)
+    for j, size in enumerate(sizes):
+        idx = [i for i, m in enumerate(traj.meta) if (m["config"]["n_layer"], m["config"]["n_embd"]) == size]
+        label = f"{size[0]}x{size[1]}"
+        for kind, marker in (("trained", "o"), ("stalled", "s"), ("diverged", "x")):
+            sel = [i for i in idx if outcome(traj, i) == kind]
+            if sel:
+                axes[0].scatter([base_mult(traj.meta[i]) for i in sel], fv[sel], s=14, marker=marker, color=cmap(j),
+                                alpha=0.7, label=label)
+                label = None  # one legend entry per size
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("configured base LR / the model's default LR")
+    axes[0].set_ylabel("final val / initial val")
+    axes[0].set_title(f"coverage of {len(traj)} runs (o trained, s stalled, x diverged)")
+    axes[0].legend(fontsize=7, title="layers x width", title_fontsize=7)
+    trajectory_sample(traj, None, n_sample, axes=axes[1:])
+    for ax in axes:
+        ax.grid(alpha=0.3)
     _save(fig, path)

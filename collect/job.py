@@ -215,27 +215,3 @@ def _collect_ray(out: Path, job: Job, todo: dict, spec: EnvSpec, address: str, b
         for ref in done:
             ray.get(ref)  # re-raises a worker's error
             bar.update(pending.pop(ref))
-
-
-def summary(traj: tfmt.Trajectories, source: str = "", log=print) -> dict:
-    """Counts per task and controller, per model size, and divergences of a loaded dataset
-    (`source`: where it was loaded from, for the first line)."""
-    counts: dict = {}
-    for m in traj.meta:
-        c = m["controller"]["name"]
-        counts.setdefault(m["task"], {}).setdefault(c, 0)
-        counts[m["task"]][c] += 1
-    sizes: dict = {}
-    for m in traj.meta:
-        cfg = m["config"]
-        key = f"{cfg['n_layer']}x{cfg['n_embd']}"
-        sizes[key] = sizes.get(key, 0) + 1
-    info = {"runs": len(traj), "terminated": int(traj.terminated.sum()), "by_task_controller": counts,
-            "by_model_size": dict(sorted(sizes.items())), "devices": sorted({m["device"] for m in traj.meta})}
-    log(f"{len(traj)} runs{' in ' + source if source else ''} ({info['terminated']} terminated by divergence); devices: {', '.join(info['devices'])}")
-    ctrls = sorted({c for v in counts.values() for c in v})
-    log(f"{'task':20s}" + "".join(f"{c:>18s}" for c in ctrls) + f"{'total':>8s}")
-    for task, v in sorted(counts.items()):
-        log(f"{task:20s}" + "".join(f"{v.get(c, 0):18d}" for c in ctrls) + f"{sum(v.values()):8d}")
-    log("model sizes (layers x width): " + ", ".join(f"{k}: {n}" for k, n in info["by_model_size"].items()))
-    return info

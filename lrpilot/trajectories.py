@@ -43,6 +43,7 @@ from lrpilot.spec import EnvSpec, SpecMismatch
 
 FORMAT_VERSION = "2"
 READABLE_FORMATS = ("1", "2")
+PACKED_KEY = b"lrpilot.runs"  # a packed dataset: the runs' metadata, a JSON list keyed by run_id
 RAW_FLOAT = ("train_loss_std", "grad_norm_mean", "grad_norm_max", "clip_frac", "update_rms_ratio")
 RAW_COLUMNS = ("val_loss", "train_loss", *RAW_FLOAT, "tokens")  # the raw metrics every observation derives from
 
@@ -75,44 +76,138 @@ def write_run(path: str | Path, rows: list[dict], run_meta: dict, spec: EnvSpec)
         pq.write_table(table, tmp)
 
 
-def read_run(path: str | Path, spec: EnvSpec) -> tuple[pa.Table, dict]:
-    """Reads and validates one file against `spec`; returns (table, run metadata)."""
-    path = Path(path)
+def _read_table(path: Path) -> tuple[pa.Table, dict, str]:
+    """The Parquet table of an lrpilot file, its key-value metadata and its format version, with
+    the spec checked against nothing yet."""
     try:
         table = pq.read_table(path)
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise TrajectoryFileError(f"{path}: not a readable Parquet file ({e})") from None
     meta = table.schema.metadata or {}
-    for key in (b"lrpilot.run", b"lrpilot.spec", b"lrpilot.format"):
+    packed = PACKED_KEY in meta
+    for key in ((PACKED_KEY if packed else b"lrpilot.run"), b"lrpilot.spec", b"lrpilot.format"):
         if key not in meta:
             raise TrajectoryFileError(f"{path}: missing file metadata '{key.decode()}'; not an lrpilot trajectory file")
     version = meta[b"lrpilot.format"].decode()
     if version not in READABLE_FORMATS:
         raise TrajectoryFileError(f"{path}: format version {version}, expected one of {', '.join(READABLE_FORMATS)}")
-    try:
-        spec.check_same(json.loads(meta[b"lrpilot.spec"]), where=str(path))
-    except SpecMismatch:
-        raise
-    except Exception as e:
-        raise TrajectoryFileError(f"{path}: unreadable 'lrpilot.spec' metadata ({e})") from None
-    want = schema(spec, version)
-    for f in want:
-        if f.name not in table.schema.names:
-            raise TrajectoryFileError(f"{path}: missing column '{f.name}' ({f.type})")
-        got = table.schema.field(f.name).type
-        if got != f.type:
-            raise TrajectoryFileError(f"{path}: column '{f.name}' has type {got}, expected {f.type}")
+    return table, meta, version
+
+
+def _check(where: str, table: pa.Table, meta: dict, version: str, spec: EnvSpec, header: bool = True,
+           rows: bool = True) -> None:
+    """Validates the spec and the columns (`header`) and the rows of one run (`rows`) of `table`."""
+    if header:
+        try:
+            spec.check_same(json.loads(meta[b"lrpilot.spec"]), where=where)
+        except SpecMismatch:
+            raise
+        except Exception as e:
+            raise TrajectoryFileError(f"{where}: unreadable 'lrpilot.spec' metadata ({e})") from None
+        for f in schema(spec, version):
+            if f.name not in table.schema.names:
+                raise TrajectoryFileError(f"{where}: missing column '{f.name}' ({f.type})")
+            got = table.schema.field(f.name).type
+            if got != f.type:
+                raise TrajectoryFileError(f"{where}: column '{f.name}' has type {got}, expected {f.type}")
+    if not rows:
+        return
     steps = table.column("step").to_numpy()
     if len(steps) == 0 or len(steps) > spec.n_decisions + 1 or not np.array_equal(steps, np.arange(len(steps))):
-        raise TrajectoryFileError(f"{path}: column 'step' must be 0..L-1 with L <= {spec.n_decisions + 1}, got {steps[:8]}...")
+        raise TrajectoryFileError(f"{where}: column 'step' must be 0..L-1 with L <= {spec.n_decisions + 1}, got {steps[:8]}...")
     actions = table.column("action").to_numpy()
     if np.any(actions[:-1] < 0) or np.any(actions >= spec.n_actions) or actions[-1] != -1:
-        raise TrajectoryFileError(f"{path}: column 'action' must be in [0, {spec.n_actions}) except -1 on the last row")
+        raise TrajectoryFileError(f"{where}: column 'action' must be in [0, {spec.n_actions}) except -1 on the last row")
+
+
+def _json(where: str, raw: bytes, key: str):
     try:
-        run_meta = json.loads(meta[b"lrpilot.run"])
+        return json.loads(raw)
     except ValueError as e:
-        raise TrajectoryFileError(f"{path}: unreadable 'lrpilot.run' metadata ({e})") from None
-    return table, run_meta
+        raise TrajectoryFileError(f"{where}: unreadable '{key}' metadata ({e})") from None
+
+
+def read_run(path: str | Path, spec: EnvSpec) -> tuple[pa.Table, dict]:
+    """Reads and validates one per-run file against `spec`; returns (table, run metadata)."""
+    path = Path(path)
+    table, meta, version = _read_table(path)
+    if PACKED_KEY in meta:
+        raise TrajectoryFileError(f"{path}: a packed dataset of several runs; read it with read_runs or load_dir")
+    _check(str(path), table, meta, version, spec)
+    return table, _json(str(path), meta[b"lrpilot.run"], "lrpilot.run")
+
+
+def read_runs(path: str | Path, spec: EnvSpec) -> list[tuple[str, pa.Table, dict]]:
+    """Every run of a per-run file or a packed dataset, validated: [(name, table, metadata)]; a
+    packed run's name is 'PATH#run_id'."""
+    path = Path(path)
+    table, meta, version = _read_table(path)
+    if PACKED_KEY not in meta:
+        return [(str(path), *read_run(path, spec))]
+    _check(str(path), table, meta, version, spec, rows=False)
+    if "run_id" not in table.schema.names:
+        raise TrajectoryFileError(f"{path}: a packed dataset without its 'run_id' column")
+    runs = _json(str(path), meta[PACKED_KEY], PACKED_KEY.decode())
+    ids = table.column("run_id").to_pylist()
+    start: dict = {}
+    for i, rid in enumerate(ids):
+        start.setdefault(rid, i)
+    bounds = sorted(start.values()) + [len(ids)]
+    length = {ids[a]: b - a for a, b in zip(bounds[:-1], bounds[1:])}
+    listed = [m.get("run_id") for m in runs]
+    if sorted(map(str, listed)) != sorted(map(str, start)) or len(set(listed)) != len(listed):
+        raise TrajectoryFileError(f"{path}: the runs listed in {PACKED_KEY.decode()} ({len(listed)}) are not the runs "
+                                  f"with rows ({len(start)}), or one is listed twice")
+    out = []
+    for m in runs:
+        rid = m["run_id"]
+        run_table = table.slice(start[rid], length[rid]).drop_columns(["run_id"])
+        where = f"{path}#{rid}"
+        _check(where, run_table, meta, version, spec, header=False)
+        out.append((where, run_table, {k: v for k, v in m.items() if k != "run_id"}))
+    return out
+
+
+def pack(paths, out: str | Path, spec: EnvSpec) -> int:
+    """Merges per-run files (or directories of them) into one Parquet dataset at `out`
+    (atomically): the same columns plus `run_id` (the file's stem), rows grouped by run, the
+    runs' metadata in `lrpilot.runs` (a JSON list keyed by run_id). Format-1 runs get the raw
+    health columns as nulls. Returns the number of runs."""
+    files = _files(paths)
+    if not files:
+        raise FileNotFoundError(f"{paths}: no trajectory files to pack")
+    sch = schema(spec)
+    tables, metas, seen = [], [], {}
+    for f in files:
+        for where, table, meta in read_runs(f, spec):
+            rid = where.split("#", 1)[1] if "#" in where else Path(where).stem
+            if rid in seen:
+                raise TrajectoryFileError(f"{where}: run '{rid}' also comes from {seen[rid]}")
+            seen[rid] = where
+            cols = {c: table.column(c) if c in table.schema.names else pa.nulls(table.num_rows, sch.field(c).type)
+                    for c in sch.names}
+            tables.append(pa.table({"run_id": pa.array([rid] * table.num_rows, pa.string()), **cols}))
+            metas.append({"run_id": rid, **meta})
+    merged = pa.concat_tables(tables).replace_schema_metadata({
+        PACKED_KEY: json.dumps(metas, sort_keys=True, default=str).encode(), b"lrpilot.spec": spec.to_json().encode(),
+        b"lrpilot.format": FORMAT_VERSION.encode()})
+    with atomic_path(out) as tmp:
+        pq.write_table(merged, tmp, row_group_size=64 * (spec.n_decisions + 1), compression="zstd")
+    return len(metas)
+
+
+def _files(paths) -> list[Path]:
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(p.rglob("*.parquet"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such trajectory file or directory")
+    return files
 
 
 @dataclasses.dataclass
@@ -155,26 +250,24 @@ class Trajectories:
 
 
 def load_dir(paths: str | Path | list, spec: EnvSpec) -> Trajectories:
-    """Loads every `*.parquet` file under the given directories (recursively) or files."""
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(p.rglob("*.parquet"))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"{p}: no such trajectory file or directory")
+    """Loads every run of the given files, packed datasets and directories (every `*.parquet`
+    below them, recursively); a run found twice is an error naming both places."""
+    runs, seen = [], {}
+    for f in _files(paths):
+        for where, table, meta in read_runs(f, spec):
+            key = (meta.get("family"), meta.get("job_seed"), meta.get("run_index"), meta.get("seed"), meta.get("task"))
+            if key in seen and key[2] is not None:
+                raise TrajectoryFileError(f"{where}: the same run as {seen[key]} (loaded twice: a packed file beside its runs?)")
+            seen[key] = where
+            runs.append((where, table, meta))
     n, f = spec.n_decisions, spec.n_obs
-    obs = np.zeros((len(files), n + 1, f), np.float32)
-    actions = np.full((len(files), n), -1, np.int32)
-    length = np.zeros(len(files), np.int32)
-    term = np.zeros(len(files), bool)
-    raw = {c: np.full((len(files), n + 1), np.nan) for c in RAW_COLUMNS}
+    obs = np.zeros((len(runs), n + 1, f), np.float32)
+    actions = np.full((len(runs), n), -1, np.int32)
+    length = np.zeros(len(runs), np.int32)
+    term = np.zeros(len(runs), bool)
+    raw = {c: np.full((len(runs), n + 1), np.nan) for c in RAW_COLUMNS}
     metas = []
-    for i, path in enumerate(files):
-        table, meta = read_run(path, spec)
+    for i, (where, table, meta) in enumerate(runs):
         o = np.stack([table.column(f"obs_{name}").to_numpy() for name in spec.names], axis=-1)
         L = len(o)
         obs[i, :L], obs[i, L:] = o, o[-1]
@@ -186,4 +279,4 @@ def load_dir(paths: str | Path | list, spec: EnvSpec) -> Trajectories:
             if c in table.schema.names:
                 raw[c][i, :L] = table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
         metas.append(meta)
-    return Trajectories(spec, obs, actions, length, term, metas, [str(p) for p in files], raw["val_loss"], raw)
+    return Trajectories(spec, obs, actions, length, term, metas, [w for w, _, _ in runs], raw["val_loss"], raw)

@@ -25,7 +25,8 @@ import lrpilot.collect.job as cj
 from lrpilot import trajectories as tfmt
 from lrpilot.app import plots
 from lrpilot.collect.explore import Follow
-from lrpilot.collect.job import Job, collect, summary
+from lrpilot.collect.job import Job, collect
+from lrpilot.collect.summary import summary
 from lrpilot.controllers.spec_controller import SpecController
 from lrpilot.spec import DEFAULT_SPEC
 from lrpilot.trainers.loop import RunSpec, train
@@ -310,8 +311,17 @@ def test_cli_collect_and_summary(collected, tmp_path, capsys):
     cmd = [str(lrpilot_exe)] if lrpilot_exe.exists() else [sys.executable, "-m", "lrpilot.app.cli"]
     p = subprocess.run(cmd + ["collect", "summary", str(out)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert f"2 runs in {out}" in p.stdout and "python_docs" in p.stdout
+    assert f"2 runs in {out}" in p.stdout and "python_docs" in p.stdout and "outcomes:" in p.stdout
     assert (out / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    counts = json.loads((out / "summary.json").read_text())
+    assert counts["runs"] == 2 and counts["by_task"] == {"python_docs": 2} and sum(counts["by_outcome"].values()) == 2
+
+    packed = tmp_path / "packed.parquet"  # pack, then every reader takes the packed file like the directory
+    assert main(["collect", "pack", str(out), str(packed)]) == 0 and "packed 2 runs" in capsys.readouterr().out
+    _same_runs_packed(out, packed)
+    assert main(["collect", "summary", str(packed), "--plot", str(tmp_path / "p.png")]) == 0
+    assert "2 runs" in capsys.readouterr().out and (tmp_path / "p.png").exists()
+    assert main(["collect", "pack", str(out)]) == 2 and "usage" in capsys.readouterr().err
 
     held = tmp_path / "held"
     assert main(["collect", "--runs", "2", "--parallel", "2", "--family", "tiny", "--tasks", "shakespeare_char",
@@ -320,6 +330,14 @@ def test_cli_collect_and_summary(collected, tmp_path, capsys):
     assert "held out" in err and "shakespeare_char" in err
     assert not (held / "jobs").exists()  # nothing recorded: the corrected command is not refused later
     assert main(["collect", "summary"]) == 2
+
+
+def _same_runs_packed(a: Path, packed: Path) -> None:
+    ta, tb = load_dir(a, DEFAULT_SPEC), load_dir(packed, DEFAULT_SPEC)
+    np.testing.assert_array_equal(ta.obs, tb.obs)
+    for k in ta.raw:
+        np.testing.assert_array_equal(ta.raw[k], tb.raw[k])
+    assert ta.meta == tb.meta and all(f.startswith(f"{packed}#run_") for f in tb.files)
 
 
 # ---- Ray ----------------------------------------------------------------------------------------

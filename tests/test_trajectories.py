@@ -16,9 +16,10 @@ import pytest
 from lrpilot.controllers.base import Observation
 from lrpilot.controllers.spec_controller import SpecController
 from lrpilot.spec import DEFAULT_SPEC, SpecMismatch
-from lrpilot.trajectories import TrajectoryFileError, load_dir, read_run, write_run
+from lrpilot.trajectories import RAW_COLUMNS, TrajectoryFileError, load_dir, pack, read_run, write_run
 
 N = DEFAULT_SPEC.n_decisions
+STARTER = Path(__file__).resolve().parents[1] / "collect" / "data" / "starter"
 UP = DEFAULT_SPEC.actions.index(2.0)
 
 
@@ -104,6 +105,52 @@ def test_file_round_trip(tmp_path):
         assert (rew[L - 1 :] == 0).all()
     vi = DEFAULT_SPEC.index("val")
     assert traj.obs[1, 5, vi] == 1.5 and traj.val_loss[1, 5] == 40.0  # raw loss kept, observation clamped
+
+
+def test_raw_health_columns_round_trip_and_format_1_still_reads(tmp_path):
+    rows = _episode(seed=3)
+    for k, row in enumerate(rows):  # what the trainer's driver hands a SpecController, per interval
+        row.update(train_loss_std=None if k == 0 else 0.1 * k, grad_norm_mean=None if k == 0 else 1.0 + k,
+                   grad_norm_max=None if k == 0 else 2.0 + k, clip_frac=None if k == 0 else 0.5,
+                   update_rms_ratio=None if k == 0 else 1e-3, tokens=k * 640)
+    write_run(tmp_path / "v2.parquet", rows, META, DEFAULT_SPEC)
+    starter = sorted(STARTER.glob("*.parquet"))[:2]  # format 1: no health columns
+    assert pq.read_schema(starter[0]).metadata[b"lrpilot.format"] == b"1"
+    traj = load_dir([tmp_path / "v2.parquet", *starter], DEFAULT_SPEC)
+    assert set(traj.raw) == set(RAW_COLUMNS)
+    np.testing.assert_array_equal(traj.raw["grad_norm_max"][0, 1:4], [3.0, 4.0, 5.0])
+    assert np.isnan(traj.raw["grad_norm_max"][0, 0]) and traj.raw["tokens"][0, 2] == 1280
+    assert np.isnan(traj.raw["clip_frac"][1:]).all() and np.isfinite(traj.raw["val_loss"][1:, 0]).all()
+
+
+def test_packed_dataset_reads_like_its_files_and_refuses_bad_ones(tmp_path):
+    files = sorted(STARTER.glob("*.parquet"))[:3]
+    write_run(tmp_path / "runs" / "run_x.parquet", _episode(seed=4), META, DEFAULT_SPEC)
+    srcs = [*files, tmp_path / "runs"]
+    out = tmp_path / "packed.parquet"
+    assert pack(srcs, out, DEFAULT_SPEC) == 4
+    a, b = load_dir(srcs, DEFAULT_SPEC), load_dir(out, DEFAULT_SPEC)
+    np.testing.assert_array_equal(a.obs, b.obs)
+    np.testing.assert_array_equal(a.actions, b.actions)
+    for k in a.raw:
+        np.testing.assert_array_equal(a.raw[k], b.raw[k])
+    assert a.meta == b.meta and b.files == [f"{out}#{Path(f).stem}" for f in a.files]
+    table = pq.read_table(out)
+    assert table.column_names[0] == "run_id" and json.loads(table.schema.metadata[b"lrpilot.runs"])[0]["run_id"]
+    with pytest.raises(TrajectoryFileError, match=f"{files[0]}.*loaded twice"):
+        load_dir([out, files[0]], DEFAULT_SPEC)  # a packed file beside its runs
+    with pytest.raises(TrajectoryFileError, match="also comes from"):
+        pack([files[0], files[0]], tmp_path / "twice.parquet", DEFAULT_SPEC)
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(table.drop_columns(["obs_val"]), bad)
+    with pytest.raises(TrajectoryFileError, match=f"{bad}: missing column 'obs_val'"):
+        load_dir(bad, DEFAULT_SPEC)
+    meta = dict(table.schema.metadata)
+    runs = json.loads(meta[b"lrpilot.runs"])
+    meta[b"lrpilot.runs"] = json.dumps(runs[:-1]).encode()
+    pq.write_table(table.replace_schema_metadata(meta), bad)
+    with pytest.raises(TrajectoryFileError, match=f"{bad}: the runs listed"):
+        load_dir(bad, DEFAULT_SPEC)
 
 
 # ---- schema and spec errors -------------------------------------------------------------------

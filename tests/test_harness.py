@@ -1,0 +1,74 @@
+"""The one resumable training harness (lrpilot.trainers.harness): best-state selection, early
+stopping, resume through orbax's CheckpointManager exactly where it stopped, refusal to resume
+another model."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lrpilot.trainers import harness
+
+TARGET = jnp.array([1.0, -2.0, 3.0])
+TX = optax.adam(0.1)
+
+
+def _start():
+    params = {"w": jnp.zeros(3)}
+    return {"params": params, "opt": TX.init(params)}
+
+
+@jax.jit
+def _step(state, i):
+    loss_fn = lambda p: jnp.sum((p["w"] - TARGET) ** 2)  # noqa: E731
+    loss, g = jax.value_and_grad(loss_fn)(state["params"])
+    upd, opt = TX.update(g, state["opt"])
+    return {"params": optax.apply_updates(state["params"], upd), "opt": opt}, {"loss": loss}
+
+
+def _score(state):
+    err = float(jnp.sum((state["params"]["w"] - TARGET) ** 2))
+    return {"err": err, "score": err}
+
+
+def test_fit_keeps_the_best_state_and_logs(tmp_path):
+    res = harness.fit(_start(), _step, harness.Schedule(40, eval_every=10), _score, progress=False, log=lambda s: None)
+    assert [h["step"] for h in res.history] == [0, 10, 20, 30, 40]
+    assert res.history[0]["err"] == pytest.approx(14.0) and "loss" in res.history[1] and res.history[1]["seconds"] >= 0
+    assert res.best_score == min(h["err"] for h in res.history) and res.best_step in (10, 20, 30, 40)
+    assert not res.stopped_early
+
+
+def test_patience_stops_early_on_a_worsening_score():
+    worse = iter(range(100))
+    res = harness.fit(_start(), _step, harness.Schedule(100, eval_every=5, patience=2),
+                      lambda s: {"score": float(next(worse))}, progress=False, log=lambda s: None)
+    assert res.stopped_early and res.best_step == 0 and res.history[-1]["step"] == 10
+
+
+def test_resume_continues_exactly_and_refuses_another_model(tmp_path):
+    d = tmp_path / "run.state"
+    straight = harness.fit(_start(), _step, harness.Schedule(30, eval_every=10), _score, progress=False, log=lambda s: None)
+    harness.fit(_start(), _step, harness.Schedule(20, eval_every=10), _score, state_dir=d, identity={"arch": 1},
+                progress=False, log=lambda s: None)
+    logs = []
+    resumed = harness.fit(_start(), _step, harness.Schedule(30, eval_every=10), _score, state_dir=d,
+                          identity={"arch": 1}, progress=False, log=logs.append)
+    assert any("resuming" in line and "step 20" in line for line in logs)
+    np.testing.assert_array_equal(resumed.state["params"]["w"], straight.state["params"]["w"])
+    assert [h["step"] for h in resumed.history] == [0, 10, 20, 30]
+    with pytest.raises(ValueError, match="cannot resume.*arch"):
+        harness.fit(_start(), _step, harness.Schedule(30, eval_every=10), _score, state_dir=d, identity={"arch": 2},
+                    progress=False, log=lambda s: None)
+
+
+def test_schedule_is_validated():
+    with pytest.raises(ValueError, match="eval_every"):
+        harness.fit(_start(), _step, harness.Schedule(10, eval_every=5), None, progress=False)
+    with pytest.raises(ValueError, match="log_every"):
+        harness.Schedule(10)
+    with pytest.raises(ValueError, match=">= 0"):
+        harness.Schedule(10, eval_every=-1)
