@@ -173,3 +173,34 @@ def dataset_summary(traj, path: Path, n_sample: int = 24) -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
     _save(fig, path)
+
+
+def fidelity_groups(details: dict, path: Path, max_groups: int = 12) -> None:
+    """Per held-out group: simulated (median, from prefix 1 under the real actions) vs real final
+    normalised val of its runs, with the LR-regression baseline."""
+    from lrpilot.worldmodel.fidelity import spearman
+
+    plt = _plt()
+    grps = details["groups"][:max_groups]
+    if not grps:
+        return
+    cols = min(4, len(grps))
+    rows = -(-len(grps) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.6 * rows), squeeze=False)
+    real, sim, reg, traj = details["real"], details["sim"], details["regression"], details["traj"]
+    for ax, g in zip(axes.flat, grps):
+        ax.scatter(real[g], sim[g], s=18, label=f"world model (rho {spearman(sim[g], real[g]):.2f})")
+        ax.scatter(real[g], reg[g], s=12, marker="^", alpha=0.6, label=f"LR regression (rho {spearman(reg[g], real[g]):.2f})")
+        lo, hi = float(min(real[g].min(), sim[g].min())), float(max(real[g].max(), sim[g].max()))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        m = traj.meta[g[0]]
+        ax.set_title(f"{m['task']} {m['config']['n_layer']}x{m['config']['n_embd']}, {len(g)} runs", fontsize=9)
+        ax.set_xlabel("real final val / initial")
+        ax.set_ylabel("simulated")
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(grps):]:
+        ax.axis("off")
+    fig.suptitle("held-out groups: simulated vs real final val under the real actions (from the first observation)")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    _save(fig, path)

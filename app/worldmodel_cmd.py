@@ -43,7 +43,7 @@ def cmd_eval(args) -> int:
     from lrpilot.io import write_json
     from lrpilot.spec import DEFAULT_SPEC
     from lrpilot.trajectories import load_dir
-    from lrpilot.worldmodel import forecast
+    from lrpilot.worldmodel import fidelity, forecast
     from lrpilot.worldmodel.model import WorldModelConfig, build
     from lrpilot.worldmodel.train import split_runs
 
@@ -51,13 +51,17 @@ def cmd_eval(args) -> int:
     ck = checkpoints.load(resolve_ckpt(args.ckpt), kind="worldmodel", spec=DEFAULT_SPEC)
     cfg = WorldModelConfig.from_dict(ck.model_config)
     model, ser = build(cfg, ck.spec)
-    traj = load_dir(data_dirs(args.data), ck.spec)
+    full = traj = load_dir(data_dirs(args.data), ck.spec)
     if not args.all_runs:
         _, ho = split_runs(traj, cfg.heldout_frac, cfg.seed)
         traj = traj.subset(ho)
     print(f"[forecast] {len(traj)} held-out runs")
     result, samples = forecast.evaluate(model, ck.params, ser, traj, contexts=tuple(args.contexts),
                                         n_samples=args.samples, seed=args.seed)
+    if not args.all_runs and not args.no_fidelity:
+        tr, _ = split_runs(full, cfg.heldout_frac, cfg.seed)
+        result["fidelity"], details = fidelity.evaluate(model, ck.params, ser, traj, full.subset(tr), args.samples, args.seed)
+        plots.fidelity_groups(details, out / "fidelity_heldout.png")
     result["checkpoint"] = str(args.ckpt)
     import lrpilot
 
@@ -92,5 +96,7 @@ def register(sub) -> None:
     e.add_argument("--contexts", nargs="+", type=int, default=[3, 5, 10])
     e.add_argument("--samples", type=int, default=32)
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--all-runs", action="store_true", help="evaluate on every run of --data (data never trained on)")
+    e.add_argument("--all-runs", action="store_true", help="evaluate on every run of --data (data never trained on; "
+                   "no fidelity section, which needs the training split)")
+    e.add_argument("--no-fidelity", action="store_true", help="skip the fidelity section (forecasting only)")
     e.set_defaults(func=cmd_eval)

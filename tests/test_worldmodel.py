@@ -244,3 +244,48 @@ def test_simple_forecasters():
     k = np.arange(0, 8, dtype=float)
     pl = 1.0 + 2.0 * np.maximum(k, 1) ** -0.5
     assert forecast.power_law(pl, 3) == pytest.approx(1.0 + 2.0 * 10 ** -0.5, rel=0.02)
+
+
+# ---- fidelity --------------------------------------------------------------------------------
+def test_spearman_and_ranks():
+    from lrpilot.worldmodel.fidelity import rank, spearman
+
+    np.testing.assert_array_equal(rank(np.array([3.0, 1.0, 2.0, 2.0])), [3.0, 0.0, 1.5, 1.5])
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_real_action_effect_recovers_a_known_slope():
+    from conftest import synthetic_trajectories
+
+    from lrpilot.worldmodel.fidelity import _action_rows, _fe_slope
+
+    traj = synthetic_trajectories(n_runs=30, seed=3, noise=0.0)
+    for m in traj.meta:
+        m["controller"] = {"name": "random_walk"}
+    rows, x, y = _action_rows(traj)
+    assert len(rows) == 30 * 10 and set(np.round(x, 3)) <= set(np.round(np.log2(SPEC.actions), 3))
+    slope, se = _fe_slope(np.array([r for r, _ in rows]), x, y)
+    assert slope < 0 and se < abs(slope) / 3  # a higher LR lowers the next val in these curves: halving costs
+
+
+def test_fidelity_section_has_every_field(tiny_wm):
+    from conftest import synthetic_trajectories
+
+    from lrpilot.worldmodel import fidelity
+
+    cfg, model, ser, params = tiny_wm
+    traj = synthetic_trajectories(n_runs=12, seed=1)
+    for i, m in enumerate(traj.meta):
+        m["group"] = i // 4  # 3 groups of 4
+        m["controller"] = {"name": "random_walk"}
+    out, details = fidelity.evaluate(model, params, ser, traj, traj, n_samples=2, log=lambda s: None)
+    h = out["heldout"]
+    assert h["n_groups"] == 3 and h["n_runs"] == 12 and h["samples"] == 2
+    for k in ("within_group_spearman", "regression_spearman"):
+        assert -1 <= h[k]["mean"] <= 1 and h[k]["n"] == 3
+    assert h["final_val_mae"] > 0 and h["final_val_mae_train_mean"] > 0
+    assert {"real", "real_stderr", "sim", "ratio"} <= set(h["action_effect"]) and h["action_effect"]["n_rows"] == 120
+    assert set(h["high_lr_cost"]) == {"real", "sim", "ratio"}
+    assert details["sim"].shape == (12,) and np.all((details["sim"] > 0) & (details["sim"] <= 1.5))

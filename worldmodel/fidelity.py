@@ -1,0 +1,211 @@
+"""The simulator's fidelity: how well the world model, used as an environment, judges LR actions.
+
+"Groups" are runs that share a task and a model config and differ in their LR actions (one
+collection group). All values are normalised val (val / the run's initial val); a diverged run's
+final value is the spec's divergence ratio.
+
+* within_group_spearman: from prefix 1 (the first observation only) under each run's real
+  actions, the median of `samples` simulated final vals against the real final val, ranked
+  within each group (groups of >= 3 runs); mean and standard error over groups.
+* regression_spearman: the same ranking from a least-squares fit of the final val on the run's
+  LR trajectory (mean log LR in each quarter of the run and the last one: 5 coefficients), fit on
+  the training runs: what the LR schedule alone tells.
+* final_val_mae (from prefix 1) beside final_val_mae_train_mean (predicting the training runs'
+  mean final val for every run).
+* action_effect: the effect on the next val of halving the LR, at decisions k >= n/2, as the
+  slope of the change in val on the action's LR change in doublings (log2 of its factor),
+  times -1, with run fixed effects, on random-walk runs (their actions do not depend on the
+  state). Real: the real next vals. Simulated: the same regression on the world model's mean
+  next val from the same real prefixes under the same actions. ratio = sim / real.
+* high_lr_cost: final val of runs that held >= 30x their base LR through the second half minus
+  their groupmates held within 0.5-2x, averaged over groups that have both; real and simulated
+  (from prefix 1); ratio = sim / real.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lrpilot.trajectories import Trajectories
+from lrpilot.worldmodel.env import SimEnv
+from lrpilot.worldmodel.forecast import sample_futures
+from lrpilot.worldmodel.train import group_key
+
+HIGH_LR, MID_LR = 30.0, (0.5, 2.0)
+CHUNK = 64  # runs simulated together (x samples episodes)
+
+
+def rank(x: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 with ties averaged."""
+    order = np.argsort(x, kind="stable")
+    r = np.empty(len(x))
+    r[order] = np.arange(len(x))
+    for v in np.unique(x):
+        tie = x == v
+        if tie.sum() > 1:
+            r[tie] = r[tie].mean()
+    return r
+
+
+def spearman(a, b) -> float:
+    ra, rb = rank(np.asarray(a, float)), rank(np.asarray(b, float))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def groups(traj: Trajectories, min_size: int = 3) -> list[np.ndarray]:
+    by: dict = {}
+    for i, (m, f) in enumerate(zip(traj.meta, traj.files)):
+        by.setdefault(group_key(m, f), []).append(i)
+    return [np.array(v) for v in by.values() if len(v) >= min_size]
+
+
+def final_val(traj: Trajectories) -> np.ndarray:
+    return traj.obs[np.arange(len(traj)), traj.length - 1, traj.spec.index("val")].astype(np.float64)
+
+
+def lr_features(traj: Trajectories) -> np.ndarray:
+    """(R, 6): mean log10(LR / base) over each quarter of the run, the last interval's, and 1."""
+    li, n = traj.spec.index("log_lr"), traj.spec.n_decisions
+    log_lr = traj.obs[:, 1:, li].astype(np.float64)  # obs k's log_lr: the LR of interval k-1 (k = 1..n)
+    q = np.array_split(np.arange(n), 4)
+    cols = [log_lr[:, idx].mean(1) for idx in q] + [log_lr[:, -1], np.ones(len(traj))]
+    return np.stack(cols, axis=1)
+
+
+def _mean_se(xs) -> dict:
+    xs = [x for x in xs if np.isfinite(x)]
+    if not xs:
+        return {"mean": None, "stderr": None, "n": 0}
+    return {"mean": float(np.mean(xs)), "stderr": float(np.std(xs, ddof=1) / math.sqrt(len(xs))) if len(xs) > 1 else None,
+            "n": len(xs)}
+
+
+def sim_final(env: SimEnv, params, traj: Trajectories, n_samples: int, key) -> np.ndarray:
+    """(R, M) simulated final normalised val from prefix 1 under each run's real actions."""
+    n, out = env.spec.n_decisions, []
+    for j, start in enumerate(range(0, len(traj), CHUNK)):  # a bounded number of simulated episodes at once
+        runs = np.arange(start, min(start + CHUNK, len(traj)))
+        vals = sample_futures(env, params, traj, runs, 1, n, n_samples, jax.random.fold_in(key, j))  # (r, M, n): obs 1..n
+        out.append(vals[np.arange(len(runs)), :, traj.length[runs] - 2])
+    return np.concatenate(out)
+
+
+def _action_rows(traj: Trajectories):
+    """(run, k) rows of random-walk runs at decisions k >= n/2 with an observation k + 1, the LR
+    change of their action in doublings (log2 factor) and the real change of val."""
+    vi, n = traj.spec.index("val"), traj.spec.n_decisions
+    log2f = np.log2(np.asarray(traj.spec.actions))
+    rows = [(r, k) for r, m in enumerate(traj.meta) if m["controller"]["name"] == "random_walk"
+            for k in range(n // 2, traj.length[r] - 1)]
+    x = np.array([log2f[traj.actions[r, k]] for r, k in rows])
+    y = np.array([traj.obs[r, k + 1, vi] - traj.obs[r, k, vi] for r, k in rows], float)
+    return rows, x, y
+
+
+def _fe_slope(run: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """OLS slope of y on x with a fixed effect per run, and its standard error."""
+    xd, yd = x.astype(float).copy(), y.astype(float).copy()
+    for r in np.unique(run):
+        sel = run == r
+        xd[sel] -= xd[sel].mean()
+        yd[sel] -= yd[sel].mean()
+    b = float(xd @ yd / (xd @ xd))
+    resid = yd - b * xd
+    dof = max(len(y) - 1 - len(np.unique(run)), 1)
+    return b, float(math.sqrt(resid @ resid / dof / (xd @ xd)))
+
+
+def _sim_next(env: SimEnv, params, traj: Trajectories, rows, n_samples: int, key) -> np.ndarray:
+    """(rows,) mean simulated val at k + 1 from the real prefix 0..k under the real action k."""
+    vi, n = env.spec.index("val"), env.spec.n_decisions
+    acts = jnp.asarray(np.maximum(traj.actions, 0))
+
+    def one(r, k, kk):
+        _, st = env.reset_to(params, r, k + 1, n)
+        obs, *_ = env.step(kk, st, acts[r, k], params)
+        return obs[vi]
+
+    f = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, None, 0)), in_axes=(0, 0, 0)))
+    keys = jax.random.split(key, len(rows) * n_samples).reshape(len(rows), n_samples)
+    r, k = np.array([r for r, _ in rows]), np.array([k for _, k in rows])
+    out = [np.asarray(f(jnp.asarray(r[j : j + CHUNK]), jnp.asarray(k[j : j + CHUNK]), keys[j : j + CHUNK])).mean(1)
+           for j in range(0, len(rows), CHUNK)]
+    return np.concatenate(out)
+
+
+def _high_lr_cost(traj: Trajectories, final: np.ndarray, grps) -> float | None:
+    li, n = traj.spec.index("log_lr"), traj.spec.n_decisions
+    second = traj.obs[:, n // 2 + 1 :, li]
+    high = (second >= math.log10(HIGH_LR) - 1e-6).all(1)
+    mid = ((second >= math.log10(MID_LR[0]) - 1e-6) & (second <= math.log10(MID_LR[1]) + 1e-6)).all(1)
+    diffs = [final[g][high[g]].mean() - final[g][mid[g]].mean() for g in grps if high[g].any() and mid[g].any()]
+    return float(np.mean(diffs)) if diffs else None
+
+
+def fidelity(env: SimEnv, params, traj: Trajectories, train_traj: Trajectories, n_samples: int = 32, seed: int = 0,
+             with_action_effect: bool = True) -> tuple[dict, dict]:
+    """The fidelity section of forecast.json on `traj` (held-out or training runs), with the
+    regression baseline fit on `train_traj`. Returns (section, per-run details for plots)."""
+    spec = env.spec
+    k_sim, k_eff = jax.random.split(jax.random.key(seed))
+    real = final_val(traj)
+    sim = sim_final(env, params, traj, n_samples, k_sim)
+    sim_med = np.nanmedian(sim, axis=1)
+    Xtr, ytr = lr_features(train_traj), final_val(train_traj)
+    coef, *_ = np.linalg.lstsq(Xtr, ytr, rcond=None)
+    reg = lr_features(traj) @ coef
+    grps = groups(traj)
+    out = {
+        "n_groups": len(grps), "n_runs": int(sum(len(g) for g in grps)), "samples": n_samples,
+        "within_group_spearman": _mean_se([spearman(sim_med[g], real[g]) for g in grps]),
+        "regression_spearman": _mean_se([spearman(reg[g], real[g]) for g in grps]),
+        "final_val_mae": float(np.mean(np.abs(sim_med - real))),
+        "final_val_mae_train_mean": float(np.mean(np.abs(ytr.mean() - real))),
+    }
+    rows, x, y = _action_rows(traj)
+    eff = {"real": None, "real_stderr": None, "sim": None, "sim_stderr": None, "ratio": None, "n_rows": len(rows)}
+    if len(rows) >= 10 and np.ptp(x) > 0:
+        run = np.array([r for r, _ in rows])
+        slope, se = _fe_slope(run, x, y)
+        eff.update(real=-slope, real_stderr=se)  # halving is -1 doubling
+        if with_action_effect:
+            vi = spec.index("val")
+            y_sim = _sim_next(env, params, traj, rows, n_samples, k_eff) - np.array([traj.obs[r, k, vi] for r, k in rows])
+            s_slope, s_se = _fe_slope(run, x, y_sim)
+            eff.update(sim=-s_slope, sim_stderr=s_se, ratio=s_slope / slope if slope else None)
+    out["action_effect"] = eff
+    hr, hs = _high_lr_cost(traj, real, grps), _high_lr_cost(traj, sim_med, grps)
+    out["high_lr_cost"] = {"real": hr, "sim": hs, "ratio": hs / hr if hr and hs is not None else None}
+    return out, {"groups": grps, "real": real, "sim": sim_med, "regression": reg, "traj": traj}
+
+
+def evaluate(model, wm_params, ser, heldout: Trajectories, train: Trajectories, n_samples: int = 32, seed: int = 0,
+             log=print) -> tuple[dict, dict]:
+    """forecast.json's fidelity section: {"heldout": ..., "train": ...}, and the held-out details."""
+    env = SimEnv(model, ser)
+    out, details = {}, None
+    for name, traj in (("heldout", heldout), ("train", train)):
+        params = env.params(wm_params, traj, max_prefix=1)
+        out[name], d = fidelity(env, params, traj, train, n_samples, seed)
+        details = d if name == "heldout" else details
+        f = out[name]
+        log(f"[fidelity] {name}: {f['n_groups']} groups, within-group Spearman "
+            f"{_fmt(f['within_group_spearman'])} (LR regression {_fmt(f['regression_spearman'])}); final-val MAE "
+            f"{f['final_val_mae']:.4f} (train mean {f['final_val_mae_train_mean']:.4f}); action effect ratio "
+            f"{_num(f['action_effect']['ratio'])} (real {_num(f['action_effect']['real'])}); high-LR cost ratio "
+            f"{_num(f['high_lr_cost']['ratio'])}")
+    return out, details
+
+
+def _fmt(d: dict) -> str:
+    return "-" if d["mean"] is None else f"{d['mean']:.3f}" + (f" ± {d['stderr']:.3f}" if d["stderr"] else "")
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.4g}"
