@@ -7,16 +7,17 @@ from lrpilot.app.checks import data_dirs, out_parent, resolve_ckpt
 
 
 def cmd_policy_train(args) -> int:
+    from lrpilot import checkpoints
     from lrpilot.policy.network import PolicyConfig
     from lrpilot.policy.train import train
-    from lrpilot.spec import DEFAULT_SPEC
     from lrpilot.trajectories import load_dir
 
     cfg = flags.build_config(PolicyConfig, args)
     dirs = data_dirs(args.data)
     out_parent(args.out)
-    traj = load_dir(dirs, DEFAULT_SPEC)
-    train(resolve_ckpt(args.world_model), traj, cfg, args.out, progress=not args.quiet,
+    wm = resolve_ckpt(args.world_model)
+    traj = load_dir(dirs, checkpoints.load(wm, kind="worldmodel").spec)  # the world model's spec
+    train(wm, traj, cfg, args.out, progress=not args.quiet,
           meta={"data": list(args.data), "command": "lrpilot policy train"})
     return 0
 
@@ -24,12 +25,12 @@ def cmd_policy_train(args) -> int:
 def cmd_policy_eval(args) -> int:
     import json
 
+    from lrpilot import checkpoints
     from lrpilot.io import write_json
     from lrpilot.policy.train import evaluate, format_report
-    from lrpilot.spec import DEFAULT_SPEC
     from lrpilot.trajectories import load_dir
 
-    traj = load_dir(data_dirs(args.data), DEFAULT_SPEC)
+    traj = load_dir(data_dirs(args.data), checkpoints.load(resolve_ckpt(args.world_model), kind="worldmodel").spec)
     report = evaluate(resolve_ckpt(args.ckpt, "policy"), resolve_ckpt(args.world_model), traj, args.n_envs, args.seed)
     print(format_report(report))
     if args.out:

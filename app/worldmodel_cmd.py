@@ -16,7 +16,7 @@ def _load_data(paths, spec):
 
 
 def cmd_train(args) -> int:
-    from lrpilot.spec import DEFAULT_SPEC
+    from lrpilot.spec import SPECS
     from lrpilot.worldmodel.model import WorldModelConfig
     from lrpilot.worldmodel.train import train
 
@@ -25,7 +25,7 @@ def cmd_train(args) -> int:
         raise ValueError(f"--data-fraction must be in (0, 1], got {args.data_fraction}")
     dirs = data_dirs(args.data)
     out_parent(args.out)
-    traj = _load_data(dirs, DEFAULT_SPEC)
+    traj = _load_data(dirs, SPECS[args.spec])
     if args.data_fraction < 1.0:
         from lrpilot.worldmodel.train import split_runs
 
@@ -33,7 +33,8 @@ def cmd_train(args) -> int:
         print(f"[worldmodel] --data-fraction {args.data_fraction}: {len(keep)} of {len(traj)} runs")
         traj = traj.subset(keep)
     train(traj, cfg, args.out, progress=not args.quiet,
-          meta={"data": list(args.data), "data_fraction": args.data_fraction, "command": "lrpilot worldmodel train"})
+          meta={"data": list(args.data), "data_fraction": args.data_fraction, "spec": args.spec,
+                "command": "lrpilot worldmodel train"})
     return 0
 
 
@@ -41,14 +42,13 @@ def cmd_eval(args) -> int:
     from lrpilot import checkpoints
     from lrpilot.app import plots
     from lrpilot.io import write_json
-    from lrpilot.spec import DEFAULT_SPEC
     from lrpilot.trajectories import load_dir
     from lrpilot.worldmodel import fidelity, forecast
     from lrpilot.worldmodel.model import WorldModelConfig, build
     from lrpilot.worldmodel.train import split_runs
 
     out = out_dir(args.out)
-    ck = checkpoints.load(resolve_ckpt(args.ckpt), kind="worldmodel", spec=DEFAULT_SPEC)
+    ck = checkpoints.load(resolve_ckpt(args.ckpt), kind="worldmodel")  # its own spec decides the observations
     cfg = WorldModelConfig.from_dict(ck.model_config)
     model, ser = build(cfg, ck.spec)
     full = traj = load_dir(data_dirs(args.data), ck.spec)
@@ -59,7 +59,7 @@ def cmd_eval(args) -> int:
     result, samples = forecast.evaluate(model, ck.params, ser, traj, contexts=tuple(args.contexts),
                                         n_samples=args.samples, seed=args.seed)
     if not args.all_runs and not args.no_fidelity:
-        tr, _ = split_runs(full, cfg.heldout_frac, cfg.seed)
+        tr = split_runs(full, cfg.heldout_frac, cfg.seed, cfg.val_frac if cfg.select == "fidelity" else 0.0)[0]
         result["fidelity"], details = fidelity.evaluate(model, ck.params, ser, traj, full.subset(tr), args.samples, args.seed)
         plots.fidelity_groups(details, out / "fidelity_heldout.png")
     result["checkpoint"] = str(args.ckpt)
@@ -85,7 +85,10 @@ def register(sub) -> None:
     t = ws.add_parser("train", help="train a world model on trajectory files")
     t.add_argument("--data", nargs="+", default=["starter"], help="trajectory directories ('starter': the shipped dataset)")
     t.add_argument("--out", required=True, help="checkpoint directory (resumes from OUT.state)")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--spec", default="v1", choices=["v1", "v2"],
+                   help="observation spec: v1 (task-independent observations) or v2 (v1 plus the run's context: "
+                        "base LR, parameter count, tokens per update, run length); v1 trajectory files are re-derived")
     t.add_argument("--data-fraction", type=float, default=1.0, help="train on this fraction of the run groups (ablation)")
     flags.add_config_flags(t.add_argument_group("world model (WorldModelConfig)"), WorldModelConfig)
     t.set_defaults(func=cmd_train)

@@ -122,7 +122,7 @@ class EpsilonPolicy(SpecController):
         self.rng = random.Random(self.seed)
 
     def choose(self, k):
-        greedy = self.inner.act(self.obs, self.actions, self.lr_rel)
+        greedy = self.inner.act(self.obs, self.actions, self.lr_rel, self.static)
         return self.rng.randrange(self.spec.n_actions) if self.rng.random() < self.epsilon else greedy
 
     def describe(self):

@@ -58,6 +58,8 @@ class LoopDriver:
             controllers observe at these points by default; the learned policy observes at its
             own decision points (`observe_points`).
         seed: run seed handed to the controller (`RunInfo.seed`).
+        n_params, tokens_per_update: the model's parameter count and batch x block, for controllers
+            whose spec observes the run's context (a version-2 policy refuses to start without them).
     `LoopDriver.from_run(controller, run)` takes a `RunInfo` instead.
 
     Attributes:
@@ -69,12 +71,13 @@ class LoopDriver:
     """
 
     def __init__(self, controller: Controller, base_lr: float, max_iters: int, min_lr: float | None = None,
-                 warmup_iters: int = 0, eval_interval: int | None = None, seed: int = 0):
+                 warmup_iters: int = 0, eval_interval: int | None = None, seed: int = 0, n_params: int | None = None,
+                 tokens_per_update: int | None = None):
         if eval_interval is None:
             eval_interval = max(int(max_iters) // 10, 1)
         run = RunInfo(base_lr=float(base_lr), min_lr=float(base_lr) / 10 if min_lr is None else float(min_lr),
                       warmup_iters=int(warmup_iters), max_iters=int(max_iters), eval_interval=int(eval_interval),
-                      seed=int(seed))
+                      seed=int(seed), n_params=n_params, tokens_per_update=tokens_per_update)
         self._start(controller, run)
 
     @classmethod

@@ -34,7 +34,8 @@ import math
 
 import numpy as np
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,9 @@ class EnvSpec:
         ObsField("val", 0.0, 1.5, False),
         ObsField("train", 0.0, 1.5, False),
     )
+    # known once per run before it starts (the run's context), written once at the head of an
+    # episode's sequence; deterministic (never predicted). Version 1 has none.
+    static: tuple[ObsField, ...] = ()
     version: int = SPEC_VERSION
 
     def __post_init__(self):
@@ -73,6 +77,11 @@ class EnvSpec:
                 raise ValueError(f"EnvSpec.fields must include '{need}', got {names}")
         if self.field("val").high != self.divergence_ratio or self.field("train").high != self.divergence_ratio:
             raise ValueError("EnvSpec: the val and train boxes must end at divergence_ratio")
+        unknown = [f.name for f in self.static if f.name not in STATIC_FIELDS]
+        if unknown or not all(f.deterministic for f in self.static):
+            raise ValueError(f"EnvSpec.static: fields must be deterministic and among {', '.join(STATIC_FIELDS)}, got {unknown}")
+        if self.version == 1 and self.static:
+            raise ValueError("EnvSpec: version 1 has no static fields")
 
     # ---- structure ------------------------------------------------------------------------
     @property
@@ -82,6 +91,10 @@ class EnvSpec:
     @property
     def n_obs(self) -> int:
         return len(self.fields)
+
+    @property
+    def n_static(self) -> int:
+        return len(self.static)
 
     @property
     def n_actions(self) -> int:
@@ -173,6 +186,24 @@ class EnvSpec:
         i = self.index("val")
         return prev_obs[..., i] - obs[..., i]
 
+    def static_values(self, base_lr: float, n_params: int | None, tokens_per_update: int | None,
+                      max_iters: int) -> np.ndarray:
+        """(n_static,) float32: the run's context in the order of `static` (log10 of each quantity).
+        Raises ValueError naming what is missing when the spec needs it and it is None."""
+        raw = {"log_base_lr": base_lr, "log_params": n_params, "log_tokens_per_update": tokens_per_update,
+               "log_max_iters": max_iters}
+        missing = [f.name[4:] for f in self.static if raw[f.name] is None]
+        if missing:
+            raise ValueError(f"this spec (version {self.version}) observes the run's {', '.join(missing)}; give "
+                             f"{' and '.join(missing)} (RunInfo / LoopDriver(..., {missing[0]}=...))")
+        return np.array([math.log10(raw[f.name]) for f in self.static], np.float32)
+
+    def same_dynamics(self, other: "EnvSpec") -> bool:
+        """Whether `other` defines the same env step (decisions, actions, LR range, divergence): its
+        trajectories can then be re-derived under this spec from their raw metrics."""
+        return (self.n_decisions, tuple(self.actions), tuple(self.lr_range), self.divergence_ratio) == (
+            other.n_decisions, tuple(other.actions), tuple(other.lr_range), other.divergence_ratio)
+
     # ---- (de)serialization -------------------------------------------------------------------
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -183,9 +214,11 @@ class EnvSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "EnvSpec":
         d = dict(d)
-        if d.get("version") != SPEC_VERSION:
-            raise ValueError(f"EnvSpec version {d.get('version')} is not supported (this lrpilot reads {SPEC_VERSION})")
+        if d.get("version") not in READABLE_VERSIONS:
+            raise ValueError(f"EnvSpec version {d.get('version')} is not supported (this lrpilot reads versions "
+                             f"{', '.join(map(str, READABLE_VERSIONS))})")
         d["fields"] = tuple(ObsField(**f) for f in d["fields"])
+        d["static"] = tuple(ObsField(**f) for f in d.get("static", ()))
         d["actions"] = tuple(d["actions"])
         d["lr_range"] = tuple(d["lr_range"])
         return cls(**d)
@@ -197,6 +230,7 @@ class EnvSpec:
     def diff(self, other: "EnvSpec | dict") -> list[str]:
         """Names of the fields that differ from `other` (empty when the specs match)."""
         a, b = self.to_dict(), other.to_dict() if isinstance(other, EnvSpec) else dict(other)
+        b.setdefault("static", [])  # written before static fields existed (version 1): none
         return sorted(k for k in set(a) | set(b) if _listify(a.get(k)) != _listify(b.get(k)))
 
     def check_same(self, other: "EnvSpec | dict", where: str) -> None:
@@ -243,4 +277,14 @@ def _finite(x) -> bool:
     return x is not None and math.isfinite(x)
 
 
-DEFAULT_SPEC = EnvSpec()
+STATIC_FIELDS = ("log_base_lr", "log_params", "log_tokens_per_update", "log_max_iters")
+RUN_CONTEXT = (ObsField("log_base_lr", -6.0, 0.0, True), ObsField("log_params", 3.0, 9.0, True),
+               ObsField("log_tokens_per_update", 1.0, 6.0, True), ObsField("log_max_iters", 1.0, 6.0, True))
+
+SPEC_V1 = EnvSpec(version=1)
+"""The starter dataset's spec: task-independent observations, no run context."""
+SPEC_V2 = EnvSpec(static=RUN_CONTEXT, version=2)
+"""Version 1's observations plus the run's context (log10 of the configured base LR, the parameter
+count, the tokens per update and the run length), written once at the head of each episode."""
+SPECS = {"v1": SPEC_V1, "v2": SPEC_V2}
+DEFAULT_SPEC = SPEC_V1

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lrpilot.io import atomic_path
-from lrpilot.spec import EnvSpec, SpecMismatch
+from lrpilot.spec import EnvSpec
 
 FORMAT_VERSION = "2"
 READABLE_FORMATS = ("1", "2")
@@ -98,13 +98,10 @@ def _check(where: str, table: pa.Table, meta: dict, version: str, spec: EnvSpec,
            rows: bool = True) -> None:
     """Validates the spec and the columns (`header`) and the rows of one run (`rows`) of `table`."""
     if header:
-        try:
-            spec.check_same(json.loads(meta[b"lrpilot.spec"]), where=where)
-        except SpecMismatch:
-            raise
-        except Exception as e:
-            raise TrajectoryFileError(f"{where}: unreadable 'lrpilot.spec' metadata ({e})") from None
-        for f in schema(spec, version):
+        own = file_spec(where, meta)
+        if not spec.same_dynamics(own):
+            spec.check_same(own, where=where)  # raises, naming the fields
+        for f in schema(own, version):
             if f.name not in table.schema.names:
                 raise TrajectoryFileError(f"{where}: missing column '{f.name}' ({f.type})")
             got = table.schema.field(f.name).type
@@ -118,6 +115,16 @@ def _check(where: str, table: pa.Table, meta: dict, version: str, spec: EnvSpec,
     actions = table.column("action").to_numpy()
     if np.any(actions[:-1] < 0) or np.any(actions >= spec.n_actions) or actions[-1] != -1:
         raise TrajectoryFileError(f"{where}: column 'action' must be in [0, {spec.n_actions}) except -1 on the last row")
+
+
+def file_spec(where: str, meta: dict) -> EnvSpec:
+    """The spec a file was written under (from its metadata); TrajectoryFileError naming the file
+    and the version when this lrpilot cannot read it."""
+    d = _json(where, meta[b"lrpilot.spec"], "lrpilot.spec")
+    try:
+        return EnvSpec.from_dict(d)
+    except (ValueError, TypeError, KeyError) as e:
+        raise TrajectoryFileError(f"{where}: unreadable 'lrpilot.spec' metadata, spec version {d.get('version') if isinstance(d, dict) else '?'} ({e})") from None
 
 
 def _json(where: str, raw: bytes, key: str):
@@ -134,16 +141,20 @@ def read_run(path: str | Path, spec: EnvSpec) -> tuple[pa.Table, dict]:
     if PACKED_KEY in meta:
         raise TrajectoryFileError(f"{path}: a packed dataset of several runs; read it with read_runs or load_dir")
     _check(str(path), table, meta, version, spec)
+    spec.check_same(file_spec(str(path), meta), where=str(path))  # read_run returns the file's own columns
     return table, _json(str(path), meta[b"lrpilot.run"], "lrpilot.run")
 
 
-def read_runs(path: str | Path, spec: EnvSpec) -> list[tuple[str, pa.Table, dict]]:
-    """Every run of a per-run file or a packed dataset, validated: [(name, table, metadata)]; a
-    packed run's name is 'PATH#run_id'."""
+def read_runs(path: str | Path, spec: EnvSpec) -> list[tuple[str, pa.Table, dict, EnvSpec]]:
+    """Every run of a per-run file or a packed dataset, validated against `spec` (the same spec,
+    or one with the same dynamics whose observations can be re-derived):
+    [(name, table, metadata, the file's own spec)]; a packed run's name is 'PATH#run_id'."""
     path = Path(path)
     table, meta, version = _read_table(path)
+    own = file_spec(str(path), meta)
     if PACKED_KEY not in meta:
-        return [(str(path), *read_run(path, spec))]
+        _check(str(path), table, meta, version, spec)
+        return [(str(path), table, _json(str(path), meta[b"lrpilot.run"], "lrpilot.run"), own)]
     _check(str(path), table, meta, version, spec, rows=False)
     if "run_id" not in table.schema.names:
         raise TrajectoryFileError(f"{path}: a packed dataset without its 'run_id' column")
@@ -164,8 +175,45 @@ def read_runs(path: str | Path, spec: EnvSpec) -> list[tuple[str, pa.Table, dict
         run_table = table.slice(start[rid], length[rid]).drop_columns(["run_id"])
         where = f"{path}#{rid}"
         _check(where, run_table, meta, version, spec, header=False)
-        out.append((where, run_table, {k: v for k, v in m.items() if k != "run_id"}))
+        out.append((where, run_table, {k: v for k, v in m.items() if k != "run_id"}, own))
     return out
+
+
+def gpt_params(vocab: int, n_layer: int, n_embd: int, block_size: int, bias: bool = False) -> int:
+    """Parameters of lrpilot's char GPT, positions included (what RunGroup.n_params counts)."""
+    d = n_embd
+    per_block = 12 * d * d + 2 * d + (11 * d if bias else 0)
+    return vocab * d + n_layer * per_block + d + (d if bias else 0) + block_size * d
+
+
+def run_context(where: str, meta: dict, spec: EnvSpec) -> np.ndarray:
+    """The run's static fields under `spec` from its metadata (a format-1 run's parameter count
+    and tokens per update from its model config)."""
+    try:
+        cfg = meta["config"]
+        n_params = meta.get("n_params") or gpt_params(meta["vocab_size"], cfg["n_layer"], cfg["n_embd"],
+                                                      cfg["block_size"], cfg.get("bias", False))
+        tpu = meta.get("tokens_per_update") or cfg["batch_size"] * cfg["block_size"]
+        return spec.static_values(meta["base_lr"], n_params, tpu, cfg["max_iters"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise TrajectoryFileError(f"{where}: cannot derive the run context of spec version {spec.version} from its "
+                                  f"metadata ({type(e).__name__}: {e})") from None
+
+
+def derive_observations(where: str, table: pa.Table, meta: dict, spec: EnvSpec) -> np.ndarray:
+    """(L, n_obs) observations under `spec` re-derived from a run's raw columns (val_loss,
+    train_loss, lr) and its base LR, for a file written under another spec with the same dynamics."""
+    val = table.column("val_loss").to_numpy(zero_copy_only=False).astype(np.float64)
+    train = table.column("train_loss").to_numpy(zero_copy_only=False).astype(np.float64)
+    lr = table.column("lr").to_numpy(zero_copy_only=False).astype(np.float64)
+    if not np.isfinite(val[0]) or "base_lr" not in meta:
+        raise TrajectoryFileError(f"{where}: cannot re-derive spec version {spec.version}'s observations (no initial "
+                                  "val_loss or base_lr); re-collect it or read it under its own spec")
+    out = []
+    for k in range(len(val)):
+        lr_rel = 1.0 if k == 0 else lr[k - 1] / meta["base_lr"]
+        out.append(spec.observation(k, lr_rel, val[k], None if k == 0 else train[k], val[0])[0])
+    return np.stack(out)
 
 
 def pack(paths, out: str | Path, spec: EnvSpec) -> int:
@@ -179,7 +227,8 @@ def pack(paths, out: str | Path, spec: EnvSpec) -> int:
     sch = schema(spec)
     tables, metas, seen = [], [], {}
     for f in files:
-        for where, table, meta in read_runs(f, spec):
+        for where, table, meta, own in read_runs(f, spec):
+            spec.check_same(own, where=where)  # a packed dataset holds one spec's columns
             rid = where.split("#", 1)[1] if "#" in where else Path(where).stem
             if rid in seen:
                 raise TrajectoryFileError(f"{where}: run '{rid}' also comes from {seen[rid]}")
@@ -216,7 +265,7 @@ class Trajectories:
 
     obs: (R, n+1, n_obs) float32, rows past an episode's end repeat its last observation.
     actions: (R, n) int32, -1 past the end. length: (R,) number of observation rows.
-    terminated: (R,) bool. val_loss: (R, n+1) float64 raw validation loss (nats), NaN where
+    terminated: (R,) bool. static: (R, n_static) the runs' context (specs with static fields). val_loss: (R, n+1) float64 raw validation loss (nats), NaN where
     missing or past the end. raw: every raw metric column (RAW_COLUMNS) as (R, n+1) float64,
     NaN where missing, past the end, or absent from the file's format. meta: run metadata
     dicts. files: their paths.
@@ -231,6 +280,7 @@ class Trajectories:
     files: list
     val_loss: np.ndarray | None = None
     raw: dict | None = None
+    static: np.ndarray | None = None  # (R, n_static) float32: the runs' context, for specs with static fields
 
     def __len__(self) -> int:
         return len(self.files)
@@ -240,7 +290,8 @@ class Trajectories:
         return Trajectories(self.spec, self.obs[idx], self.actions[idx], self.length[idx], self.terminated[idx],
                             [self.meta[i] for i in idx], [self.files[i] for i in idx],
                             None if self.val_loss is None else self.val_loss[idx],
-                            None if self.raw is None else {k: v[idx] for k, v in self.raw.items()})
+                            None if self.raw is None else {k: v[idx] for k, v in self.raw.items()},
+                            None if self.static is None else self.static[idx])
 
     def rewards(self) -> np.ndarray:
         """(R, n) rewards r_1..r_n derived from the observations (0 past the end)."""
@@ -254,21 +305,27 @@ def load_dir(paths: str | Path | list, spec: EnvSpec) -> Trajectories:
     below them, recursively); a run found twice is an error naming both places."""
     runs, seen = [], {}
     for f in _files(paths):
-        for where, table, meta in read_runs(f, spec):
+        for where, table, meta, own in read_runs(f, spec):
             key = (meta.get("family"), meta.get("job_seed"), meta.get("run_index"), meta.get("seed"), meta.get("task"))
             if key in seen and key[2] is not None:
                 raise TrajectoryFileError(f"{where}: the same run as {seen[key]} (loaded twice: a packed file beside its runs?)")
             seen[key] = where
-            runs.append((where, table, meta))
+            runs.append((where, table, meta, own))
     n, f = spec.n_decisions, spec.n_obs
     obs = np.zeros((len(runs), n + 1, f), np.float32)
     actions = np.full((len(runs), n), -1, np.int32)
     length = np.zeros(len(runs), np.int32)
     term = np.zeros(len(runs), bool)
     raw = {c: np.full((len(runs), n + 1), np.nan) for c in RAW_COLUMNS}
+    static = np.zeros((len(runs), spec.n_static), np.float32)
     metas = []
-    for i, (where, table, meta) in enumerate(runs):
-        o = np.stack([table.column(f"obs_{name}").to_numpy() for name in spec.names], axis=-1)
+    for i, (where, table, meta, own) in enumerate(runs):
+        if own.fields == spec.fields:
+            o = np.stack([table.column(f"obs_{name}").to_numpy() for name in spec.names], axis=-1)
+        else:
+            o = derive_observations(where, table, meta, spec)
+        if spec.n_static:
+            static[i] = run_context(where, meta, spec)
         L = len(o)
         obs[i, :L], obs[i, L:] = o, o[-1]
         a = table.column("action").to_numpy()[:-1]
@@ -279,4 +336,5 @@ def load_dir(paths: str | Path | list, spec: EnvSpec) -> Trajectories:
             if c in table.schema.names:
                 raw[c][i, :L] = table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
         metas.append(meta)
-    return Trajectories(spec, obs, actions, length, term, metas, [w for w, _, _ in runs], raw["val_loss"], raw)
+    return Trajectories(spec, obs, actions, length, term, metas, [r[0] for r in runs], raw["val_loss"], raw,
+                        static if spec.n_static else None)

@@ -24,7 +24,7 @@ import numpy as np
 from lrpilot import checkpoints, controllers
 from lrpilot.controllers.spec_controller import SpecController
 from lrpilot.policy.network import PolicyNet, action_mask, build, lr_support, masked_logits
-from lrpilot.spec import DEFAULT_SPEC, EnvSpec
+from lrpilot.spec import EnvSpec
 from lrpilot.worldmodel.model import WorldModelConfig
 
 
@@ -54,16 +54,18 @@ class PolicyController(SpecController):
         super().reset(run)
         self._key = jax.random.key(self.seed if self.greedy else run.seed * 7919 + self.seed)
 
-    def act(self, obs: list, actions: list, lr_rel: float | None = None) -> int:
+    def act(self, obs: list, actions: list, lr_rel: float | None = None, static=None) -> int:
         """Action for the last observation given the episode so far (obs 0..k, actions 0..k-1);
-        `lr_rel` (the current LR / base LR) masks actions to the LR support."""
+        `lr_rel` (the current LR / base LR) masks actions to the LR support; `static` is the run's
+        context (default: this controller's run's, set by `reset`)."""
         k = len(obs) - 1
         ser = self.ser
         o = np.zeros((self.spec.n_decisions + 1, self.spec.n_obs), np.float32)
         o[: k + 1] = np.stack(obs)
         a = np.full(self.spec.n_decisions, -1, np.int32)
         a[:k] = actions[:k]
-        seq = ser.encode_episodes(o[None], a[None], np.array([k + 1]))[0]
+        static = self.static if static is None else static
+        seq = ser.encode_episodes(o[None], a[None], np.array([k + 1]), None if not self.spec.n_static else np.asarray(static)[None])[0]
         logits, _ = self._f(self.params, jnp.asarray(seq), ser.decision_pos(k))
         if self.lr_support is not None and lr_rel is not None:
             logits = masked_logits(logits, action_mask(self.spec, lr_rel, *self.lr_support))
@@ -79,11 +81,11 @@ class PolicyController(SpecController):
         return {"name": self.name, "checkpoint": self.source, "greedy": self.greedy, "lr_support": self.lr_support}
 
 
-def load_controller(path: str | Path = "pretrained", spec: EnvSpec = DEFAULT_SPEC, greedy: bool = True,
+def load_controller(path: str | Path = "pretrained", spec: EnvSpec | None = None, greedy: bool = True,
                     seed: int = 0) -> PolicyController:
-    """A controller from a policy checkpoint ('pretrained': the one shipped with lrpilot).
-
-    Raises SpecMismatch naming the field when the checkpoint was trained under another spec."""
+    """A controller from a policy checkpoint ('pretrained': the one shipped with lrpilot). It
+    observes the run under the checkpoint's own spec (saved in it); with `spec` given, a
+    checkpoint trained under another spec raises SpecMismatch naming the field."""
     p = checkpoints.pretrained("policy") if str(path) == "pretrained" else Path(path)
     ck = checkpoints.load(p, kind="policy", spec=spec)
     wm_cfg = WorldModelConfig.from_dict(ck.model_config["trunk"])

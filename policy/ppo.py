@@ -86,7 +86,7 @@ def make_rollout(net: PolicyNet, env: SimEnv, cfg: PolicyConfig, greedy: bool = 
     """(params, env_params, key) -> Rollout of cfg.n_envs episodes (or `n` with rollout_n)."""
     ser, spec = env.ser, env.spec
     T = spec.n_decisions
-    n_fill = min(cfg.max_prefix * ser.step_len, ser.seq_len)
+    n_fill = min(ser.offset + cfg.max_prefix * ser.step_len, ser.seq_len)
 
     def one(params, env_params: EnvParams, key):
         k_reset, k_steps = jax.random.split(key)
@@ -122,7 +122,7 @@ def make_rollout(net: PolicyNet, env: SimEnv, cfg: PolicyConfig, greedy: bool = 
 
 def decision_positions(env: SimEnv, k):
     ser = env.ser
-    return k * ser.step_len + ser.obs_len - 1
+    return ser.decision_pos(k)
 
 
 def make_iteration(net: PolicyNet, env: SimEnv, cfg: PolicyConfig):

@@ -226,7 +226,7 @@ def test_training_lowers_heldout_loss_and_resumes(tmp_path):
     groups = lambda idx: {traj.meta[i]["group"] for i in idx}
     assert groups(tr).isdisjoint(groups(ho)), "runs of one group stay on one side"
     cfg = WorldModelConfig(n_layer=1, d_model=32, n_head=2, dropout=0.0, steps=60, eval_every=20, batch_size=16,
-                           learning_rate=3e-3, warmup=5, heldout_frac=0.3, base=16, digits=2)
+                           learning_rate=3e-3, warmup=5, heldout_frac=0.3, base=16, digits=2, select="nll")
     res = train(traj, cfg, tmp_path / "wm", progress=False, log=lambda *_: None)
     assert res.log[0]["step"] == 0
     assert res.best_heldout < res.log[0]["heldout_loss"] - 0.3, res.log
@@ -289,3 +289,30 @@ def test_fidelity_section_has_every_field(tiny_wm):
     assert {"real", "real_stderr", "sim", "ratio"} <= set(h["action_effect"]) and h["action_effect"]["n_rows"] == 120
     assert set(h["high_lr_cost"]) == {"real", "sim", "ratio"}
     assert details["sim"].shape == (12,) and np.all((details["sim"] > 0) & (details["sim"] <= 1.5))
+
+
+def test_checkpoint_selection_on_fidelity_uses_validation_groups_only(tmp_path):
+    from conftest import synthetic_trajectories
+
+    from lrpilot.worldmodel.model import WorldModelConfig
+    from lrpilot.worldmodel.train import split_runs, train
+
+    traj = synthetic_trajectories(n_runs=60, noise=0.0)
+    for i, m in enumerate(traj.meta):
+        m["group"] = i // 4  # 15 groups of 4
+    tr, va, ho = split_runs(traj, 0.2, 0, 0.2)
+    assert len(set(tr) | set(va) | set(ho)) == 60 and not (set(tr) & set(va)) and not (set(va) & set(ho))
+    assert list(ho) == list(split_runs(traj, 0.2, 0)[1])  # the held-out groups do not depend on val_frac
+    cfg = WorldModelConfig(n_layer=1, d_model=32, n_head=2, dropout=0.0, steps=40, eval_every=20, batch_size=16,
+                           learning_rate=3e-3, warmup=5, heldout_frac=0.2, val_frac=0.2, base=16, digits=2,
+                           select_samples=2)
+    res = train(traj, cfg, tmp_path / "wm", progress=False, log=lambda *_: None)
+    assert all("val_spearman" in h for h in res.log) and res.n_heldout == len(ho)
+    from lrpilot import checkpoints
+
+    meta = checkpoints.load(tmp_path / "wm").meta
+    assert meta["selected_on"] == "fidelity" and meta["n_val_runs"] == len(va)
+    assert meta["best_val_spearman"] == max(h["val_spearman"] for h in res.log)
+    with pytest.raises(ValueError, match="val_frac"):
+        WorldModelConfig(val_frac=0.0)
+    assert WorldModelConfig.from_dict({"n_layer": 3}).select == "nll"  # a checkpoint from before selection by fidelity

@@ -42,10 +42,10 @@ def device_info() -> tuple[str, str]:
     return jax.default_backend(), f"{getattr(d, 'device_kind', d.platform)} x{len(jax.devices())}"
 
 
-def run_info(cfg: TrainConfig, seed: int, lr_mult: float = 1.0) -> RunInfo:
+def run_info(cfg: TrainConfig, seed: int, lr_mult: float = 1.0, n_params: int | None = None) -> RunInfo:
     return RunInfo(base_lr=cfg.learning_rate * lr_mult, min_lr=cfg.min_lr * lr_mult, warmup_iters=cfg.warmup_iters,
                    max_iters=cfg.max_iters, eval_interval=cfg.eval_interval, seed=seed,
-                   tokens_per_update=cfg.batch_size * cfg.block_size)
+                   tokens_per_update=cfg.batch_size * cfg.block_size, n_params=n_params)
 
 
 @dataclasses.dataclass
@@ -104,7 +104,9 @@ class _Group:
 
     def __init__(self, data: CharData, cfg: TrainConfig, kind: str, specs: list[RunSpec], devices):
         self.data, self.cfg, self.kind = data, cfg, kind
-        self.runs = [_Run(s, LoopDriver.from_run(s.controller, run_info(cfg, s.seed, s.lr_mult))) for s in specs]
+        self.group = RunGroup(cfg, data.vocab_size, kind, [s.seed for s in specs], devices)
+        n_params = self.group.n_params
+        self.runs = [_Run(s, LoopDriver.from_run(s.controller, run_info(cfg, s.seed, s.lr_mult, n_params))) for s in specs]
         self.protocol = set(run_info(cfg, 0).eval_iters())
         self.eval_pts = set(self.protocol)
         for r in self.runs:
@@ -112,7 +114,6 @@ class _Group:
                 self.eval_pts |= set(r.driver.observe_points)
         stops = sorted(self.eval_pts | {p for r in self.runs for p in r.driver.observe_points} | {0, cfg.max_iters})
         self.chunk = int(np.gcd.reduce(np.diff(stops))) if len(stops) > 1 else cfg.max_iters
-        self.group = RunGroup(cfg, data.vocab_size, kind, [s.seed for s in specs], devices)
         self.losses = np.full((len(specs), cfg.max_iters), np.nan, np.float32)
 
     def _at_stop(self, it: int, train_arr, val_arr) -> None:

@@ -56,7 +56,7 @@ class SimEnv(Environment):
         self._segments = self._schedule()
 
     def params(self, wm_params, traj: Trajectories, max_prefix: int = 5, temperature: float = 1.0) -> EnvParams:
-        seq = self.ser.encode_episodes(traj.obs, traj.actions, traj.length)
+        seq = self.ser.encode_episodes(traj.obs, traj.actions, traj.length, traj.static)
         keep = traj.length >= 2  # a prefix must leave at least one step
         if not keep.any():
             raise ValueError("SimEnv: no trajectory has two observations to start from")
@@ -94,11 +94,11 @@ class SimEnv(Environment):
         p = jnp.asarray(p, jnp.int32)
         tokens = params.seq[r]
         cache = init_cache(self.model.cfg, 1, ser.seq_len)
-        n_fill = min(max_prefix * ser.step_len, ser.seq_len)  # static: covers every possible prefix
+        n_fill = min(ser.offset + max_prefix * ser.step_len, ser.seq_len)  # static: covers every possible prefix
         _, cache = self.model.apply({"params": params.wm_params}, tokens[None, :n_fill], 0, cache)
         obs = params.obs[r, p - 1]
         lr_rel = 10.0 ** obs[self.spec.index("log_lr")]
-        pos = p * ser.step_len - 1
+        pos = ser.offset + p * ser.step_len - 1
         state = SimState(tokens=jnp.where(jnp.arange(ser.seq_len) < pos, tokens, ser.pad), cache=cache,
                          pos=pos.astype(jnp.int32), k=(p - 1).astype(jnp.int32), obs=obs, lr_rel=lr_rel.astype(jnp.float32),
                          done=jnp.array(False), start=p.astype(jnp.int32))

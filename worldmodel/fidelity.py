@@ -209,3 +209,45 @@ def _fmt(d: dict) -> str:
 
 def _num(x) -> str:
     return "-" if x is None else f"{x:.4g}"
+
+
+class Probe:
+    """The within-group Spearman from prefix 1 on a fixed set of runs (e.g. the validation groups),
+    as a function of the world model's parameters, jitted once: a selection criterion cheap enough
+    to compute at every evaluation of a training run. `score(wm_params)` -> (mean Spearman, its
+    standard error)."""
+
+    def __init__(self, model, ser, traj: Trajectories, n_samples: int = 8, seed: int = 0):
+        env = SimEnv(model, ser)
+        self.grps, self.real = groups(traj), final_val(traj)
+        if not self.grps:
+            raise ValueError(f"fidelity selection: none of the {len(traj)} validation runs' groups has 3 runs or more; "
+                             "use select=nll or more data")
+        vi, n = env.spec.index("val"), env.spec.n_decisions
+        base = env.params(None, traj, max_prefix=1)
+        acts = jnp.asarray(np.maximum(traj.actions, 0))
+        last = jnp.asarray(traj.length - 2)
+        keys = jax.random.split(jax.random.key(seed), len(traj) * n_samples).reshape(len(traj), n_samples)
+
+        def final(wm_params):
+            ep = base.replace(wm_params=wm_params)
+
+            def one(r, key):
+                _, st = env.reset_to(ep, r, 1, 1)
+
+                def body(st, xs):
+                    kk, j = xs
+                    obs, st, *_ = env.step(kk, st, acts[r, j], ep)
+                    return st, obs[vi]
+
+                _, vals = jax.lax.scan(body, st, (jax.random.split(key, n), jnp.arange(n)))
+                return vals[last[r]]
+
+            return jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, 0))(jnp.arange(len(traj)), keys)
+
+        self._final = jax.jit(final)
+
+    def score(self, wm_params) -> tuple[float, float | None]:
+        sim = np.median(np.asarray(self._final(wm_params)), axis=1)
+        s = _mean_se([spearman(sim[g], self.real[g]) for g in self.grps])
+        return (s["mean"] if s["mean"] is not None else float("nan")), s["stderr"]

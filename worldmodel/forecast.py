@@ -108,7 +108,7 @@ def evaluate(model: WorldModel, wm_params, ser: Serializer, traj: Trajectories, 
     if len(params.seq) != len(traj):
         keep = traj.length >= 2
         traj = traj.subset(np.flatnonzero(keep))
-    seq = ser.encode_episodes(traj.obs, traj.actions, traj.length)
+    seq = ser.encode_episodes(traj.obs, traj.actions, traj.length, traj.static)
     nll = teacher_forced_nll(model, wm_params, ser, seq)
     val0 = traj.val_loss[:, 0]
     H = max(horizons)

@@ -39,10 +39,14 @@ class WorldModelConfig:
     batch_size: int = 32  # episodes per training step
     steps: int = 3000  # training steps (at most)
     warmup: int = 100  # linear LR warmup steps
-    heldout_frac: float = 0.15  # share of run groups held out for selection and evaluation
-    eval_every: int = 100  # steps between held-out evaluations (and checkpoints)
-    patience: int = 5  # stop after this many evaluations without a better held-out loss (0: never)
+    heldout_frac: float = 0.15  # share of run groups held out for evaluation (never trained on, never selected on)
+    val_frac: float = 0.15  # share of run groups for checkpoint selection (select=fidelity)
+    select: str = "fidelity"  # checkpoint selection: fidelity (within-group Spearman on the validation groups) or nll
+    select_samples: int = 8  # simulated futures per validation run for the fidelity criterion
+    eval_every: int = 100  # steps between evaluations (and checkpoints)
+    patience: int = 8  # stop after this many evaluations without a better selection score (0: never)
     seed: int = 0  # initialisation, batches and the held-out split
+
     def __post_init__(self):
         if self.d_model % self.n_head:
             raise ValueError(f"WorldModelConfig: d_model={self.d_model} not divisible by n_head={self.n_head}")
@@ -50,6 +54,11 @@ class WorldModelConfig:
             raise ValueError(f"WorldModelConfig.loss_decay must be in (0, 1], got {self.loss_decay}")
         if not 0 < self.heldout_frac < 1:
             raise ValueError(f"WorldModelConfig.heldout_frac must be in (0, 1), got {self.heldout_frac}")
+        if self.select not in ("fidelity", "nll"):
+            raise ValueError(f"WorldModelConfig.select must be fidelity or nll, got {self.select!r}")
+        if not 0 <= self.val_frac < 1 - self.heldout_frac or (self.select == "fidelity" and self.val_frac == 0):
+            raise ValueError(f"WorldModelConfig.val_frac must be in [0, 1 - heldout_frac) and > 0 with select=fidelity, "
+                             f"got {self.val_frac}")
 
     def serializer(self, spec: EnvSpec) -> Serializer:
         return Serializer(spec, self.base, self.digits)
@@ -63,7 +72,11 @@ class WorldModelConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"WorldModelConfig: unknown field(s) {sorted(unknown)}")
-        return cls(**d)
+        return cls(**{**LEGACY, **d}) if "select" not in d else cls(**d)
+
+
+LEGACY = {"val_frac": 0.0, "select": "nll", "patience": 5}
+"""How a checkpoint saved before checkpoint selection by fidelity was trained (its missing fields)."""
 
 
 def init_cache(cfg: WorldModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:

@@ -38,11 +38,18 @@ def group_key(meta: dict, fallback: str) -> str:
     return fallback
 
 
-def split_runs(traj: Trajectories, heldout_frac: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, held-out); a deterministic hash of each run's group decides its side."""
+def split_runs(traj: Trajectories, heldout_frac: float, seed: int = 0, val_frac: float = 0.0):
+    """Indices (train, held-out), or with val_frac > 0 (train, validation, held-out); a deterministic
+    hash of each run's group decides its side (the held-out groups do not depend on val_frac)."""
     keys = [group_key(m, f) for m, f in zip(traj.meta, traj.files)]
     u = np.array([int(hashlib.sha256(f"{seed}:{k}".encode()).hexdigest()[:8], 16) / 2**32 for k in keys])
     held = u < heldout_frac
+    if val_frac > 0:
+        val = (u >= heldout_frac) & (u < heldout_frac + val_frac)
+        if not val.any() or held.all() or not held.any():
+            raise ValueError(f"{len(set(keys))} run groups: too few for a train/validation/held-out split "
+                             f"(heldout_frac {heldout_frac}, val_frac {val_frac})")
+        return np.flatnonzero(~held & ~val), np.flatnonzero(val), np.flatnonzero(held)
     if held.all() or not held.any():  # tiny datasets: keep at least one run on each side
         order = np.argsort(u)
         held = np.zeros(len(u), bool)
@@ -52,7 +59,7 @@ def split_runs(traj: Trajectories, heldout_frac: float, seed: int = 0) -> tuple[
 
 def encode(traj: Trajectories, cfg: WorldModelConfig) -> tuple[np.ndarray, np.ndarray]:
     ser = cfg.serializer(traj.spec)
-    seq = ser.encode_episodes(traj.obs, traj.actions, traj.length)
+    seq = ser.encode_episodes(traj.obs, traj.actions, traj.length, traj.static)
     return seq, ser.loss_weights(seq, cfg.loss_decay)
 
 
@@ -70,14 +77,18 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
     """Trains (or resumes) a world model; saves the best held-out parameters at `out`."""
     spec: EnvSpec = traj.spec
     model, ser = build(cfg, spec)
-    tr_idx, ho_idx = split_runs(traj, cfg.heldout_frac, cfg.seed)
+    if cfg.select == "fidelity":
+        tr_idx, va_idx, ho_idx = split_runs(traj, cfg.heldout_frac, cfg.seed, cfg.val_frac)
+    else:
+        (tr_idx, ho_idx), va_idx = split_runs(traj, cfg.heldout_frac, cfg.seed), np.zeros(0, int)
     seq, w = encode(traj, cfg)
     obs_tr, act_tr, len_tr = (jnp.asarray(x[tr_idx]) for x in (traj.obs, traj.actions, traj.length))
+    static_tr = None if traj.static is None else jnp.asarray(traj.static[tr_idx])
     seq_tr = jnp.asarray(seq[tr_idx])
     seq_ho, w_ho = jnp.asarray(seq[ho_idx]), jnp.asarray(w[ho_idx])
     stoch = jnp.asarray([not f.deterministic for f in spec.fields])
     ratio = spec.divergence_ratio
-    log(f"[worldmodel] {len(traj)} runs: {len(tr_idx)} train, {len(ho_idx)} held out (split by run group); "
+    log(f"[worldmodel] {len(traj)} runs: {len(tr_idx)} train, {len(va_idx)} validation, {len(ho_idx)} held out (split by run group); "
         f"sequence length {ser.seq_len}, vocab {ser.vocab_size}")
 
     sched = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, cfg.warmup, max(cfg.steps, cfg.warmup + 1),
@@ -98,7 +109,7 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
         rows = jnp.arange(obs.shape[1])[None, :, None]
         jitter_ok = stoch[None, None, :] & (rows >= 1) & (obs < ratio)
         obs = obs + jnp.where(jitter_ok, cfg.obs_noise * jax.random.normal(k_noise, obs.shape), 0.0)
-        s_ = ser.encode_episodes(obs, act_tr[idx], len_tr[idx])
+        s_ = ser.encode_episodes(obs, act_tr[idx], len_tr[idx], None if static_tr is None else static_tr[idx])
         return s_, ser.loss_weights(s_, cfg.loss_decay)
 
     @jax.jit
@@ -120,19 +131,31 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
             l, n = eval_loss(state["params"], seq_ho[j : j + 256], w_ho[j : j + 256])
             tot, wsum = tot + float(l) * float(n), wsum + float(n)
         ho = tot / max(wsum, 1e-8)
-        return {"heldout_loss": ho, "score": ho}
+        if probe is None:
+            return {"heldout_loss": ho, "score": ho}
+        rho, _ = probe.score(state["params"])
+        return {"heldout_loss": ho, "val_spearman": rho, "score": -rho if np.isfinite(rho) else np.inf}
 
-    arch = {k: getattr(cfg, k) for k in ("n_layer", "d_model", "n_head", "base", "digits")}
+    probe = None
+    if cfg.select == "fidelity":
+        from lrpilot.worldmodel.fidelity import Probe
+
+        probe = Probe(model, ser, traj.subset(va_idx), cfg.select_samples, cfg.seed)
+
+    arch = {k: getattr(cfg, k) for k in ("n_layer", "d_model", "n_head", "base", "digits", "select", "val_frac")}
     fitted = harness.fit({"params": params, "opt": tx.init(params)}, lambda st, i: train_step(st, jnp.int32(i)),
                          harness.Schedule(cfg.steps, eval_every=cfg.eval_every, patience=cfg.patience), heldout,
                          state_dir=f"{out}.state" if out else None, identity={"spec": spec.to_dict(), "architecture": arch},
                          progress=progress, desc="worldmodel", log=lambda s: log(f"[worldmodel] {s}"),
-                         postfix=lambda e: {k: f"{e[k]:.4f}" for k in ("train_loss", "heldout_loss") if k in e})
-    best_params, best, best_step, history = fitted.best_state["params"], fitted.best_score, fitted.best_step, fitted.history
+                         postfix=lambda e: {k: f"{e[k]:.4f}" for k in ("train_loss", "heldout_loss", "val_spearman") if k in e})
+    best_params, best_step, history = fitted.best_state["params"], fitted.best_step, fitted.history
+    best = next(h["heldout_loss"] for h in history if h["step"] == best_step)  # the held-out loss of the selected state
     result = TrainResult(best_params, history, best, len(tr_idx), len(ho_idx))
     if out is not None:
         checkpoints.save(out, kind="worldmodel", params=best_params, spec=spec, model_config=cfg.to_dict(),
                          meta={"best_heldout_loss": best, "best_step": best_step, "log": history, "n_train_runs": len(tr_idx),
+                               "selected_on": cfg.select, "n_val_runs": len(va_idx),
+                               "best_val_spearman": next((h.get("val_spearman") for h in history if h["step"] == best_step), None),
                                "n_heldout_runs": len(ho_idx), "heldout_files": [Path(traj.files[i]).name for i in ho_idx],
                                "lrpilot_version": lrpilot.__version__, **(meta or {})})
         log(f"[worldmodel] saved {out} (best held-out loss {best:.4f})")

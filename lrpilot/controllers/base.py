@@ -31,6 +31,7 @@ class RunInfo:
     eval_interval: int
     seed: int = 0
     tokens_per_update: int | None = None  # batch x block, when the loop knows it
+    n_params: int | None = None  # the model's parameter count, when the loop knows it
 
     def __post_init__(self):
         if not (self.base_lr > 0 and math.isfinite(self.base_lr)):

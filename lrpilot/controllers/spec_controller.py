@@ -31,6 +31,8 @@ class SpecController(Controller):
     def reset(self, run):
         super().reset(run)
         self.points = self.spec.decision_iters(run.max_iters)
+        # the run's context, for specs that observe it (raises, naming what is missing)
+        self.static = self.spec.static_values(run.base_lr, run.n_params, run.tokens_per_update, run.max_iters)
         self.lr_rel = 1.0  # LR of the current interval relative to base_lr (base before decision 0)
         self.val0: float | None = None
         self.obs: list[np.ndarray] = []
