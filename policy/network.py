@@ -42,6 +42,8 @@ class PolicyConfig:
     # It keeps the policy where the world model has data, instead of exploiting its errors there.
     lr_min_rel: float = 0.01  # LR support: lowest LR / base LR the policy may move towards
     lr_max_rel: float = 10.0  # LR support: highest LR / base LR
+    # pessimism (MOPO): the simulator's reward minus pessimism x the ensemble's spread on the step's val
+    pessimism: float = 0.0  # weight of the world-model ensemble's disagreement subtracted from each reward
     def __post_init__(self):
         if self.init not in ("worldmodel", "scratch"):
             raise ValueError(f"PolicyConfig.init must be 'worldmodel' or 'scratch', got {self.init!r}")

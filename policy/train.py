@@ -3,6 +3,7 @@ its evaluation in the simulator against constant-LR and cosine controllers."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -70,7 +71,7 @@ def evaluate(policy_path, wm_path, traj: Trajectories, n_envs: int = 256, seed: 
     ck = checkpoints.load(policy_path, kind="policy", spec=wm_ck.spec)
     env = SimEnv(wm, ser)
     env_params = env.params(jax.tree.map(jnp.asarray, wm_ck.params), traj, max_prefix, temperature)
-    net = build_policy(WorldModelConfig.from_dict(ck.model_config["trunk"]), ck.spec)
+    net = build_policy(dataclasses.replace(WorldModelConfig.from_dict(ck.model_config["trunk"]), ensemble=1), ck.spec)
     return sim_report(env, env_params, net, jax.tree.map(jnp.asarray, ck.params), jax.random.key(seed), n_envs,
                       lr_support(ck.model_config))
 
@@ -81,12 +82,14 @@ def train(wm_path: str, traj: Trajectories, cfg: PolicyConfig, out: str | Path, 
     wm_ck.spec.check_same(traj.spec, where=str(wm_path))
     env = SimEnv(wm, ser)
     env_params = env.params(jax.tree.map(jnp.asarray, wm_ck.params), traj, cfg.max_prefix, cfg.temperature)
-    net = build_policy(wm_cfg, wm_ck.spec)
+    trunk_cfg = dataclasses.replace(wm_cfg, ensemble=1)  # the policy has one trunk: member 0's for an ensemble
+    net = build_policy(trunk_cfg, wm_ck.spec)
     iteration, tx = make_iteration(net, env, cfg)
     key = jax.random.key(cfg.seed)
     k_init, k_run, k_eval = jax.random.split(key, 3)
-    params = init_params(net, k_init, wm_ck.params if cfg.init == "worldmodel" else None)
-    model_config = {"trunk": wm_cfg.to_dict(), "policy": cfg.to_dict()}
+    member0 = wm_ck.params if wm_cfg.ensemble == 1 else jax.tree.map(lambda x: x[0], wm_ck.params)
+    params = init_params(net, k_init, member0 if cfg.init == "worldmodel" else None)
+    model_config = {"trunk": trunk_cfg.to_dict(), "policy": cfg.to_dict(), "world_model_members": wm_cfg.ensemble}
     step = jax.jit(iteration)
     fitted = harness.fit(TrainState(params, tx.init(params), jnp.int32(0)),
                          lambda ts, i: step(ts, env_params, jax.random.fold_in(k_run, i)),

@@ -12,7 +12,7 @@ import pytest
 from lrpilot.spec import DEFAULT_SPEC
 from lrpilot.worldmodel import forecast
 from lrpilot.worldmodel.env import SimEnv, simulate
-from lrpilot.worldmodel.model import init_cache, weighted_loss
+from lrpilot.worldmodel.model import WorldModel, init_cache, weighted_loss
 from lrpilot.worldmodel.serialization import Serializer
 
 SPEC = DEFAULT_SPEC
@@ -316,3 +316,54 @@ def test_checkpoint_selection_on_fidelity_uses_validation_groups_only(tmp_path):
     with pytest.raises(ValueError, match="val_frac"):
         WorldModelConfig(val_frac=0.0)
     assert WorldModelConfig.from_dict({"n_layer": 3}).select == "nll"  # a checkpoint from before selection by fidelity
+
+
+# ---- ensemble ----------------------------------------------------------------------------------
+def test_ensemble_simulator_samples_a_member_and_reports_spread(tiny_wm, traj):
+    cfg, _, ser, params = tiny_wm
+    ens_cfg = dataclasses.replace(cfg, ensemble=2)
+    model = WorldModel(ens_cfg, ser.vocab_size, ser.seq_len)
+    other = model.init(jax.random.key(7), jnp.zeros((1, ser.seq_len), jnp.int32))["params"]
+    env = SimEnv(model, ser)
+    same = env.params(jax.tree.map(lambda x: jnp.stack([x, x]), params), traj)
+    differ = env.params(jax.tree.map(lambda a, b: jnp.stack([a, b]), params, other), traj)
+    keys = jax.random.split(jax.random.key(0), 16)
+    step = jax.jit(jax.vmap(env.step, in_axes=(0, 0, None, None)))
+    for ep, positive in ((same, False), (differ, True)):
+        _, st = jax.vmap(env.reset, in_axes=(0, None))(keys, ep)
+        assert set(np.asarray(st.member).tolist()) <= {0, 1}
+        obs, st2, r, *_, info = step(keys, st, jnp.int32(3), ep)
+        assert obs.shape == (16, SPEC.n_obs) and info["spread"].shape == (16,)
+        assert (np.asarray(info["spread"]) > 1e-4).all() == positive and (np.asarray(info["spread"]) >= 0).all()
+    # a one-model simulator equals member 0 of an ensemble of two copies (same key, same samples)
+    one = SimEnv(WorldModel(cfg, ser.vocab_size, ser.seq_len), ser)
+    p1 = one.params(params, traj)
+    _, s1 = one.reset_to(p1, 0, 2, 5)
+    _, s2 = env.reset_to(same, 0, 2, 5, member=0)
+    o1, *_ = one.step(jax.random.key(3), s1, jnp.int32(5), p1)
+    o2, *_ = env.step(jax.random.key(3), s2, jnp.int32(5), same)
+    np.testing.assert_allclose(np.asarray(o1), np.asarray(o2), rtol=1e-5)
+
+
+def test_ensemble_training_stacks_members_and_resumes(tmp_path):
+    from conftest import synthetic_trajectories
+
+    from lrpilot import checkpoints
+    from lrpilot.worldmodel.model import WorldModelConfig
+    from lrpilot.worldmodel.train import train
+
+    traj = synthetic_trajectories(n_runs=24, noise=0.0)
+    cfg = WorldModelConfig(n_layer=1, d_model=16, n_head=2, dropout=0.0, steps=10, eval_every=10, batch_size=8,
+                           heldout_frac=0.3, base=16, digits=2, select="nll", ensemble=2)
+    train(traj, cfg, tmp_path / "ens", progress=False, log=lambda *_: None)
+    ck = checkpoints.load(tmp_path / "ens", kind="worldmodel")
+    assert ck.model_config["ensemble"] == 2 and len(ck.meta["members"]) == 2
+    leaves = jax.tree.leaves(ck.params)
+    assert all(x.shape[0] == 2 for x in leaves) and not np.allclose(leaves[0][0], leaves[0][1])
+    logs = []
+    train(traj, cfg, tmp_path / "ens2", progress=False, log=logs.append)  # members finished before are loaded
+    import shutil
+    shutil.rmtree(tmp_path / "ens2")
+    logs.clear()
+    train(traj, cfg, tmp_path / "ens2", progress=False, log=logs.append)
+    assert sum("finished before" in line for line in logs) == 2

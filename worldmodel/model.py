@@ -46,6 +46,7 @@ class WorldModelConfig:
     eval_every: int = 100  # steps between evaluations (and checkpoints)
     patience: int = 8  # stop after this many evaluations without a better selection score (0: never)
     seed: int = 0  # initialisation, batches and the held-out split
+    ensemble: int = 1  # K members (seeds seed..seed+K-1, each on a bootstrap of the training groups) in one checkpoint
 
     def __post_init__(self):
         if self.d_model % self.n_head:

@@ -70,17 +70,60 @@ class TrainResult:
     best_heldout: float
     n_train: int
     n_heldout: int
+    meta: dict = dataclasses.field(default_factory=dict)
 
 
 def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = None, log=print,
           progress: bool = True, meta: dict | None = None) -> TrainResult:
-    """Trains (or resumes) a world model; saves the best held-out parameters at `out`."""
+    """Trains (or resumes) a world model; saves the selected parameters at `out`. An ensemble
+    (cfg.ensemble = K > 1) trains K members one after the other (member i: seed + i, a bootstrap of
+    the training groups; each saved at OUT.members/<i>, so a rerun skips finished members) and
+    saves them stacked on a leading member axis in one checkpoint."""
+    if cfg.ensemble == 1:
+        return _train_member(traj, cfg, out, log, progress, meta)
+    one = dataclasses.replace(cfg, ensemble=1)
+    results = []
+    for i in range(cfg.ensemble):
+        path = None if out is None else Path(f"{out}.members") / str(i)
+        if path is not None and checkpoints.exists(path):
+            ck = checkpoints.load(path, kind="worldmodel", spec=traj.spec, model_config=one.to_dict())
+            results.append(TrainResult(ck.params, ck.meta["log"], ck.meta["best_heldout_loss"], ck.meta["n_train_runs"],
+                                       ck.meta["n_heldout_runs"], ck.meta))
+            log(f"[worldmodel] member {i}: finished before, loaded from {path}")
+            continue
+        log(f"[worldmodel] member {i} of {cfg.ensemble}")
+        results.append(_train_member(traj, one, path, log, progress, meta, member=i))
+    params = jax.tree.map(lambda *xs: np.stack(xs), *[r.params for r in results])
+    best = float(np.mean([r.best_heldout for r in results]))
+    if out is not None:
+        checkpoints.save(out, kind="worldmodel", params=params, spec=traj.spec, model_config=cfg.to_dict(),
+                         meta={**{k: v for k, v in results[0].meta.items() if k not in ("log", "best_step", "best_heldout_loss",
+                                                                                        "best_val_spearman")},
+                               "best_heldout_loss": best, "members": [
+                                   {k: r.meta.get(k) for k in ("best_step", "best_heldout_loss", "best_val_spearman")}
+                                   for r in results]})
+        log(f"[worldmodel] saved the {cfg.ensemble}-member ensemble at {out}")
+    return TrainResult(params, [r.log for r in results], best, results[0].n_train, results[0].n_heldout, {})
+
+
+def bootstrap(traj: Trajectories, idx: np.ndarray, seed: int) -> np.ndarray:
+    """`idx` resampled by run group with replacement (as many groups as there are)."""
+    keys = np.array([group_key(traj.meta[i], traj.files[i]) for i in idx])
+    uniq = np.unique(keys)
+    pick = np.random.default_rng(seed).choice(len(uniq), len(uniq), replace=True)
+    return np.concatenate([idx[keys == uniq[j]] for j in pick])
+
+
+def _train_member(traj: Trajectories, cfg: WorldModelConfig, out, log, progress, meta, member: int | None = None):
     spec: EnvSpec = traj.spec
     model, ser = build(cfg, spec)
     if cfg.select == "fidelity":
         tr_idx, va_idx, ho_idx = split_runs(traj, cfg.heldout_frac, cfg.seed, cfg.val_frac)
     else:
         (tr_idx, ho_idx), va_idx = split_runs(traj, cfg.heldout_frac, cfg.seed), np.zeros(0, int)
+    if member is not None:  # an ensemble member: its own initialisation and batches, a bootstrap of the groups
+        tr_idx = bootstrap(traj, tr_idx, cfg.seed * 1000 + member)
+    seed = cfg.seed + (member or 0)
     seq, w = encode(traj, cfg)
     obs_tr, act_tr, len_tr = (jnp.asarray(x[tr_idx]) for x in (traj.obs, traj.actions, traj.length))
     static_tr = None if traj.static is None else jnp.asarray(traj.static[tr_idx])
@@ -95,7 +138,7 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
                                                cfg.learning_rate / 10)
     mask = lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, b1=0.9, b2=0.99, weight_decay=cfg.weight_decay, mask=mask))
-    key = jax.random.key(cfg.seed)
+    key = jax.random.key(seed)
     params = model.init(key, seq_tr[:1])["params"]
 
     def loss_fn(p, s, wt, k):
@@ -140,7 +183,7 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
     if cfg.select == "fidelity":
         from lrpilot.worldmodel.fidelity import Probe
 
-        probe = Probe(model, ser, traj.subset(va_idx), cfg.select_samples, cfg.seed)
+        probe = Probe(model, ser, traj.subset(va_idx), cfg.select_samples, seed)
 
     arch = {k: getattr(cfg, k) for k in ("n_layer", "d_model", "n_head", "base", "digits", "select", "val_frac")}
     fitted = harness.fit({"params": params, "opt": tx.init(params)}, lambda st, i: train_step(st, jnp.int32(i)),
@@ -150,13 +193,14 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
                          postfix=lambda e: {k: f"{e[k]:.4f}" for k in ("train_loss", "heldout_loss", "val_spearman") if k in e})
     best_params, best_step, history = fitted.best_state["params"], fitted.best_step, fitted.history
     best = next(h["heldout_loss"] for h in history if h["step"] == best_step)  # the held-out loss of the selected state
-    result = TrainResult(best_params, history, best, len(tr_idx), len(ho_idx))
+    run_meta = {"best_heldout_loss": best, "best_step": best_step, "log": history, "n_train_runs": len(tr_idx),
+                "selected_on": cfg.select, "n_val_runs": len(va_idx),
+                "best_val_spearman": next((h.get("val_spearman") for h in history if h["step"] == best_step), None),
+                "n_heldout_runs": len(ho_idx), "heldout_files": [Path(traj.files[i]).name for i in ho_idx],
+                "lrpilot_version": lrpilot.__version__, **(meta or {})}
+    if member is not None:
+        run_meta["member"] = member
     if out is not None:
-        checkpoints.save(out, kind="worldmodel", params=best_params, spec=spec, model_config=cfg.to_dict(),
-                         meta={"best_heldout_loss": best, "best_step": best_step, "log": history, "n_train_runs": len(tr_idx),
-                               "selected_on": cfg.select, "n_val_runs": len(va_idx),
-                               "best_val_spearman": next((h.get("val_spearman") for h in history if h["step"] == best_step), None),
-                               "n_heldout_runs": len(ho_idx), "heldout_files": [Path(traj.files[i]).name for i in ho_idx],
-                               "lrpilot_version": lrpilot.__version__, **(meta or {})})
-        log(f"[worldmodel] saved {out} (best held-out loss {best:.4f})")
-    return result
+        checkpoints.save(out, kind="worldmodel", params=best_params, spec=spec, model_config=cfg.to_dict(), meta=run_meta)
+        log(f"[worldmodel] saved {out} (held-out loss {best:.4f} at the selected step {best_step})")
+    return TrainResult(best_params, history, best, len(tr_idx), len(ho_idx), run_meta)
