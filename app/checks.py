@@ -30,11 +30,11 @@ def positive(value, flag: str, allow_zero: bool = False):
 
 
 def data_dirs(arg: list[str]) -> list[str]:
-    """Trajectory sources as given: 'starter' is the dataset shipped with the package; every
-    other entry must exist (a file or directory), else a ValueError naming it."""
-    from lrpilot.collect import starter_dataset
+    """Trajectory sources as given: 'starter' and 'v2' are the datasets shipped with the package;
+    every other entry must exist (a file or directory), else a ValueError naming it."""
+    from lrpilot.collect import shipped_dataset
 
-    out = [str(starter_dataset()) if a == "starter" else a for a in arg]
+    out = [str(shipped_dataset(a)) if a in ("starter", "v2") else a for a in arg]
     missing = [a for a in out if not Path(a).exists()]
     if missing:
         raise ValueError(f"--data: no such trajectory file or directory: {', '.join(missing)}")

@@ -9,7 +9,6 @@ installation.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 NEXT_STEPS = """
 Where to go next
@@ -26,13 +25,16 @@ STARTER_CORPORA = ("python_docs", "python_docstrings", "python_stdlib", "unicode
 
 def cmd_quickstart(args) -> int:
     from lrpilot import controllers, data
-    from lrpilot.app import plots
+    from lrpilot.app import checks, plots
     from lrpilot.app.evaluate import safe_name
     from lrpilot.io import write_json
     from lrpilot.trainers.config import scale_config
     from lrpilot.trainers.loop import RunSpec, device_info, train
 
-    out = Path(args.out)
+    checks.positive(args.iters, "--iters")
+    checks.positive(args.lr_mult, "--lr-mult")
+    data.check_task(args.task)
+    out = checks.out_dir(args.out)
     backend, device = device_info()
     print(f"lrpilot quickstart: pretrained policy vs cosine on '{args.task}' ({args.scale} scale, {args.iters} iterations, "
           f"base LR x{args.lr_mult:g}, seed {args.seed}) on {backend} ({device})")
@@ -73,10 +75,10 @@ def cmd_quickstart(args) -> int:
 def register(sub) -> None:
     q = sub.add_parser("quickstart", help="pretrained policy vs cosine on an offline corpus, in a few minutes")
     q.add_argument("--task", default="python_docs", help="any task (default: an offline corpus, no download)")
-    q.add_argument("--scale", default="small", choices=["full", "small", "tiny"])
-    q.add_argument("--iters", type=int, default=1000)
+    q.add_argument("--scale", default="small", choices=["full", "small", "tiny"], help="protocol scale of the model")
+    q.add_argument("--iters", type=int, default=1000, help="training iterations of each run")
     q.add_argument("--lr-mult", type=float, default=1.0, help="mis-set the base LR of both runs by this factor")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--out", default="lrpilot-quickstart")
-    q.add_argument("--quiet", action="store_true")
+    q.add_argument("--seed", type=int, default=0, help="the runs' seed (both runs share it)")
+    q.add_argument("--out", default="lrpilot-quickstart", help="directory for the runs' files and the plot")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_quickstart)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lrpilot.app import flags
 from lrpilot.app.checks import data_dirs, out_dir, out_parent, resolve_ckpt
 
@@ -77,6 +79,39 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def fidelity_table(paths: list[str]) -> str:
+    """A markdown table of the held-out fidelity and forecasting of several `worldmodel eval` outputs."""
+    from lrpilot.io import read_json
+
+    def num(x, d=3):
+        return "-" if x is None else f"{x:.{d}f}"
+
+    def ms(d):
+        return "-" if d.get("mean") is None else num(d["mean"]) + (f" ± {d['stderr']:.3f}" if d.get("stderr") else "")
+
+    rows = ["| world model | held-out groups | within-group Spearman | LR regression | action-effect ratio (real) | "
+            "high-LR cost ratio (real) | final-val MAE (train mean) | forecast MAE h=1 / 5 / 10 (last value) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for path in paths:
+        r = read_json(Path(path) / "forecast.json")
+        f, fc = r.get("fidelity", {}).get("heldout"), r["forecasters"]
+        if f is None:
+            raise ValueError(f"{path}/forecast.json has no fidelity section (run worldmodel eval without --no-fidelity)")
+        ae, hl = f["action_effect"], f["high_lr_cost"]
+        h = lambda n, i: num(fc[n]["mae"][i])  # noqa: E731
+        rows.append(f"| `{r.get('checkpoint', path)}` | {f['n_groups']} | {ms(f['within_group_spearman'])} | "
+                    f"{ms(f['regression_spearman'])} | {num(ae['ratio'], 2)} ({num(ae['real'], 4)}) | "
+                    f"{num(hl['ratio'], 2)} ({num(hl['real'], 3)}) | {num(f['final_val_mae'])} ({num(f['final_val_mae_train_mean'])}) | "
+                    f"{h('worldmodel', 0)} / {h('worldmodel', 4)} / {h('worldmodel', 9)} "
+                    f"({h('last_value', 0)} / {h('last_value', 4)} / {h('last_value', 9)}) |")
+    return "\n".join(rows)
+
+
+def cmd_compare(args) -> int:
+    print(fidelity_table(args.evals))
+    return 0
+
+
 def register(sub) -> None:
     from lrpilot.worldmodel.model import WorldModelConfig
 
@@ -93,13 +128,16 @@ def register(sub) -> None:
     flags.add_config_flags(t.add_argument_group("world model (WorldModelConfig)"), WorldModelConfig)
     t.set_defaults(func=cmd_train)
     e = ws.add_parser("eval", help="forecast held-out runs; writes forecast.json and fan charts")
-    e.add_argument("--data", nargs="+", default=["starter"])
+    e.add_argument("--data", nargs="+", default=["starter"], help="trajectory sources ('starter': the shipped dataset); the checkpoint's split picks the held-out runs")
     e.add_argument("--ckpt", required=True, help="world-model checkpoint ('pretrained': the shipped one)")
-    e.add_argument("--out", required=True)
-    e.add_argument("--contexts", nargs="+", type=int, default=[3, 5, 10])
-    e.add_argument("--samples", type=int, default=32)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", required=True, help="directory for forecast.json and the plots")
+    e.add_argument("--contexts", nargs="+", type=int, default=[3, 5, 10], help="observations of context before forecasting")
+    e.add_argument("--samples", type=int, default=32, help="simulated futures per run")
+    e.add_argument("--seed", type=int, default=0, help="seed of the simulated futures")
     e.add_argument("--all-runs", action="store_true", help="evaluate on every run of --data (data never trained on; "
                    "no fidelity section, which needs the training split)")
     e.add_argument("--no-fidelity", action="store_true", help="skip the fidelity section (forecasting only)")
     e.set_defaults(func=cmd_eval)
+    c = ws.add_parser("compare", help="a markdown table of the fidelity of several `worldmodel eval` outputs")
+    c.add_argument("evals", nargs="+", help="output directories of lrpilot worldmodel eval (each with forecast.json)")
+    c.set_defaults(func=cmd_compare)

@@ -208,6 +208,9 @@ def main() -> None:
     ap.add_argument("--task", default="shakespeare_char", help="dataset of the real runs")
     ap.add_argument("--data-dir", default=None, help="sets LRPILOT_DATA_DIR (where <task>/input.txt is)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ensemble", type=int, default=1,
+                    help="K > 1: a K-member ensemble (the checkpoint's parameters stacked K times, or K random inits); "
+                         "every member runs every step, so the cost is about K times one model's (no-cache skipped)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke check: N=16 for both variants, 1 rep, real step at the collection scale only, shortened "
                          "to 10 iterations and 4 eval batches")
@@ -226,6 +229,22 @@ def main() -> None:
     from lrpilot.worldmodel.env import SimEnv, simulate
 
     cfg, model, ser, wm_params, source = world_model(a.ckpt, a.seed)
+    if a.ensemble > 1:
+        import dataclasses
+
+        import jax.numpy as jnp
+
+        from lrpilot.worldmodel.model import WorldModel
+
+        if cfg.ensemble == 1:
+            inits = [wm_params] if a.ckpt else []
+            while len(inits) < a.ensemble:
+                inits.append(model.init(jax.random.key(a.seed + len(inits) + 1), jnp.zeros((1, ser.seq_len), jnp.int32))["params"])
+            wm_params = jax.tree.map(lambda *xs: jnp.stack(xs), *inits)
+            cfg = dataclasses.replace(cfg, ensemble=a.ensemble)
+            model = WorldModel(cfg, ser.vocab_size, ser.seq_len)
+        source += f", {cfg.ensemble}-member ensemble"
+        nc_envs = ""
     spec = ser.spec
     if a.data:
         from lrpilot.trajectories import load_dir
