@@ -25,6 +25,8 @@ def cmd_train(args) -> int:
     cfg = flags.build_config(WorldModelConfig, args)
     if not 0 < args.data_fraction <= 1:
         raise ValueError(f"--data-fraction must be in (0, 1], got {args.data_fraction}")
+    if args.member is not None and not 0 <= args.member < cfg.ensemble:
+        raise ValueError(f"--member must be in [0, --ensemble={cfg.ensemble}), got {args.member}")
     dirs = data_dirs(args.data)
     out_parent(args.out)
     traj = _load_data(dirs, SPECS[args.spec])
@@ -36,7 +38,7 @@ def cmd_train(args) -> int:
         traj = traj.subset(keep)
     train(traj, cfg, args.out, progress=not args.quiet,
           meta={"data": list(args.data), "data_fraction": args.data_fraction, "spec": args.spec,
-                "command": "lrpilot worldmodel train"})
+                "command": "lrpilot worldmodel train"}, only_member=args.member)
     return 0
 
 
@@ -121,10 +123,13 @@ def register(sub) -> None:
     t.add_argument("--data", nargs="+", default=["starter"], help="trajectory directories ('starter': the shipped dataset)")
     t.add_argument("--out", required=True, help="checkpoint directory (resumes from OUT.state)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--spec", default="v1", choices=["v1", "v2"],
-                   help="observation spec: v1 (task-independent observations) or v2 (v1 plus the run's context: "
-                        "base LR, parameter count, tokens per update, run length); v1 trajectory files are re-derived")
+    t.add_argument("--spec", default="v1", choices=["v1", "v2", "v3"],
+                   help="observation spec: v1 (task-independent observations), v2 (v1 plus the run's context: "
+                        "base LR, parameter count, tokens per update, run length) or v3 (v2 plus each interval's absolute "
+                        "LR); trajectory files of another spec are re-derived from their raw metrics")
     t.add_argument("--data-fraction", type=float, default=1.0, help="train on this fraction of the run groups (ablation)")
+    t.add_argument("--member", type=int, default=None, help="with --ensemble K: train only member M (0..K-1), e.g. one "
+                   "per process or machine; a run without --member then stacks the finished members")
     flags.add_config_flags(t.add_argument_group("world model (WorldModelConfig)"), WorldModelConfig)
     t.set_defaults(func=cmd_train)
     e = ws.add_parser("eval", help="forecast held-out runs; writes forecast.json and fan charts")

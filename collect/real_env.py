@@ -66,8 +66,9 @@ class RealEnv(Environment):
         g = self._group(params.seed)
         _, val = g.evaluate_state(g.state, 0, self._train, self._val)
         v0 = float(val[0])
-        obs, _ = self.spec.observation(0, 1.0, v0, None, v0)
-        return obs, RealState(k=0, lr_rel=1.0, obs=obs, done=False, run=g.state, val0=v0)
+        base = self.cfg.learning_rate * params.base_lr_mult
+        obs, _ = self.spec.observation(0, 1.0, v0, None, v0, base)
+        return obs, RealState(k=0, lr_rel=1.0, obs=obs, done=False, log_base_lr=math.log10(base), run=g.state, val0=v0)
 
     def step(self, key, state: RealState, action, params: RealParams):
         del key
@@ -83,7 +84,8 @@ class RealEnv(Environment):
         _, val = g.evaluate_state(run, b, self._train, self._val)
         v = float(val[0]) if alive else math.nan
         t = float(np.mean(np.asarray(loss_C)[:, 0])) if alive else math.nan
-        obs, diverged = self.spec.observation(k1, lr_rel, v, t, state.val0)  # divergence marked from the raw losses
+        obs, diverged = self.spec.observation(k1, lr_rel, v, t, state.val0, 10.0 ** state.log_base_lr)  # divergence from the raw losses
         obs, reward, terminated, truncated = self.outcome(state, k1, obs, diverged)
-        new = RealState(k=k1, lr_rel=lr_rel, obs=obs, done=terminated or truncated, run=run, val0=state.val0)
+        new = RealState(k=k1, lr_rel=lr_rel, obs=obs, done=terminated or truncated, log_base_lr=state.log_base_lr, run=run,
+                        val0=state.val0)
         return obs, new, float(reward), terminated, truncated, {"val_loss": v, "train_loss": t, "lr": lr}

@@ -47,6 +47,7 @@ class EnvState:
     lr_rel: Any  # LR of the current interval / base LR
     obs: Any  # (F,) the last observation
     done: Any  # the episode ended (terminated or truncated)
+    log_base_lr: Any  # log10 of the run's configured base LR (for specs that observe the absolute LR)
 
 
 class Environment:
@@ -74,7 +75,7 @@ class Environment:
         spec = self.spec
         lr_rel = spec.next_lr_rel(state.lr_rel, action)
         k1 = state.k + 1
-        det = spec.deterministic_values(k1, lr_rel)
+        det = spec.deterministic_values(k1, lr_rel, state.log_base_lr)
         xp = array_module(k1, lr_rel) or np
         vec = xp.stack([xp.asarray(det.get(f.name, 0.0), dtype=xp.float32) for f in spec.fields])
         return k1, lr_rel, vec

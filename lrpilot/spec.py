@@ -16,6 +16,7 @@ Observation k, all task-independent (val0 = the validation loss at iteration 0):
 
     progress = k / n                      (deterministic)
     log_lr   = log10(lr_{k-1} / base_lr)  (deterministic given the actions; 0 at k = 0)
+    log_abs_lr = log10(lr_{k-1})          (version 3: the LR itself, in units of 1; deterministic)
     val      = val_loss(d_k) / val0       (1 at k = 0)
     train    = mean minibatch train loss over interval k-1 / val0   (1 at k = 0)
 
@@ -34,8 +35,8 @@ import math
 
 import numpy as np
 
-SPEC_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SPEC_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,12 @@ class EnvSpec:
         for need in ("progress", "log_lr", "val", "train"):
             if need not in names:
                 raise ValueError(f"EnvSpec.fields must include '{need}', got {names}")
+        extra = [f for f in self.fields if f.name not in ("progress", "log_lr", "val", "train")]
+        if any(f.name not in OPTIONAL_FIELDS or not f.deterministic for f in extra):
+            raise ValueError(f"EnvSpec.fields: the fields beyond progress, log_lr, val and train must be deterministic and "
+                             f"among {', '.join(OPTIONAL_FIELDS)}, got {[f.name for f in extra]}")
+        if extra and self.version < 3:
+            raise ValueError(f"EnvSpec: field(s) {[f.name for f in extra]} need version 3 or later, got version {self.version}")
         if self.field("val").high != self.divergence_ratio or self.field("train").high != self.divergence_ratio:
             raise ValueError("EnvSpec: the val and train boxes must end at divergence_ratio")
         unknown = [f.name for f in self.static if f.name not in STATIC_FIELDS]
@@ -139,11 +146,17 @@ class EnvSpec:
         factors = xp.asarray(self.actions, dtype=xp.float32)
         return xp.clip(xp.asarray(lr_rel, dtype=xp.float32)[..., None] * factors, lo, hi)
 
-    def deterministic_values(self, k, lr_rel_prev) -> dict:
-        """The fields known without a model at observation k: progress and log_lr (arrays or floats)."""
+    def deterministic_values(self, k, lr_rel_prev, log_base_lr=None) -> dict:
+        """The fields known without a model at observation k: progress, log_lr and (version 3)
+        log_abs_lr = log_lr + log10(base LR), which needs `log_base_lr` (arrays or floats)."""
         xp = array_module(k, lr_rel_prev)
         log10 = math.log10 if xp is None else xp.log10
-        return {"progress": k / self.n_decisions, "log_lr": log10(lr_rel_prev)}
+        out = {"progress": k / self.n_decisions, "log_lr": log10(lr_rel_prev)}
+        if "log_abs_lr" in self.names:
+            if log_base_lr is None:
+                raise ValueError(f"this spec (version {self.version}) observes the absolute LR (log_abs_lr): give the run's base LR")
+            out["log_abs_lr"] = out["log_lr"] + log_base_lr
+        return out
 
     def is_diverged(self, val, train):
         """The spec's divergence on normalised losses: not (val < ratio and train < ratio); NaN
@@ -168,8 +181,9 @@ class EnvSpec:
         return diverged, (k >= self.n_decisions) & ~diverged
 
     def observation(self, k: int, lr_rel_prev: float, val_loss: float | None, train_loss: float | None,
-                    val0: float) -> tuple[np.ndarray, bool]:
-        """Observation k from raw metrics (nats). Returns (obs (n_obs,) float32, diverged)."""
+                    val0: float, base_lr: float | None = None) -> tuple[np.ndarray, bool]:
+        """Observation k from raw metrics (nats); `base_lr` (the configured LR) for a spec that
+        observes the absolute LR. Returns (obs (n_obs,) float32, diverged)."""
         r = self.divergence_ratio
         val = val_loss / val0 if _finite(val_loss) else math.inf
         train = (train_loss / val0 if _finite(train_loss) else math.inf) if k > 0 else 1.0
@@ -178,7 +192,8 @@ class EnvSpec:
         diverged = self.is_diverged(val, train)
         if diverged:
             val = train = r
-        values = {**self.deterministic_values(k, lr_rel_prev), "val": val, "train": train}
+        log_base = math.log10(base_lr) if base_lr else None
+        values = {**self.deterministic_values(k, lr_rel_prev, log_base), "val": val, "train": train}
         return np.array([values[f.name] for f in self.fields], np.float32), diverged
 
     def reward(self, prev_obs, obs):
@@ -192,7 +207,9 @@ class EnvSpec:
         Raises ValueError naming what is missing when the spec needs it and it is None."""
         raw = {"log_base_lr": base_lr, "log_params": n_params, "log_tokens_per_update": tokens_per_update,
                "log_max_iters": max_iters}
-        missing = [f.name[4:] for f in self.static if raw[f.name] is None]
+        arg = {"log_base_lr": "base_lr", "log_params": "n_params", "log_tokens_per_update": "tokens_per_update",
+               "log_max_iters": "max_iters"}  # the RunInfo / LoopDriver argument that gives each
+        missing = [arg[f.name] for f in self.static if raw[f.name] is None]
         if missing:
             raise ValueError(f"this spec (version {self.version}) observes the run's {', '.join(missing)}; give "
                              f"{' and '.join(missing)} (RunInfo / LoopDriver(..., {missing[0]}=...))")
@@ -278,6 +295,7 @@ def _finite(x) -> bool:
 
 
 STATIC_FIELDS = ("log_base_lr", "log_params", "log_tokens_per_update", "log_max_iters")
+OPTIONAL_FIELDS = ("log_abs_lr",)  # per-step fields beyond the four every spec has (version 3)
 RUN_CONTEXT = (ObsField("log_base_lr", -6.0, 0.0, True), ObsField("log_params", 3.0, 9.0, True),
                ObsField("log_tokens_per_update", 1.0, 6.0, True), ObsField("log_max_iters", 1.0, 6.0, True))
 
@@ -286,5 +304,9 @@ SPEC_V1 = EnvSpec(version=1)
 SPEC_V2 = EnvSpec(static=RUN_CONTEXT, version=2)
 """Version 1's observations plus the run's context (log10 of the configured base LR, the parameter
 count, the tokens per update and the run length), written once at the head of each episode."""
-SPECS = {"v1": SPEC_V1, "v2": SPEC_V2}
+SPEC_V3 = EnvSpec(fields=(*SPEC_V1.fields[:2], ObsField("log_abs_lr", -6.0, 0.0, True), *SPEC_V1.fields[2:]),
+                  static=RUN_CONTEXT, version=3)
+"""Version 2 plus the absolute LR of each interval (log10, beside the LR relative to the base LR),
+written before the losses it produced: what the LR is, not only how far it moved."""
+SPECS = {"v1": SPEC_V1, "v2": SPEC_V2, "v3": SPEC_V3}
 DEFAULT_SPEC = SPEC_V1

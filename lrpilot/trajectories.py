@@ -212,7 +212,7 @@ def derive_observations(where: str, table: pa.Table, meta: dict, spec: EnvSpec) 
     out = []
     for k in range(len(val)):
         lr_rel = 1.0 if k == 0 else lr[k - 1] / meta["base_lr"]
-        out.append(spec.observation(k, lr_rel, val[k], None if k == 0 else train[k], val[0])[0])
+        out.append(spec.observation(k, lr_rel, val[k], None if k == 0 else train[k], val[0], meta["base_lr"])[0])
     return np.stack(out)
 
 

@@ -13,95 +13,11 @@ from lrpilot.spec import DEFAULT_SPEC
 from lrpilot.worldmodel import forecast
 from lrpilot.worldmodel.env import SimEnv, simulate
 from lrpilot.worldmodel.model import WorldModel, init_cache, weighted_loss
-from lrpilot.worldmodel.serialization import Serializer
 
 SPEC = DEFAULT_SPEC
 
 
-# ---- serialization ----------------------------------------------------------------------------
-def test_layout_arithmetic():
-    ser = Serializer(SPEC, base=128, digits=2)
-    assert ser.obs_len == 8 and ser.step_len == 9
-    assert ser.seq_len == 21 * 8 + 20
-    assert ser.vocab_size == 128 + 7 + 1 and ser.pad == 135
-    assert ser.action_pos(0) == 8 and ser.obs_pos(1) == 9 and ser.decision_pos(1) == 16
-
-
-def test_round_trip_within_half_bin():
-    ser = Serializer(SPEC, base=16, digits=3)
-    rng = np.random.default_rng(0)
-    lo = np.array([f.low for f in SPEC.fields])
-    hi = np.array([f.high for f in SPEC.fields])
-    x = (lo + rng.uniform(size=(1000, SPEC.n_obs)) * (hi - lo)).astype(np.float32)
-    back = ser.decode_obs(ser.encode_obs(x))
-    assert np.all(np.abs(back - x) <= (hi - lo) / ser.n_bins / 2 + 1e-6)
-
-
-def test_digits_most_significant_first_and_bin_centres():
-    spec = dataclasses.replace(SPEC)
-    ser = Serializer(spec, base=10, digits=2)
-    i = spec.index("progress")  # box [0, 1]: bin b covers [b/100, (b+1)/100)
-    x = np.zeros(spec.n_obs, np.float32)
-    x[i] = 0.375
-    x[spec.index("log_lr")] = -3.0
-    d = ser.encode_obs(x)
-    assert list(d[i * 2 : i * 2 + 2]) == [3, 7]
-    assert ser.decode_obs(d)[i] == pytest.approx(0.375)  # centre of bin 37 is 0.375
-
-
-def test_edges_beyond_box_and_nan():
-    ser = Serializer(SPEC, base=128, digits=2)
-    v = SPEC.index("val")
-    lo, hi = SPEC.field("val").low, SPEC.field("val").high
-    x = np.zeros((5, SPEC.n_obs), np.float32)
-    x[:, v] = [lo, hi, lo - 5.0, hi + 5.0, np.nan]
-    dig = ser.encode_obs(x).reshape(5, SPEC.n_obs, 2)[:, v]
-    assert dig[0].tolist() == [0, 0]
-    assert dig[1].tolist() == [127, 127]  # the top of the box is the top bin
-    assert dig[2].tolist() == [0, 0] and dig[3].tolist() == [127, 127]  # clipped
-    assert dig[4].tolist() == [127, 127]  # NaN = divergence value
-    full = ser.decode_obs(ser.encode_obs(x))
-    dec = full[:, v]
-    half = (hi - lo) / ser.n_bins / 2
-    assert dec[0] == pytest.approx(lo + half) and dec[1] == pytest.approx(hi - half)
-    assert ser.diverged(full).tolist() == [False, True, False, True, True]
-
-
-def test_jax_and_numpy_agree():
-    ser = Serializer(SPEC)
-    x = np.random.default_rng(1).uniform(-1, 2, (7, SPEC.n_obs)).astype(np.float32)
-    np.testing.assert_array_equal(ser.encode_obs(x), np.asarray(ser.encode_obs(jnp.asarray(x))))
-
-
-def test_episode_encoding_and_padding(traj):
-    ser = Serializer(SPEC)
-    t = traj.subset([0, 1])
-    t.length[1] = 4  # a short (terminated) episode
-    seq = ser.encode_episodes(t.obs, t.actions, t.length)
-    assert seq[0, ser.action_pos(0)] == ser.base + t.actions[0, 0]
-    np.testing.assert_array_equal(seq[0, : ser.obs_len], ser.encode_obs(t.obs[0, 0]))
-    end = ser.obs_pos(3) + ser.obs_len  # observation 3 is the last
-    assert np.all(seq[1, end:] == ser.pad)
-    assert np.all(seq[1, :end] != ser.pad)
-
-
-# ---- loss ------------------------------------------------------------------------------------
-def test_loss_weights_mask_and_decay(traj):
-    ser = Serializer(SPEC)
-    seq = ser.encode_episodes(traj.obs[:1], traj.actions[:1], traj.length[:1])
-    w = ser.loss_weights(seq, decay=0.8)[0]
-    field, sig, step = ser.symbol_roles()
-    for p in range(ser.seq_len):
-        f = field[p]
-        if f < 0 or SPEC.fields[f].deterministic or step[p] == 0:
-            assert w[p] == 0.0, p
-        else:
-            assert w[p] == pytest.approx(0.8 ** sig[p])
-    short = seq.copy()
-    short[0, ser.obs_pos(5) :] = ser.pad
-    assert ser.loss_weights(short, 0.8)[0, ser.obs_pos(5) :].sum() == 0.0
-
-
+# ---- loss ---------------------------------------------------------------------------------------
 def test_weighted_loss_ignores_unweighted_positions():
     rng = np.random.default_rng(0)
     logits = jnp.asarray(rng.normal(size=(2, 10, 8)), jnp.float32)
@@ -139,6 +55,32 @@ def test_cached_decoding_equals_full_forward(tiny_wm):
         pos += s
     assert pos == ser.seq_len
     np.testing.assert_allclose(np.asarray(jnp.concatenate(outs, 1)), np.asarray(full), atol=1e-5)
+
+
+def test_value_embedding_has_a_vector_per_role_and_cached_decoding_stays_exact():
+    from lrpilot.spec import SPEC_V3
+    from lrpilot.worldmodel.model import WorldModelConfig, build
+
+    cfg = WorldModelConfig(n_layer=1, d_model=16, n_head=2, dropout=0.0, value_embed=True, coding="delta")
+    model, ser = build(cfg, SPEC_V3)
+    roles = np.array(ser.value_roles())
+    field, sig, _ = ser.symbol_roles()
+    assert roles[ser.action_pos(0)] == 0 and (roles[: ser.offset] > 0).all()
+    assert len(set(roles[field >= 0])) == SPEC_V3.n_obs * ser.digits  # one role per (field, digit) whatever the step
+    params = model.init(jax.random.key(0), jnp.zeros((1, ser.seq_len), jnp.int32))["params"]
+    assert params["trunk"]["role_value"].shape == (1 + (SPEC_V3.n_obs + SPEC_V3.n_static) * ser.digits, 16)
+    seq = jnp.asarray(np.random.default_rng(1).integers(0, ser.vocab_size, (2, ser.seq_len)), jnp.int32)
+    full, _ = model.apply({"params": params}, seq)
+    cache = init_cache(cfg, 2, ser.seq_len)
+    outs, pos = [], 0
+    for s in [ser.offset + 3, 5, 1] + [1] * (ser.seq_len - ser.offset - 9):
+        o, cache = model.apply({"params": params}, seq[:, pos : pos + s], pos, cache)
+        outs.append(o)
+        pos += s
+    np.testing.assert_allclose(np.asarray(jnp.concatenate(outs, 1)), np.asarray(full), atol=1e-5)
+    # without the value embedding the same config has no role vectors (old checkpoints load unchanged)
+    plain, _ = build(dataclasses.replace(cfg, value_embed=False), SPEC_V3)
+    assert "role_value" not in plain.init(jax.random.key(0), jnp.zeros((1, ser.seq_len), jnp.int32))["params"]["trunk"]
 
 
 # ---- simulator -------------------------------------------------------------------------------
@@ -367,3 +309,12 @@ def test_ensemble_training_stacks_members_and_resumes(tmp_path):
     logs.clear()
     train(traj, cfg, tmp_path / "ens2", progress=False, log=logs.append)
     assert sum("finished before" in line for line in logs) == 2
+    # members trained one per process (--member), then stacked: the same checkpoint as in one go
+    for m in (1, 0):
+        assert train(traj, cfg, tmp_path / "ens3", progress=False, log=lambda *_: None, only_member=m) is None
+    assert not checkpoints.exists(tmp_path / "ens3") and checkpoints.exists(tmp_path / "ens3.members" / "1")
+    train(traj, cfg, tmp_path / "ens3", progress=False, log=lambda *_: None)
+    for a, b in zip(jax.tree.leaves(ck.params), jax.tree.leaves(checkpoints.load(tmp_path / "ens3", kind="worldmodel").params)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="member"):
+        train(traj, cfg, tmp_path / "ens4", only_member=2)

@@ -21,6 +21,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from lrpilot.controllers.schedules import cosine_decay
@@ -47,6 +48,7 @@ class EnvParams:
     seq: jax.Array  # (R, S) int32 real episodes, serialized
     obs: jax.Array  # (R, n+1, F) float32 real observations
     length: jax.Array  # (R,) int32 observation rows per episode
+    log_base: jax.Array  # (R,) float32 log10 of each run's base LR (0 when the spec does not observe it)
     max_prefix: int = struct.field(pytree_node=False, default=5)
     temperature: float = 1.0
 
@@ -83,8 +85,11 @@ class SimEnv(Environment):
         keep = traj.length >= 2  # a prefix must leave at least one step
         if not keep.any():
             raise ValueError("SimEnv: no trajectory has two observations to start from")
+        # observation 0's absolute LR is the base LR (log_lr = 0 there)
+        names = self.spec.names
+        log_base = traj.obs[:, 0, names.index("log_abs_lr")] if "log_abs_lr" in names else np.zeros(len(traj), np.float32)
         return EnvParams(wm_params, jnp.asarray(seq[keep]), jnp.asarray(traj.obs[keep]), jnp.asarray(traj.length[keep]),
-                         max_prefix, temperature)
+                         jnp.asarray(log_base[keep], jnp.float32), max_prefix, temperature)
 
     # ---- static schedule of model calls for one step --------------------------------------------
     def _schedule(self) -> list[tuple[int, int, int | None]]:
@@ -124,14 +129,15 @@ class SimEnv(Environment):
         pos = ser.offset + p * ser.step_len - 1
         state = SimState(tokens=jnp.where(jnp.arange(ser.seq_len) < pos, tokens, ser.pad), cache=cache,
                          pos=pos.astype(jnp.int32), k=(p - 1).astype(jnp.int32), obs=obs, lr_rel=lr_rel.astype(jnp.float32),
-                         done=jnp.array(False), start=p.astype(jnp.int32), member=jnp.asarray(member, jnp.int32))
+                         done=jnp.array(False), log_base_lr=params.log_base[r], start=p.astype(jnp.int32),
+                         member=jnp.asarray(member, jnp.int32))
         return obs, state
 
     def step(self, key, state: SimState, action, params: EnvParams):
         spec, ser = self.spec, self.ser
         action = jnp.asarray(action, jnp.int32)
         k1, lr_rel, det = self.advance(state, action)
-        det_digits = ser.encode_obs(det)  # stochastic fields' digits here are placeholders
+        det_digits = ser.encode_obs(det, state.obs)  # stochastic fields' digits here are placeholders
         step_syms = jnp.concatenate([(ser.base + action)[None], det_digits])  # (F*D + 1,)
         cache = state.cache
         keys = jax.random.split(key, len(self._segments))
@@ -148,7 +154,7 @@ class SimEnv(Environment):
                 if sample_j in val_digits:  # each member's expected digit, given the shared sampled prefix
                     pr = jax.nn.softmax(logits_K[:, -1], axis=-1)
                     expected.append(pr @ jnp.arange(ser.base, dtype=jnp.float32))
-        obs = ser.decode_obs(step_syms[1:])
+        obs = ser.decode_obs(step_syms[1:], state.obs)
         obs = jnp.where(jnp.asarray([not f.deterministic for f in spec.fields]), obs, det)
         diverged = ser.diverged(obs)  # val sampled in the top bin
         obs, reward, terminated, truncated = self.outcome(state, k1, obs, diverged)
@@ -157,15 +163,15 @@ class SimEnv(Environment):
         keep = lambda old, new: jnp.where(state.done, old, new)
         new = SimState(tokens=keep(state.tokens, tokens), cache=cache, pos=keep(state.pos, state.pos + ser.step_len),
                        k=keep(state.k, k1), obs=keep(state.obs, obs), lr_rel=keep(state.lr_rel, lr_rel),
-                       done=state.done | terminated | truncated, start=state.start, member=state.member)
+                       done=state.done | terminated | truncated, log_base_lr=state.log_base_lr, start=state.start,
+                       member=state.member)
         reward = jnp.where(state.done, 0.0, reward)
         terminated = jnp.where(state.done, False, terminated)
         truncated = jnp.where(state.done, False, truncated)
-        f = spec.field("val")
         unit = jnp.zeros(self.members)
-        for d, e in enumerate(expected):  # the members' expected normalised val, digit by digit
+        for d, e in enumerate(expected):  # the members' expected position in val's code, digit by digit
             unit = unit + e / ser.base ** (d + 1)
-        vals_K = f.low + unit * (f.high - f.low)
+        vals_K = ser.val_from_unit(unit, state.obs)
         spread = jnp.where(state.done, 0.0, jnp.std(vals_K))
         info = {"diverged": diverged & ~state.done, "logits": jnp.stack(used_logits), "spread": spread}
         return new.obs, new, reward, terminated, truncated, info

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from lrpilot.spec import EnvSpec
-from lrpilot.worldmodel.serialization import Serializer
+from lrpilot.worldmodel.serialization import CODINGS, Serializer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +31,8 @@ class WorldModelConfig:
     dropout: float = 0.2  # dropout in training
     base: int = 128  # B: digit base
     digits: int = 2  # D: digits per value
+    coding: str = "level"  # stochastic fields as levels in their boxes, or "delta": per-interval log changes (serialization.py)
+    value_embed: bool = False  # add each digit's value (digit / base) times a learned vector of its role (field, significance)
     loss_decay: float = 0.8  # weight of digit s is loss_decay**s
     obs_noise: float = 0.002  # training augmentation: std of the jitter added to stochastic observations
     # training
@@ -51,6 +53,8 @@ class WorldModelConfig:
     def __post_init__(self):
         if self.d_model % self.n_head:
             raise ValueError(f"WorldModelConfig: d_model={self.d_model} not divisible by n_head={self.n_head}")
+        if self.coding not in CODINGS:
+            raise ValueError(f"WorldModelConfig.coding must be one of {', '.join(CODINGS)}, got {self.coding!r}")
         if not 0 < self.loss_decay <= 1:
             raise ValueError(f"WorldModelConfig.loss_decay must be in (0, 1], got {self.loss_decay}")
         if not 0 < self.heldout_frac < 1:
@@ -62,7 +66,7 @@ class WorldModelConfig:
                              f"got {self.val_frac}")
 
     def serializer(self, spec: EnvSpec) -> Serializer:
-        return Serializer(spec, self.base, self.digits)
+        return Serializer(spec, self.base, self.digits, self.coding)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -73,6 +77,7 @@ class WorldModelConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"WorldModelConfig: unknown field(s) {sorted(unknown)}")
+        d = {"coding": "level", **d}  # saved before the delta coding existed
         return cls(**{**LEGACY, **d}) if "select" not in d else cls(**d)
 
 
@@ -123,11 +128,17 @@ class Block(nn.Module):
 
 
 class Trunk(nn.Module):
-    """Embeddings, blocks and final norm: tokens (B, S) -> hidden (B, S, d_model)."""
+    """Embeddings, blocks and final norm: tokens (B, S) -> hidden (B, S, d_model).
+
+    A digit symbol's embedding is a lookup (symbols are unordered to it); with
+    `cfg.value_embed` each digit also adds (digit / base) x a learned vector of its role (the
+    field and significance of its position, `roles`, from `Serializer.value_roles`), so that
+    nearby values start out close: an ordinal prior that the lookup alone learns only from data."""
 
     cfg: WorldModelConfig
     vocab_size: int
     max_len: int
+    roles: tuple[int, ...] = ()  # (max_len,) role of each position (0: not a digit); needed with value_embed
 
     @nn.compact
     def __call__(self, tokens_BxS, pos0=0, cache=None, deterministic=True):
@@ -136,6 +147,14 @@ class Trunk(nn.Module):
         emb = nn.Embed(self.vocab_size, cfg.d_model, name="wte", embedding_init=nn.initializers.normal(0.02))
         wpe = self.param("wpe", nn.initializers.normal(0.02), (self.max_len, cfg.d_model))
         x = emb(tokens_BxS) + jax.lax.dynamic_slice_in_dim(wpe, pos0, s)[None]
+        if cfg.value_embed:
+            if len(self.roles) != self.max_len:
+                raise ValueError(f"Trunk: value_embed needs a role per position ({self.max_len}), got {len(self.roles)}")
+            roles = jnp.asarray(self.roles, jnp.int32)
+            role_S = jax.lax.dynamic_slice_in_dim(roles, pos0, s)
+            role_emb = self.param("role_value", nn.initializers.normal(0.1), (int(max(self.roles)) + 1, cfg.d_model))
+            value_BxS = jnp.where((tokens_BxS < cfg.base) & (role_S > 0)[None], tokens_BxS / cfg.base, 0.0)
+            x = x + value_BxS[..., None] * role_emb[role_S][None]
         x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
         new_k, new_v = [], []
         for i in range(cfg.n_layer):
@@ -155,16 +174,17 @@ class WorldModel(nn.Module):
     cfg: WorldModelConfig
     vocab_size: int
     max_len: int
+    roles: tuple[int, ...] = ()  # see Trunk
 
     @nn.compact
     def __call__(self, tokens_BxS, pos0=0, cache=None, deterministic=True):
-        h, cache = Trunk(self.cfg, self.vocab_size, self.max_len, name="trunk")(tokens_BxS, pos0, cache, deterministic)
+        h, cache = Trunk(self.cfg, self.vocab_size, self.max_len, self.roles, name="trunk")(tokens_BxS, pos0, cache, deterministic)
         return nn.Dense(self.cfg.base, name="digit_head")(h), cache
 
 
 def build(cfg: WorldModelConfig, spec: EnvSpec) -> tuple[WorldModel, Serializer]:
     ser = cfg.serializer(spec)
-    return WorldModel(cfg, ser.vocab_size, ser.seq_len), ser
+    return WorldModel(cfg, ser.vocab_size, ser.seq_len, ser.value_roles()), ser
 
 
 def weighted_loss(logits_BxSxB, seq_BxS, weights_BxS):

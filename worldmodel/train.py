@@ -74,14 +74,25 @@ class TrainResult:
 
 
 def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = None, log=print,
-          progress: bool = True, meta: dict | None = None) -> TrainResult:
+          progress: bool = True, meta: dict | None = None, only_member: int | None = None) -> TrainResult | None:
     """Trains (or resumes) a world model; saves the selected parameters at `out`. An ensemble
     (cfg.ensemble = K > 1) trains K members one after the other (member i: seed + i, a bootstrap of
     the training groups; each saved at OUT.members/<i>, so a rerun skips finished members) and
-    saves them stacked on a leading member axis in one checkpoint."""
+    saves them stacked on a leading member axis in one checkpoint. `only_member=i` trains member i
+    alone and returns None (members can then train in parallel processes; a run without it
+    stacks them)."""
     if cfg.ensemble == 1:
         return _train_member(traj, cfg, out, log, progress, meta)
     one = dataclasses.replace(cfg, ensemble=1)
+    if only_member is not None:
+        if not 0 <= only_member < cfg.ensemble or out is None:
+            raise ValueError(f"--member must be in [0, {cfg.ensemble}) and needs --out, got {only_member}")
+        path = Path(f"{out}.members") / str(only_member)
+        if checkpoints.exists(path):
+            log(f"[worldmodel] member {only_member}: finished before ({path})")
+        else:
+            _train_member(traj, one, path, log, progress, meta, member=only_member)
+        return None
     results = []
     for i in range(cfg.ensemble):
         path = None if out is None else Path(f"{out}.members") / str(i)

@@ -63,6 +63,7 @@ class SpecController(Controller):
         if val is None:
             val = train  # never seen a validation loss: stand in with the train loss
         missing = val is None and k > 0  # no loss of any kind so far: nothing to act on
+        base = self._run().base_lr
         if self.val0 is None and finite(val) and val > 0:
             self.val0 = val  # normally at k = 0; later only if the first ones were missing
         if missing:
@@ -70,11 +71,11 @@ class SpecController(Controller):
                 warnings.warn(f"{self.name}: no loss observed by decision {k} (iteration {o.iter}); holding the LR "
                               "until one arrives (pass train_loss or val_loss to observe)", RuntimeWarning, stacklevel=2)
                 self._warned = True
-            ob, diverged = self.spec.observation(k, self.lr_rel, 1.0, 1.0, 1.0)  # the initial state, as at k = 0
+            ob, diverged = self.spec.observation(k, self.lr_rel, 1.0, 1.0, 1.0, base)  # the initial state, as at k = 0
         elif self.val0 is None:
-            ob, diverged = self.spec.observation(k, self.lr_rel, None if k == 0 else math.nan, math.nan, 1.0)
+            ob, diverged = self.spec.observation(k, self.lr_rel, None if k == 0 else math.nan, math.nan, 1.0, base)
         else:
-            ob, diverged = self.spec.observation(k, self.lr_rel, val, train, self.val0)
+            ob, diverged = self.spec.observation(k, self.lr_rel, val, train, self.val0, base)
         self.obs.append(ob)
         reward = float(self.spec.reward(self.obs[-2], ob)) if k > 0 else None
         truncated = k == self.spec.n_decisions and not diverged
