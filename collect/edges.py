@@ -9,6 +9,12 @@ have seen, up to the edges (stalls and divergence).
   improving for `patience` decisions (or the run diverges, as the spec defines it), then
   `after`: holds, halves once, or anneals by 0.8 per decision.
 
+* `Fork`: the branches of a forked group (family `fork`): every run of the group has the same
+  seed (the same initialisation, batches and evaluation batches), the same base LR and the same
+  schedule up to decision `at`; there branch b takes action b (the last branch a random walk
+  from there on), then the schedule again. The branches' differences after `at` are the
+  effect of the action alone, without the run-to-run noise that hides it in unpaired runs.
+
 `sample_explorer_v2` draws one of these or of the starter's explorers (walks, cosine, WSD,
 constant with random warmups). Peaks are drawn half relative to the configured base LR and
 half relative to the model's default LR (`peak_abs / base_mult`), so a run with a mis-set
@@ -169,3 +175,54 @@ def sample_explorer_v2(rng: random.Random, seed: int, base_mult: float, spec: En
         return Restarts(peak, cycles=rng.choice([2, 3, 4]), decay=round(rng.uniform(0.5, 1.0), 3), seed=seed,
                         epsilon=eps, spec=spec)
     return Follow(kind, peak, seed, epsilon=eps, spec=spec, warmup=rng.choice([0, 0, 1, 2, 4]))
+
+
+class Fork(ScheduleFollower):
+    """Follows `base` (a schedule follower), except at decision `at`: action `action` there, or,
+    with `action` None, a random walk (`seed`) from `at` on."""
+
+    name = "fork"
+
+    def __init__(self, base: ScheduleFollower, at: int, action: int | None, seed: int, spec: EnvSpec = DEFAULT_SPEC):
+        super().__init__(spec)
+        if not 0 < at < spec.n_decisions or (action is not None and not 0 <= action < spec.n_actions):
+            raise ValueError(f"fork: need 0 < at < {spec.n_decisions} and an action in [0, {spec.n_actions}) or None, "
+                             f"got at={at}, action={action}")
+        self.base, self.at, self.action, self.seed = base, at, action, seed
+
+    def reset(self, run):
+        super().reset(run)
+        self.base.reset(run)
+        self.rng = random.Random(self.seed)
+
+    def target_rel(self, k):
+        return self.base.target_rel(k)
+
+    def choose(self, k):
+        if k == self.at and self.action is not None:
+            return self.action
+        if k >= self.at and self.action is None:
+            return self.rng.randrange(self.spec.n_actions)
+        return super().choose(k)
+
+    def describe(self):
+        return {"name": self.name, "at": self.at, "action": self.action, "seed": self.seed, "base": self.base.describe()}
+
+
+def sample_fork(rng: random.Random, branch: int, seed: int, base_mult: float, spec: EnvSpec = DEFAULT_SPEC) -> Fork:
+    """Branch `branch` of a forked group whose shared draws come from `rng` (seeded by the group):
+    the base schedule (cosine, WSD, constant or an anneal, noise-free) and the fork decision, drawn
+    from the second half of the run 2 times in 3 (where the anneal's effect lives) and else from the
+    first. Branches 0..A-1 take action `branch`; the others walk at random with their own `seed`."""
+    kind = rng.choice(["cosine", "wsd", "constant", "anneal"])
+    peak = _peak(rng, base_mult, spec)
+    n = spec.n_decisions
+    if kind == "anneal":
+        start = round(rng.uniform(0.5, 0.95), 3)
+        base = Anneal(peak, start=start, length=round(rng.uniform(0.05, 1.0 - start + 0.05), 3),
+                      depth=round(10 ** rng.uniform(-2, math.log10(0.5)), 4), shape=rng.choice(["linear", "cosine", "exp"]),
+                      warmup=rng.choice([0, 1, 2]), seed=0, spec=spec)
+    else:
+        base = Follow(kind, peak, 0, spec=spec, warmup=rng.choice([0, 1, 2]))
+    at = rng.randrange(n // 2, n - 1) if rng.random() < 2 / 3 else rng.randrange(2, n // 2)
+    return Fork(base, at, branch if branch < spec.n_actions else None, seed, spec=spec)

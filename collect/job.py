@@ -72,11 +72,19 @@ class Job:
         return sample_group(random.Random(f"{self.seed}/group/{g}"), self.family, self.tasks)
 
     def run_seed(self, i: int) -> int:
+        """Run i's seed; a forked group's runs share their first run's (common random numbers)."""
+        if FAMILIES[self.family].fork:
+            i = i - i % self.parallel
         return self.seed * 1_000_003 + i
 
     def explorer(self, i: int, spec: EnvSpec):
         """Run i's explorer and its base-LR multiplier (of the model's default LR)."""
         rng = random.Random(f"{self.seed}/run/{i}")
+        if FAMILIES[self.family].fork:  # shared draws per group, then branch i % parallel
+            g = i // self.parallel
+            mult = sample_base_mult(random.Random(f"{self.seed}/base/g{g}"), self.family)
+            return edges.sample_fork(random.Random(f"{self.seed}/fork/{g}"), i % self.parallel, self.run_seed(i) + i,
+                                     mult, spec), mult
         if FAMILIES[self.family].draws == "v1":  # the starter's order of draws, kept so that its job still grows
             ctrl = explore.sample_explorer(rng, self.run_seed(i), spec, self.policy, dict(self.mix))
             return ctrl, sample_base_mult(rng, self.family)

@@ -11,7 +11,10 @@ A "family" fixes the ranges:
   the configured one says little; a share of groups (`protocol_share`) is exactly nanoGPT's
   CPU recipe (4 x 128, block 64, batch 12, 2000 iterations), the small zero-shot protocol.
 * `gpu`: larger models for an accelerator, drawn like `cpu2`.
-* `tiny`: tests.
+* `fork`: forked groups (`collect.edges.Fork`): the runs of a group share the seed, the base LR
+  and the schedule up to a fork decision, where each takes another action; smaller and shorter
+  runs than `cpu2` (many groups per hour), base LR drawn as in `cpu2`.
+* `tiny`, `tiny_fork`: tests.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Family:
     base_mult: tuple[float, float] = (1 / 3, 3)  # configured base LR = default LR x logU(base_mult)
     protocol_share: float = 0.0  # share of groups that are exactly the small protocol (nanoGPT's CPU recipe)
     draws: str = "v1"  # v1: the starter's draws; v2: base LR scaled by width, drawn before the explorer
+    fork: bool = False  # a group's runs share seed, base LR and schedule up to a fork decision (collect.edges.Fork)
 
     def default_lr(self, cfg: TrainConfig) -> float:
         """A sensible LR for the model's size: v1 one LR for all; v2 1e-3 x sqrt(128 / n_embd)."""
@@ -57,8 +61,13 @@ FAMILIES = {
     "gpu": Family(sizes=((4, 128, 4), (4, 256, 4), (6, 256, 8), (6, 384, 6)), blocks=(64, 128, 256),
                   batches=(16, 32, 64), iters=(1000, 2000, 3000, 5000), dropouts=(0.0, 0.1, 0.2),
                   base_lr=1e-3, eval_iters=50, max_cost=4e5, base_mult=(1 / 30, 30), protocol_share=0.1, draws="v2"),
+    "fork": Family(sizes=((1, 32, 2), (2, 48, 2), (2, 64, 4), (3, 96, 4), (4, 128, 4)), blocks=(32, 64),
+                   batches=(8, 12, 16), iters=(300, 500, 800), dropouts=(0.0, 0.0, 0.1), base_lr=1e-3, eval_iters=40,
+                   max_cost=400.0, base_mult=(1 / 30, 30), draws="v2", fork=True),
     "tiny": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),
                    base_lr=3e-3, eval_iters=2, max_cost=1e9),
+    "tiny_fork": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),
+                        base_lr=3e-3, eval_iters=2, max_cost=1e9, base_mult=(1 / 30, 30), draws="v2", fork=True),
 }
 
 

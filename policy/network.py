@@ -37,11 +37,12 @@ class PolicyConfig:
     seed: int = 0  # initialisation and rollouts
     eval_envs: int = 256  # episodes of the final simulator report
     checkpoint_every: int = 10  # iterations between resumable checkpoints
-    # LR support: the policy may not move the LR (relative to the run's base LR) further outside
-    # [lr_min_rel, lr_max_rel]; actions that would are masked, in the simulator and at deployment.
-    # It keeps the policy where the world model has data, instead of exploiting its errors there.
-    lr_min_rel: float = 0.01  # LR support: lowest LR / base LR the policy may move towards
-    lr_max_rel: float = 10.0  # LR support: highest LR / base LR
+    # LR support (an option, off by default): the policy may not move the LR (relative to the run's
+    # base LR) further outside [lr_min_rel, lr_max_rel]; actions that would are masked, in the
+    # simulator and at deployment. A hand-set fence; the ensemble's pessimism is the default.
+    support_mask: bool = False  # mask actions that leave the LR support [lr_min_rel, lr_max_rel] x base LR
+    lr_min_rel: float = 0.01  # LR support: lowest LR / base LR the policy may move towards (with support_mask)
+    lr_max_rel: float = 10.0  # LR support: highest LR / base LR (with support_mask)
     # pessimism (MOPO): the simulator's reward minus pessimism x the ensemble's spread on the step's val
     pessimism: float = 0.0  # weight of the world-model ensemble's disagreement subtracted from each reward
     def __post_init__(self):
@@ -90,9 +91,17 @@ def action_mask(spec: EnvSpec, lr_rel, lr_min_rel: float, lr_max_rel: float):
 
 
 def lr_support(model_config: dict) -> tuple[float, float] | None:
-    """(lr_min_rel, lr_max_rel) of a policy checkpoint's model_config; None when it has none."""
+    """(lr_min_rel, lr_max_rel) of a policy checkpoint's model_config, or None when it trained
+    without the support mask (a checkpoint saved before `support_mask` existed always had it)."""
     pc = model_config.get("policy") or {}
-    return (float(pc["lr_min_rel"]), float(pc["lr_max_rel"])) if "lr_min_rel" in pc else None
+    if "lr_min_rel" not in pc or not pc.get("support_mask", True):
+        return None
+    return float(pc["lr_min_rel"]), float(pc["lr_max_rel"])
+
+
+def config_support(cfg: PolicyConfig) -> tuple[float, float] | None:
+    """The LR support a PolicyConfig trains under (None: no mask)."""
+    return (cfg.lr_min_rel, cfg.lr_max_rel) if cfg.support_mask else None
 
 
 def masked_logits(logits, mask):

@@ -98,7 +98,8 @@ def make_rollout(net: PolicyNet, env: SimEnv, cfg: PolicyConfig, greedy: bool = 
         def body(carry, kk):
             st, cache, lg, v = carry
             ka, ks = jax.random.split(kk)
-            mask = action_mask(spec, st.lr_rel, cfg.lr_min_rel, cfg.lr_max_rel)
+            mask = (action_mask(spec, st.lr_rel, cfg.lr_min_rel, cfg.lr_max_rel) if cfg.support_mask
+                    else jnp.ones(spec.n_actions, bool))
             lg = masked_logits(lg, mask)
             a = jnp.argmax(lg) if greedy else jax.random.categorical(ka, lg)
             a = a.astype(jnp.int32)

@@ -12,7 +12,7 @@ import numpy as np
 
 import lrpilot
 from lrpilot import checkpoints
-from lrpilot.policy.network import PolicyConfig, build as build_policy, init_params, lr_support
+from lrpilot.policy.network import PolicyConfig, build as build_policy, config_support, init_params, lr_support
 from lrpilot.policy.ppo import TrainState, episode_returns, make_iteration, policy_act_fn
 from lrpilot.trainers import harness
 from lrpilot.trajectories import Trajectories
@@ -98,7 +98,7 @@ def train(wm_path: str, traj: Trajectories, cfg: PolicyConfig, out: str | Path, 
                          progress=progress, desc="ppo", log=lambda s: log(f"[policy] {s}"),
                          postfix=lambda e: {"ret": f"{e['return_mean']:.4f}", "ent": f"{e['entropy']:.2f}"})
     ts, history = fitted.state, fitted.history
-    report = sim_report(env, env_params, net, ts.params, k_eval, cfg.eval_envs, (cfg.lr_min_rel, cfg.lr_max_rel))
+    report = sim_report(env, env_params, net, ts.params, k_eval, cfg.eval_envs, config_support(cfg))
     log("[policy] " + format_report(report))
     checkpoints.save(out, kind="policy", params=ts.params, spec=wm_ck.spec, model_config=model_config,
                      meta={"world_model": str(wm_path), "log": history, "sim_eval": report,

@@ -124,7 +124,7 @@ def policy_ckpt(tmp_path_factory, tiny_wm):
     params["action_head"]["bias"] = jnp.zeros(SPEC.n_actions).at[SPEC.actions.index(2.0)].set(10.0)
     path = tmp_path_factory.mktemp("pol") / "policy"
     checkpoints.save(path, kind="policy", params=params, spec=SPEC,
-                     model_config={"trunk": cfg.to_dict(), "policy": PolicyConfig().to_dict()})
+                     model_config={"trunk": cfg.to_dict(), "policy": PolicyConfig(support_mask=True).to_dict()})
     return path
 
 
@@ -233,9 +233,22 @@ def test_ppo_rollouts_respect_the_lr_support(tiny_wm, traj):
     net = build(cfg, SPEC)
     params = init_params(net, jax.random.key(0), wm_params)
     params["action_head"]["bias"] = jnp.zeros(SPEC.n_actions).at[SPEC.actions.index(2.0)].set(10.0)  # always double
-    pcfg = PolicyConfig(n_envs=8, n_minibatches=2, lr_max_rel=4.0)
+    pcfg = PolicyConfig(n_envs=8, n_minibatches=2, lr_max_rel=4.0, support_mask=True)
     ro = make_rollout(net, env, pcfg)(params, env.params(wm_params, traj), jax.random.key(1), 8)
     assert ro.mask.shape == ro.action.shape + (SPEC.n_actions,)
     taken = jnp.take_along_axis(ro.mask, ro.action[..., None], -1)[..., 0]
     assert bool(jnp.all(taken | ~ro.active))  # a masked action is never taken
     assert bool(jnp.any(ro.active & ~ro.mask[..., SPEC.actions.index(2.0)]))  # and the mask did bind
+    # off by default: the same policy doubles all the way to the spec's range
+    free = make_rollout(net, env, PolicyConfig(n_envs=8, n_minibatches=2, lr_max_rel=4.0))(
+        params, env.params(wm_params, traj), jax.random.key(1), 8)
+    assert bool(jnp.all(free.mask)) and bool(jnp.all((free.action == SPEC.actions.index(2.0)) | ~free.active))
+
+
+def test_lr_support_of_old_and_new_checkpoints():
+    from lrpilot.policy.network import lr_support
+
+    old = {k: v for k, v in PolicyConfig().to_dict().items() if k != "support_mask"}  # saved before the option
+    assert lr_support({"policy": old}) == (0.01, 10.0)
+    assert lr_support({"policy": PolicyConfig().to_dict()}) is None
+    assert lr_support({"policy": PolicyConfig(support_mask=True, lr_max_rel=4.0).to_dict()}) == (0.01, 4.0)

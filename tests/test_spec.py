@@ -12,7 +12,6 @@ import pytest
 from test_trajectories import META, Scripted
 
 from lrpilot.controllers.base import Observation, RunInfo
-
 from lrpilot.spec import RUN_CONTEXT, SPEC_V1, SPEC_V2, SPEC_V3, EnvSpec, ObsField
 from lrpilot.trajectories import TrajectoryFileError, load_dir, write_run
 

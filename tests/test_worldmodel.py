@@ -83,6 +83,24 @@ def test_value_embedding_has_a_vector_per_role_and_cached_decoding_stays_exact()
     assert "role_value" not in plain.init(jax.random.key(0), jnp.zeros((1, ser.seq_len), jnp.int32))["params"]["trunk"]
 
 
+def test_mixture_head_is_a_distribution_over_the_bins_with_a_divergence_bin():
+    from lrpilot.worldmodel.model import WorldModelConfig, mixture_logits
+
+    rng = np.random.default_rng(0)
+    out = mixture_logits(jnp.asarray(rng.normal(size=(4, 3 * 3 + 1)), jnp.float32), 64)
+    assert out.shape == (4, 64)
+    np.testing.assert_allclose(np.asarray(jax.nn.logsumexp(out, -1)), 0.0, atol=1e-5)  # log-probabilities, normalised
+    # one component: the expected bin follows its mean (a shift is one parameter), the top bin is sigmoid(d - 5)
+    def expected_bin(mu):
+        p = jnp.asarray([[0.0, mu, 0.0, -20.0]], jnp.float32)  # weight, mean (pre-sigmoid), log-scale, divergence
+        probs = np.exp(np.asarray(mixture_logits(p, 64))[0])
+        return float(probs[:-1] @ np.arange(63) / probs[:-1].sum()), float(probs[-1])
+    (lo, top), (hi, _) = expected_bin(-1.0), expected_bin(1.0)
+    assert lo < 32 < hi and top == pytest.approx(float(jax.nn.sigmoid(-25.0)), abs=1e-9)
+    with pytest.raises(ValueError, match="digits=1"):
+        WorldModelConfig(head="mixture", digits=2)
+
+
 # ---- simulator -------------------------------------------------------------------------------
 def test_env_step_matches_model_likelihood(tiny_wm, traj):
     cfg, model, ser, params = tiny_wm
@@ -177,6 +195,25 @@ def test_training_lowers_heldout_loss_and_resumes(tmp_path):
     res2 = train(traj, longer, tmp_path / "wm", progress=False, log=logs.append)
     assert any("resuming" in line and "step 60" in line for line in logs)
     assert [h["step"] for h in res2.log] == [0, 20, 40, 60, 80]
+
+
+def test_history_mask_still_learns_and_changes_what_is_learned(tmp_path):
+    """With history_mask the model still learns (it predicts every loss digit from a history with
+    holes), and what it learns differs from the unmasked model's."""
+    from conftest import synthetic_trajectories
+
+    from lrpilot.worldmodel.model import WorldModelConfig
+    from lrpilot.worldmodel.train import train
+
+    traj = synthetic_trajectories(n_runs=24, noise=0.0)
+    cfg = WorldModelConfig(n_layer=1, d_model=16, n_head=2, dropout=0.0, steps=40, eval_every=20, batch_size=8,
+                           learning_rate=3e-3, warmup=5, heldout_frac=0.3, base=16, digits=2, select="nll")
+    plain = train(traj, cfg, None, progress=False, log=lambda *_: None)
+    masked = train(traj, dataclasses.replace(cfg, history_mask=0.5), None, progress=False, log=lambda *_: None)
+    assert masked.best_heldout < masked.log[0]["heldout_loss"] - 0.3
+    assert not np.allclose(jax.tree.leaves(plain.params)[0], jax.tree.leaves(masked.params)[0])
+    with pytest.raises(ValueError, match="history_mask"):
+        WorldModelConfig(history_mask=1.0)
 
 
 def test_simple_forecasters():

@@ -33,8 +33,11 @@ class WorldModelConfig:
     digits: int = 2  # D: digits per value
     coding: str = "level"  # stochastic fields as levels in their boxes, or "delta": per-interval log changes (serialization.py)
     value_embed: bool = False  # add each digit's value (digit / base) times a learned vector of its role (field, significance)
+    head: str = "categorical"  # "categorical": a free logit per digit; "mixture": a discretized logistic mixture (digits=1)
+    mixture: int = 3  # logistic components of the mixture head
     loss_decay: float = 0.8  # weight of digit s is loss_decay**s
     obs_noise: float = 0.002  # training augmentation: std of the jitter added to stochastic observations
+    history_mask: float = 0.0  # training augmentation: share of past observations whose losses the model reads as PAD
     # training
     learning_rate: float = 1e-3  # peak AdamW learning rate (warmup, then cosine to a tenth)
     weight_decay: float = 0.1  # AdamW weight decay on 2-D weights
@@ -55,6 +58,13 @@ class WorldModelConfig:
             raise ValueError(f"WorldModelConfig: d_model={self.d_model} not divisible by n_head={self.n_head}")
         if self.coding not in CODINGS:
             raise ValueError(f"WorldModelConfig.coding must be one of {', '.join(CODINGS)}, got {self.coding!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"WorldModelConfig.head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.head == "mixture" and (self.digits != 1 or self.mixture < 1):
+            raise ValueError(f"WorldModelConfig: the mixture head needs digits=1 and mixture >= 1, got digits={self.digits}, "
+                             f"mixture={self.mixture}")
+        if not 0 <= self.history_mask < 1:
+            raise ValueError(f"WorldModelConfig.history_mask must be in [0, 1), got {self.history_mask}")
         if not 0 < self.loss_decay <= 1:
             raise ValueError(f"WorldModelConfig.loss_decay must be in (0, 1], got {self.loss_decay}")
         if not 0 < self.heldout_frac < 1:
@@ -81,6 +91,7 @@ class WorldModelConfig:
         return cls(**{**LEGACY, **d}) if "select" not in d else cls(**d)
 
 
+HEADS = ("categorical", "mixture")
 LEGACY = {"val_frac": 0.0, "select": "nll", "patience": 5}
 """How a checkpoint saved before checkpoint selection by fidelity was trained (its missing fields)."""
 
@@ -154,7 +165,7 @@ class Trunk(nn.Module):
             role_S = jax.lax.dynamic_slice_in_dim(roles, pos0, s)
             role_emb = self.param("role_value", nn.initializers.normal(0.1), (int(max(self.roles)) + 1, cfg.d_model))
             value_BxS = jnp.where((tokens_BxS < cfg.base) & (role_S > 0)[None], tokens_BxS / cfg.base, 0.0)
-            x = x + value_BxS[..., None] * role_emb[role_S][None]
+            x = x + value_BxS[..., None] * jnp.take(role_emb, role_S, axis=0)[None]  # (numpy params from a checkpoint too)
         x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
         new_k, new_v = [], []
         for i in range(cfg.n_layer):
@@ -179,7 +190,30 @@ class WorldModel(nn.Module):
     @nn.compact
     def __call__(self, tokens_BxS, pos0=0, cache=None, deterministic=True):
         h, cache = Trunk(self.cfg, self.vocab_size, self.max_len, self.roles, name="trunk")(tokens_BxS, pos0, cache, deterministic)
+        if self.cfg.head == "mixture":
+            return mixture_logits(nn.Dense(3 * self.cfg.mixture + 1, name="mixture_head")(h), self.cfg.base), cache
         return nn.Dense(self.cfg.base, name="digit_head")(h), cache
+
+
+def mixture_logits(params_xP, n_bins: int):
+    """(..., 3M + 1) head outputs -> (..., n_bins) log-probabilities of the bins of u in [0, 1]: the
+    top bin (the coding's divergence) with probability sigmoid(d), the other n_bins - 1 bins a
+    mixture of M logistics over u (weights, means, log-scales) discretized by CDF differences
+    (the bins at either edge take the tails). A mean shift is one parameter here, where a free
+    logit per bin must learn it bin by bin."""
+    m = (params_xP.shape[-1] - 1) // 3
+    w, mu, log_s = params_xP[..., :m], params_xP[..., m : 2 * m], params_xP[..., 2 * m : 3 * m]
+    d = params_xP[..., -1] - 5.0  # divergence starts rare (sigmoid(-5) = 0.007)
+    mu = jax.nn.sigmoid(mu)  # component means inside the box
+    inv_s = jnp.exp(-jnp.clip(log_s - 3.0, -7.0, 7.0))  # scale e^(log_s - 3): starts near 0.05 of the box
+    n = n_bins - 1
+    edges = jnp.arange(1, n, dtype=jnp.float32) / n_bins  # inner edges of bins 0..n-1 (bin n-1 ends at the top bin)
+    cdf = jax.nn.sigmoid((edges[..., :, None] - mu[..., None, :]) * inv_s[..., None, :])  # (..., n-1, M)
+    lo = jnp.concatenate([jnp.zeros_like(cdf[..., :1, :]), cdf], axis=-2)
+    hi = jnp.concatenate([cdf, jnp.ones_like(cdf[..., :1, :])], axis=-2)
+    logw = jax.nn.log_softmax(w, axis=-1)[..., None, :]
+    log_bins = jax.nn.logsumexp(logw + jnp.log(jnp.maximum(hi - lo, 1e-12)), axis=-1)  # (..., n)
+    return jnp.concatenate([log_bins + jax.nn.log_sigmoid(-d)[..., None], jax.nn.log_sigmoid(d)[..., None]], axis=-1)
 
 
 def build(cfg: WorldModelConfig, spec: EnvSpec) -> tuple[WorldModel, Serializer]:

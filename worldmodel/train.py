@@ -8,7 +8,10 @@ cross-entropy on stochastic observation symbols only; the held-out loss is logge
 Augmentation: each time a run is drawn, its stochastic observations (val, train; not the
 first row nor a divergence row) are jittered by N(0, obs_noise) before discretization. The
 jitter is on the scale of the evaluation noise, so it removes little information, but a few
-hundred runs can then no longer be memorised through their noise digits. Training state (parameters, optimizer
+hundred runs can then no longer be memorised through their noise digits. History masking
+(`history_mask` = q): the model reads each past observation's loss digits as PAD with
+probability q (it still predicts them): it must then forecast from the LR it was given and the
+run's context, not only by continuing the curve it sees. Training state (parameters, optimizer
 state, step, best held-out loss) is checkpointed so that an interrupted run resumes.
 """
 
@@ -152,9 +155,22 @@ def _train_member(traj: Trajectories, cfg: WorldModelConfig, out, log, progress,
     key = jax.random.key(seed)
     params = model.init(key, seq_tr[:1])["params"]
 
-    def loss_fn(p, s, wt, k):
-        logits, _ = model.apply({"params": p}, s, deterministic=False, rngs={"dropout": k})
+    def loss_fn(p, s_in, s, wt, k):
+        logits, _ = model.apply({"params": p}, s_in, deterministic=False, rngs={"dropout": k})
         return weighted_loss(logits, s, wt)[0]
+
+    field_of, _, step_of = ser.symbol_roles()
+    loss_pos = jnp.asarray((field_of >= 0) & np.isin(field_of, [spec.index(n) for n in ("val", "train")]))
+    step_of = jnp.asarray(step_of)
+
+    def masked_input(key, s_):
+        """The batch as the model reads it: with history_mask = q, each observation's loss digits
+        become PAD with probability q (never observation 0, which is the same for every run)."""
+        if cfg.history_mask == 0:
+            return s_
+        hide = jax.random.bernoulli(key, cfg.history_mask, (s_.shape[0], spec.n_decisions + 1))
+        hide = hide[:, step_of] & loss_pos[None] & (step_of >= 1)[None]
+        return jnp.where(hide, ser.pad, s_)
 
     def augmented_batch(key):
         k_idx, k_noise = jax.random.split(key)
@@ -168,9 +184,11 @@ def _train_member(traj: Trajectories, cfg: WorldModelConfig, out, log, progress,
 
     @jax.jit
     def train_step(state, st):
-        k_batch, k_drop = jax.random.split(jax.random.fold_in(key, st))
+        k_step = jax.random.fold_in(key, st)
+        k_batch, k_drop = jax.random.split(k_step)
+        k_mask = jax.random.fold_in(k_step, 1)  # beside the split: the streams of history_mask = 0 stay as they were
         s_b, w_b = augmented_batch(k_batch)
-        loss, g = jax.value_and_grad(loss_fn)(state["params"], s_b, w_b, k_drop)
+        loss, g = jax.value_and_grad(loss_fn)(state["params"], masked_input(k_mask, s_b), s_b, w_b, k_drop)
         upd, o = tx.update(g, state["opt"], state["params"])
         return {"params": optax.apply_updates(state["params"], upd), "opt": o}, {"train_loss": loss}
 

@@ -1,0 +1,54 @@
+"""Forked collection groups: one seed, one base LR and one schedule up to the fork, then one
+action per branch; the branches are identical before the fork and differ only by the action."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lrpilot.collect.edges import Fork, sample_fork
+from lrpilot.collect.explore import Follow
+from lrpilot.collect.job import Job, collect
+from lrpilot.spec import DEFAULT_SPEC
+from lrpilot.trajectories import load_dir
+
+N = DEFAULT_SPEC.n_decisions
+
+
+def test_a_forked_group_shares_its_seed_base_lr_and_schedule():
+    job = Job(family="tiny_fork", tasks=("python_docs",), parallel=8)
+    seeds = {job.run_seed(i) for i in range(8)}
+    assert len(seeds) == 1 and job.run_seed(8) != job.run_seed(0)
+    branches = [job.explorer(i, DEFAULT_SPEC) for i in range(8)]
+    assert len({mult for _, mult in branches}) == 1
+    descr = [c.describe() for c, _ in branches]
+    assert len({str(d["base"]) for d in descr}) == 1 and len({d["at"] for d in descr}) == 1
+    assert [d["action"] for d in descr] == [0, 1, 2, 3, 4, 5, 6, None]  # one action each; the last walks
+
+
+def test_fork_follows_its_schedule_except_at_the_fork():
+    import random
+
+    base = Follow("cosine", 2.0, 0)
+    f = Fork(base, at=7, action=0, seed=1)
+    assert f.describe()["base"] == base.describe() and f.target_rel(3) == base.target_rel(3)
+    with pytest.raises(ValueError, match="fork"):
+        Fork(base, at=0, action=0, seed=1)
+    fork = sample_fork(random.Random("x"), 3, 5, 0.5)
+    assert fork.action == 3 and 2 <= fork.at < N - 1
+    assert sample_fork(random.Random("x"), 7, 5, 0.5).action is None  # past the actions: a random walk
+
+
+def test_collected_branches_are_identical_until_the_fork_then_differ_by_the_action(tmp_path):
+    job = Job(family="tiny_fork", tasks=("python_docs",), parallel=8)
+    assert collect(tmp_path, job, 8, progress=False, log=lambda *_: None) == 8
+    t = load_dir(tmp_path, DEFAULT_SPEC)
+    at = t.meta[0]["controller"]["at"]
+    assert {m["seed"] for m in t.meta} == {job.run_seed(0)}
+    vi = DEFAULT_SPEC.index("val")
+    for r in range(1, 8):
+        np.testing.assert_array_equal(t.obs[r, : at + 1], t.obs[0, : at + 1])  # one run until the fork
+        np.testing.assert_array_equal(t.actions[r, :at], t.actions[0, :at])
+    assert [int(t.actions[r, at]) for r in range(7)] == list(range(7))
+    nxt = t.obs[:7, at + 1, vi]
+    assert len(np.unique(nxt)) > 1  # the action alone moved the next validation loss
