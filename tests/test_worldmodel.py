@@ -267,7 +267,32 @@ def test_fidelity_section_has_every_field(tiny_wm):
     assert h["final_val_mae"] > 0 and h["final_val_mae_train_mean"] > 0
     assert {"real", "real_stderr", "sim", "ratio"} <= set(h["action_effect"]) and h["action_effect"]["n_rows"] == 120
     assert set(h["high_lr_cost"]) == {"real", "sim", "ratio"}
+    assert h["fork_effect"]["n_rows"] == 0 and h["fork_effect"]["ratio"] is None  # no forked group here
     assert details["sim"].shape == (12,) and np.all((details["sim"] > 0) & (details["sim"] <= 1.5))
+
+
+def test_fork_effect_pairs_each_branch_with_the_noop_branch(tiny_wm):
+    """Branches of a forked group that share the history up to the fork: the real effect is the
+    difference of their next vals; a world model that ignores actions has a simulated slope ~0."""
+    from conftest import synthetic_trajectories
+
+    from lrpilot.worldmodel import fidelity
+    from lrpilot.worldmodel.env import SimEnv
+
+    cfg, model, ser, params = tiny_wm
+    traj = synthetic_trajectories(n_runs=14, seed=2)
+    vi, at = SPEC.index("val"), 10
+    for i, m in enumerate(traj.meta):
+        g, a = divmod(i, 7)
+        m["group"], m["controller"] = g, {"name": "fork", "at": at, "action": a}
+        traj.obs[i, : at + 1] = traj.obs[7 * g, : at + 1]
+        traj.actions[i, :at], traj.actions[i, at] = traj.actions[7 * g, :at], a
+        traj.obs[i, at + 1, vi] = traj.obs[7 * g, at, vi] - 0.01 * np.log2(SPEC.actions[a])  # doubling: -0.01
+    rows = fidelity._fork_rows(traj)
+    assert len(rows) == 12 and all(traj.meta[o]["controller"]["action"] == SPEC.noop_action for *_, o in rows)
+    out = fidelity.fork_effect(SimEnv(model, ser), SimEnv(model, ser).params(params, traj, 1), traj, 4, jax.random.key(0))
+    assert out["real"] == pytest.approx(-0.01, abs=1e-5) and out["n_groups"] == 2
+    assert abs(out["sim"]) < 0.05 and out["ratio"] == pytest.approx(out["sim"] / out["real"])
 
 
 def test_checkpoint_selection_on_fidelity_uses_validation_groups_only(tmp_path):

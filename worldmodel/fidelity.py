@@ -20,6 +20,11 @@ final value is the spec's divergence ratio.
 * high_lr_cost: final val of runs that held >= 30x their base LR through the second half minus
   their groupmates held within 0.5-2x, averaged over groups that have both; real and simulated
   (from prefix 1); ratio = sim / real.
+* fork_effect (forked groups, `collect.edges.Fork`: one seed and one history up to the fork,
+  then one action per branch): the next val of each branch minus the no-op branch's, against
+  the action's LR change in doublings; the slope per doubling (real: noise-free, the branches
+  share everything but the action; simulated: the mean next val from the shared real prefix),
+  ratio = sim / real, and the correlation of the simulated with the real differences.
 """
 
 from __future__ import annotations
@@ -139,6 +144,36 @@ def _sim_next(env: SimEnv, params, traj: Trajectories, rows, n_samples: int, key
     return np.concatenate(out)
 
 
+def _fork_rows(traj: Trajectories):
+    """(run, k, noop run) of the branches of forked groups that took a non-no-op action at their fork
+    k and have an observation k + 1, with the no-op branch of the same group."""
+    by: dict = {}
+    for r, (m, f) in enumerate(zip(traj.meta, traj.files)):
+        c = m.get("controller", {})
+        if c.get("name") == "fork" and c.get("action") is not None and traj.length[r] > c["at"] + 1:
+            by.setdefault(group_key(m, f), {})[c["action"]] = (r, c["at"])
+    noop = traj.spec.noop_action
+    return [(r, k, g[noop][0]) for g in by.values() if noop in g for a, (r, k) in g.items() if a != noop]
+
+
+def fork_effect(env: SimEnv, params, traj: Trajectories, n_samples: int, key) -> dict:
+    """The fork_effect field (module docstring); n_rows = 0 and None values without forked groups."""
+    rows = _fork_rows(traj)
+    out = {"real": None, "sim": None, "ratio": None, "corr": None, "n_rows": len(rows), "n_groups": len({o for *_, o in rows})}
+    if len(rows) < 3:
+        return out
+    vi = env.spec.index("val")
+    x = np.log2(np.asarray(env.spec.actions)[[traj.actions[r, k] for r, k, _ in rows]])
+    real = np.array([traj.obs[r, k + 1, vi] - traj.obs[o, k + 1, vi] for r, k, o in rows], float)
+    both = [(r, k) for r, k, _ in rows] + [(o, k) for _, k, o in rows]
+    nxt = _sim_next(env, params, traj, both, n_samples, key)
+    sim = nxt[: len(rows)] - nxt[len(rows) :]
+    b_real, b_sim = float(x @ real / (x @ x)), float(x @ sim / (x @ x))  # through the origin: no action, no effect
+    out.update(real=b_real, sim=b_sim, ratio=b_sim / b_real if b_real else None,
+               corr=float(np.corrcoef(sim, real)[0, 1]) if sim.std() > 0 and real.std() > 0 else None)
+    return out
+
+
 def _high_lr_cost(traj: Trajectories, final: np.ndarray, grps) -> float | None:
     li, n = traj.spec.index("log_lr"), traj.spec.n_decisions
     second = traj.obs[:, n // 2 + 1 :, li]
@@ -182,6 +217,8 @@ def fidelity(env: SimEnv, params, traj: Trajectories, train_traj: Trajectories, 
     out["action_effect"] = eff
     hr, hs = _high_lr_cost(traj, real, grps), _high_lr_cost(traj, sim_med, grps)
     out["high_lr_cost"] = {"real": hr, "sim": hs, "ratio": hs / hr if hr and hs is not None else None}
+    if with_action_effect:
+        out["fork_effect"] = fork_effect(env, params, traj, n_samples, jax.random.fold_in(k_eff, 1))
     return out, {"groups": grps, "real": real, "sim": sim_med, "regression": reg, "traj": traj}
 
 
@@ -199,7 +236,9 @@ def evaluate(model, wm_params, ser, heldout: Trajectories, train: Trajectories, 
             f"{_fmt(f['within_group_spearman'])} (LR regression {_fmt(f['regression_spearman'])}); final-val MAE "
             f"{f['final_val_mae']:.4f} (train mean {f['final_val_mae_train_mean']:.4f}); action effect ratio "
             f"{_num(f['action_effect']['ratio'])} (real {_num(f['action_effect']['real'])}); high-LR cost ratio "
-            f"{_num(f['high_lr_cost']['ratio'])}")
+            f"{_num(f['high_lr_cost']['ratio'])}; fork effect ratio {_num(f['fork_effect']['ratio'])} "
+            f"(real {_num(f['fork_effect']['real'])} per doubling, {f['fork_effect']['n_rows']} branches, corr "
+            f"{_num(f['fork_effect']['corr'])})")
     return out, details
 
 
