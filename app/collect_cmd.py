@@ -75,7 +75,8 @@ def _pack(args) -> int:
         raise ValueError(f"collect pack: OUT must be a .parquet file, got {out!r}")
     checks.out_dir(Path(out).parent or ".", "OUT")
     n = pack(srcs, out, DEFAULT_SPEC)
-    print(f"[collect] packed {n} runs of {', '.join(srcs)} into {out} ({Path(out).stat().st_size / 1e6:.1f} MB)")
+    where = ", ".join(srcs) if len(srcs) <= 3 else f"{', '.join(srcs[:2])} and {len(srcs) - 2} more"
+    print(f"[collect] packed {n} runs of {where} into {out} ({Path(out).stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

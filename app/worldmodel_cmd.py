@@ -82,7 +82,8 @@ def cmd_eval(args) -> int:
 
 
 def fidelity_table(paths: list[str]) -> str:
-    """A markdown table of the held-out fidelity and forecasting of several `worldmodel eval` outputs."""
+    """A markdown table of the held-out fidelity and forecasting of several `worldmodel eval` outputs, a
+    row per output directory (named by the directory)."""
     from lrpilot.io import read_json
 
     def num(x, d=3):
@@ -103,7 +104,7 @@ def fidelity_table(paths: list[str]) -> str:
         ae, hl, fe = f["action_effect"], f["high_lr_cost"], f.get("fork_effect") or {}
         fork = "-" if fe.get("ratio") is None else f"{num(fe['ratio'], 2)} ({num(fe['real'], 4)}; {num(fe.get('corr'), 2)})"
         h = lambda n, i: num(fc[n]["mae"][i])  # noqa: E731
-        rows.append(f"| `{r.get('checkpoint', path)}` | {f['n_groups']} | {ms(f['within_group_spearman'])} | "
+        rows.append(f"| `{Path(path).name}` | {f['n_groups']} | {ms(f['within_group_spearman'])} | "
                     f"{ms(f['regression_spearman'])} | {num(ae['ratio'], 2)} ({num(ae['real'], 4)}) | "
                     f"{num(hl['ratio'], 2)} ({num(hl['real'], 3)}) | {fork} | {num(f['final_val_mae'])} ({num(f['final_val_mae_train_mean'])}) | "
                     f"{h('worldmodel', 0)} / {h('worldmodel', 4)} / {h('worldmodel', 9)} "

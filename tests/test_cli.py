@@ -167,3 +167,23 @@ def test_cli_evaluate_grid_and_resume(tmp_path, capsys):
     assert "4 runs already done, 0 to train" in capsys.readouterr().out
     assert {f: f.stat().st_mtime_ns for f in finals} == finals
     assert json.loads((out / "results.json").read_text())["results"] == res["results"]
+
+
+def test_worldmodel_compare_tabulates_each_eval_directory(tmp_path, capsys):
+    def section(rho, fork):
+        return {"n_groups": 9, "within_group_spearman": {"mean": rho, "stderr": 0.05}, "regression_spearman": {"mean": 0.3},
+                "final_val_mae": 0.1, "final_val_mae_train_mean": 0.12, "action_effect": {"ratio": 0.5, "real": -0.004},
+                "high_lr_cost": {"ratio": None, "real": None}, **({"fork_effect": fork} if fork else {})}
+
+    fc = {"worldmodel": {"mae": [0.05] * 10}, "last_value": {"mae": [0.1] * 10}}
+    for name, rho, fork in (("level", 0.5, None), ("delta", 0.61, {"ratio": 0.9, "real": 0.0047, "corr": 0.8})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "forecast.json").write_text(json.dumps({"forecasters": fc, "fidelity": {"heldout": section(rho, fork)}}))
+    assert main(["worldmodel", "compare", str(tmp_path / "level"), str(tmp_path / "delta")]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert len(rows) == 4 and rows[2].startswith("| `level` | 9 | 0.500 ± 0.050 |") and "| - |" in rows[2]
+    assert rows[3].startswith("| `delta` |") and "0.90 (0.0047; 0.80)" in rows[3]
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "forecast.json").write_text(json.dumps({"forecasters": fc}))
+    assert main(["worldmodel", "compare", str(tmp_path / "bare")]) == 2
+    assert "no fidelity section" in capsys.readouterr().err
