@@ -349,6 +349,38 @@ def test_ensemble_simulator_samples_a_member_and_reports_spread(tiny_wm, traj):
     np.testing.assert_allclose(np.asarray(o1), np.asarray(o2), rtol=1e-5)
 
 
+def test_ensemble_forecasts_split_samples_over_members_at_one_models_cost(tiny_wm, traj):
+    """Forecasts and fidelity of an ensemble: sample s comes from member s % K, each member simulating
+    its share alone (what each member gives alone, with its own key); the NLL is the mixture's."""
+    from lrpilot.worldmodel.env import per_member
+
+    cfg, _, ser, params = tiny_wm
+    ens = WorldModel(dataclasses.replace(cfg, ensemble=2), ser.vocab_size, ser.seq_len)
+    other = ens.init(jax.random.key(7), jnp.zeros((1, ser.seq_len), jnp.int32))["params"]
+    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, other)
+    env = SimEnv(ens, ser)
+    ep = env.params(stacked, traj, max_prefix=3)
+    runs, key = np.arange(4), jax.random.key(1)
+    vals = forecast.sample_futures(env, ep, traj, runs, 3, 4, 5, key)
+    assert vals.shape == (4, 5, 4)
+    single = SimEnv(WorldModel(cfg, ser.vocab_size, ser.seq_len), ser)
+    for m, (p, n_m) in enumerate(((params, 3), (other, 2))):  # samples 0, 2, 4 from member 0; 1, 3 from member 1
+        alone = forecast.sample_futures(single, single.params(p, traj, max_prefix=3), traj, runs, 3, 4, n_m,
+                                        jax.random.fold_in(key, m))
+        part = vals[:, :3] if m == 0 else vals[:, 3:]
+        np.testing.assert_allclose(part, alone, rtol=1e-5)
+    calls = []
+    per_member(single, single.params(params, traj), 4, key, lambda e, p, n, k: calls.append(n) or np.zeros((1, n)))
+    assert calls == [4]  # one model: one call with every sample
+    # the mixture NLL of two identical members is the single model's
+    seq = ser.encode_episodes(traj.obs, traj.actions, traj.length, traj.static)[:3]
+    nll_1 = forecast.teacher_forced_nll(single.model, params, ser, seq)
+    nll_2 = forecast.teacher_forced_nll(ens, jax.tree.map(lambda x: jnp.stack([x, x]), params), ser, seq)
+    np.testing.assert_allclose(nll_2, nll_1, rtol=1e-4)
+    result, _ = forecast.evaluate(ens, stacked, ser, traj.subset(np.arange(6)), contexts=(3,), n_samples=2, log=lambda s: None)
+    assert np.isfinite(result["forecasters"]["worldmodel"]["mae"][0])
+
+
 def test_ensemble_training_stacks_members_and_resumes(tmp_path):
     from conftest import synthetic_trajectories
 

@@ -17,6 +17,7 @@ and divergence come from the decoded observations exactly as in the real environ
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -175,6 +176,24 @@ class SimEnv(Environment):
         spread = jnp.where(state.done, 0.0, jnp.std(vals_K))
         info = {"diverged": diverged & ~state.done, "logits": jnp.stack(used_logits), "spread": spread}
         return new.obs, new, reward, terminated, truncated, info
+
+
+def per_member(env: SimEnv, params: EnvParams, n_samples: int, key, fn) -> np.ndarray:
+    """Sampling from an ensemble at one model's cost, where the members' spread is not needed
+    (forecasts, fidelity): sample s comes from member s % K, as if each episode had drawn its
+    member, and each member simulates its share alone. `fn(env_m, params_m, n_m, key_m)` returns
+    an array with samples on axis 1, (R, n_m, ...); the result is the members' shares
+    concatenated on that axis, (R, n_samples, ...). One model: `fn(env, params, n_samples, key)`."""
+    K = env.members
+    if K == 1:
+        return fn(env, params, n_samples, key)
+    one = SimEnv(env.model.clone(cfg=dataclasses.replace(env.model.cfg, ensemble=1)), env.ser)
+    parts = []
+    for m in range(min(K, n_samples)):
+        n_m = len(range(m, n_samples, K))
+        p_m = params.replace(wm_params=jax.tree.map(lambda x, m=m: x[m], params.wm_params))
+        parts.append(np.asarray(fn(one, p_m, n_m, jax.random.fold_in(key, m))))
+    return np.concatenate(parts, axis=1)
 
 
 def simulate(env: SimEnv, params: EnvParams, key, actions_fn, n_envs: int, n_steps: int | None = None):

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrpilot.trajectories import Trajectories
-from lrpilot.worldmodel.env import SimEnv
+from lrpilot.worldmodel.env import SimEnv, per_member
 from lrpilot.worldmodel.forecast import sample_futures
 from lrpilot.worldmodel.train import group_key
 
@@ -130,18 +130,20 @@ def _sim_next(env: SimEnv, params, traj: Trajectories, rows, n_samples: int, key
     """(rows,) mean simulated val at k + 1 from the real prefix 0..k under the real action k."""
     vi, n = env.spec.index("val"), env.spec.n_decisions
     acts = jnp.asarray(np.maximum(traj.actions, 0))
-
-    def one(r, k, kk):
-        _, st = env.reset_to(params, r, k + 1, n)
-        obs, *_ = env.step(kk, st, acts[r, k], params)
-        return obs[vi]
-
-    f = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, None, 0)), in_axes=(0, 0, 0)))
-    keys = jax.random.split(key, len(rows) * n_samples).reshape(len(rows), n_samples)
     r, k = np.array([r for r, _ in rows]), np.array([k for _, k in rows])
-    out = [np.asarray(f(jnp.asarray(r[j : j + CHUNK]), jnp.asarray(k[j : j + CHUNK]), keys[j : j + CHUNK])).mean(1)
-           for j in range(0, len(rows), CHUNK)]
-    return np.concatenate(out)
+
+    def member(env, params, n_samples, key):
+        def one(r, k, kk):
+            _, st = env.reset_to(params, r, k + 1, n)
+            obs, *_ = env.step(kk, st, acts[r, k], params)
+            return obs[vi]
+
+        f = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, None, 0)), in_axes=(0, 0, 0)))
+        keys = jax.random.split(key, len(rows) * n_samples).reshape(len(rows), n_samples)
+        return np.concatenate([np.asarray(f(jnp.asarray(r[j : j + CHUNK]), jnp.asarray(k[j : j + CHUNK]), keys[j : j + CHUNK]))
+                               for j in range(0, len(rows), CHUNK)])
+
+    return per_member(env, params, n_samples, key, member).mean(1)
 
 
 def _fork_rows(traj: Trajectories):

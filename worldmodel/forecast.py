@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrpilot.trajectories import Trajectories
-from lrpilot.worldmodel.env import SimEnv
+from lrpilot.worldmodel.env import SimEnv, per_member
 from lrpilot.worldmodel.model import WorldModel
 from lrpilot.worldmodel.serialization import Serializer
 
@@ -64,29 +64,38 @@ def sample_futures(env: SimEnv, params, traj: Trajectories, runs: np.ndarray, co
     vi = env.spec.index("val")
     acts = jnp.asarray(np.maximum(traj.actions, 0))
 
-    def one(r, key):
-        _, st = env.reset_to(params, r, context, context)
+    def member(env, params, n_samples, key):
+        def one(r, key):
+            _, st = env.reset_to(params, r, context, context)
 
-        def body(st, xs):
-            k_step, j = xs
-            a = acts[r, context - 1 + j]
-            obs, st, *_ = env.step(k_step, st, a, params)
-            return st, obs[vi]
+            def body(st, xs):
+                k_step, j = xs
+                a = acts[r, context - 1 + j]
+                obs, st, *_ = env.step(k_step, st, a, params)
+                return st, obs[vi]
 
-        _, vals = jax.lax.scan(body, st, (jax.random.split(key, horizon), jnp.arange(horizon)))
-        return vals
+            _, vals = jax.lax.scan(body, st, (jax.random.split(key, horizon), jnp.arange(horizon)))
+            return vals
 
-    f = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, 0)))
-    keys = jax.random.split(key, len(runs) * n_samples).reshape(len(runs), n_samples)
-    out = np.asarray(f(jnp.asarray(runs), keys))
+        f = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, 0)))
+        keys = jax.random.split(key, len(runs) * n_samples).reshape(len(runs), n_samples)
+        return f(jnp.asarray(runs), keys)
+
+    out = per_member(env, params, n_samples, key, member)  # an ensemble: each member its share of the samples
     valid = (context + np.arange(horizon))[None, :] < traj.length[runs][:, None]
     return np.where(valid[:, None, :], out, np.nan)
 
 
 def teacher_forced_nll(model: WorldModel, wm_params, ser: Serializer, seq: np.ndarray) -> np.ndarray:
-    """(R, n+1) NLL (nats) of each observation's stochastic digits given the real sequence before it."""
-    logits, _ = jax.jit(lambda s: model.apply({"params": wm_params}, s))(jnp.asarray(seq))
-    logp = jax.nn.log_softmax(np.asarray(logits[:, :-1], np.float32), axis=-1)
+    """(R, n+1) NLL (nats) of each observation's stochastic digits given the real sequence before it;
+    an ensemble's is its mixture's (the members' probabilities averaged)."""
+    apply = lambda p, s: jax.nn.log_softmax(model.apply({"params": p}, s)[0][:, :-1].astype(jnp.float32), axis=-1)  # noqa: E731
+    if model.cfg.ensemble == 1:
+        logp = jax.jit(apply)(wm_params, jnp.asarray(seq))
+    else:
+        K = model.cfg.ensemble
+        logp = jax.jit(lambda s: jax.nn.logsumexp(jax.vmap(apply, in_axes=(0, None))(wm_params, s), axis=0) - np.log(K))(
+            jnp.asarray(seq))
     tgt = np.clip(seq[:, 1:], 0, ser.base - 1)
     nll = -np.take_along_axis(np.asarray(logp), tgt[..., None], -1)[..., 0]  # (R, S-1)
     field, sig, step = ser.symbol_roles()
