@@ -289,6 +289,10 @@ def test_fork_effect_pairs_each_branch_with_the_noop_branch(tiny_wm):
         traj.actions[i, :at], traj.actions[i, at] = traj.actions[7 * g, :at], a
         traj.obs[i, at + 1, vi] = traj.obs[7 * g, at, vi] - 0.01 * np.log2(SPEC.actions[a])  # doubling: -0.01
     rows = fidelity._fork_rows(traj)
+    assert fidelity.groups(traj) == []  # forked groups are judged by fork_effect, not ranked from prefix 1
+    traj.meta[0]["controller"] = {"name": "random_walk"}
+    assert fidelity.groups(traj, min_size=1)[0].tolist() == [0]
+    traj.meta[0]["controller"] = {"name": "fork", "at": at, "action": 0}
     assert len(rows) == 12 and all(traj.meta[o]["controller"]["action"] == SPEC.noop_action for *_, o in rows)
     out = fidelity.fork_effect(SimEnv(model, ser), SimEnv(model, ser).params(params, traj, 1), traj, 4, jax.random.key(0))
     assert out["real"] == pytest.approx(-0.01, abs=1e-5) and out["n_groups"] == 2

@@ -6,7 +6,8 @@ final value is the spec's divergence ratio.
 
 * within_group_spearman: from prefix 1 (the first observation only) under each run's real
   actions, the median of `samples` simulated final vals against the real final val, ranked
-  within each group (groups of >= 3 runs); mean and standard error over groups.
+  within each group (groups of >= 3 runs, forked groups excepted: see `groups`); mean and
+  standard error over groups.
 * regression_spearman: the same ranking from a least-squares fit of the final val on the run's
   LR trajectory (mean log LR in each quarter of the run and the last one: 5 coefficients), fit on
   the training runs: what the LR schedule alone tells.
@@ -64,9 +65,13 @@ def spearman(a, b) -> float:
 
 
 def groups(traj: Trajectories, min_size: int = 3) -> list[np.ndarray]:
+    """Run indices of each group of >= min_size runs, forked groups left out: their runs share one
+    history up to the fork, so ranking them from prefix 1 measures the simulator's sampling noise;
+    fork_effect judges them from the shared prefix instead."""
     by: dict = {}
     for i, (m, f) in enumerate(zip(traj.meta, traj.files)):
-        by.setdefault(group_key(m, f), []).append(i)
+        if m.get("controller", {}).get("name") != "fork":
+            by.setdefault(group_key(m, f), []).append(i)
     return [np.array(v) for v in by.values() if len(v) >= min_size]
 
 
@@ -262,8 +267,8 @@ class Probe:
         env = SimEnv(model, ser)
         self.grps, self.real = groups(traj), final_val(traj)
         if not self.grps:
-            raise ValueError(f"fidelity selection: none of the {len(traj)} validation runs' groups has 3 runs or more; "
-                             "use select=nll or more data")
+            raise ValueError(f"fidelity selection: none of the {len(traj)} validation runs' groups has 3 runs or more "
+                             "(forked groups do not count); use select=nll or more data")
         vi, n = env.spec.index("val"), env.spec.n_decisions
         base = env.params(None, traj, max_prefix=1)
         acts = jnp.asarray(np.maximum(traj.actions, 0))
