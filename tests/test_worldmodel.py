@@ -416,3 +416,26 @@ def test_ensemble_training_stacks_members_and_resumes(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="member"):
         train(traj, cfg, tmp_path / "ens4", only_member=2)
+
+
+def test_ensemble_of_seeds_only_trains_every_member_on_all_training_groups(tmp_path, monkeypatch):
+    from conftest import synthetic_trajectories
+
+    import lrpilot.worldmodel.train as wt
+    from lrpilot.worldmodel.model import WorldModelConfig
+
+    traj = synthetic_trajectories(n_runs=12, noise=0.0)
+    cfg = WorldModelConfig(n_layer=1, d_model=16, n_head=2, dropout=0.0, steps=2, eval_every=2, batch_size=4,
+                           heldout_frac=0.3, base=16, digits=2, select="nll", ensemble=2, bootstrap=False)
+    assert WorldModelConfig.from_dict({"ensemble": 3}).bootstrap  # checkpoints from before the option: bootstraps
+
+    def no_bootstrap(*a):
+        raise AssertionError("bootstrap=False resampled the training groups")
+
+    monkeypatch.setattr(wt, "bootstrap", no_bootstrap)
+    logs = []
+    wt.train(traj, cfg, None, progress=False, log=logs.append)
+    n_train = {line.split(" train")[0].split(": ")[-1] for line in logs if " train, " in line}
+    assert len(n_train) == 1  # both members: the same training runs
+    with pytest.raises(AssertionError, match="resampled"):
+        wt.train(traj, dataclasses.replace(cfg, bootstrap=True), None, progress=False, log=lambda *_: None)

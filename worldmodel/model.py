@@ -52,6 +52,7 @@ class WorldModelConfig:
     patience: int = 8  # stop after this many evaluations without a better selection score (0: never)
     seed: int = 0  # initialisation, batches and the held-out split
     ensemble: int = 1  # K members (seeds seed..seed+K-1, each on a bootstrap of the training groups) in one checkpoint
+    bootstrap: bool = True  # ensemble members train on bootstraps of the training groups (false: all of them, seeds only)
 
     def __post_init__(self):
         if self.d_model % self.n_head:

@@ -135,7 +135,7 @@ def _train_member(traj: Trajectories, cfg: WorldModelConfig, out, log, progress,
         tr_idx, va_idx, ho_idx = split_runs(traj, cfg.heldout_frac, cfg.seed, cfg.val_frac)
     else:
         (tr_idx, ho_idx), va_idx = split_runs(traj, cfg.heldout_frac, cfg.seed), np.zeros(0, int)
-    if member is not None:  # an ensemble member: its own initialisation and batches, a bootstrap of the groups
+    if member is not None and cfg.bootstrap:  # an ensemble member: its own initialisation and batches, a bootstrap of the groups
         tr_idx = bootstrap(traj, tr_idx, cfg.seed * 1000 + member)
     seed = cfg.seed + (member or 0)
     seq, w = encode(traj, cfg)
