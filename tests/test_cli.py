@@ -182,9 +182,8 @@ def test_worldmodel_compare_tabulates_each_eval_directory(tmp_path, capsys):
         (tmp_path / name / "forecast.json").write_text(json.dumps({"forecasters": fc, "fidelity": fid}))
     assert main(["worldmodel", "compare", str(tmp_path / "level"), str(tmp_path / "delta")]) == 0
     rows = capsys.readouterr().out.strip().splitlines()
-    assert len(rows) == 4 and rows[2].startswith("| `level` | 9 | 0.500 ± 0.050 |") and "| - |" in rows[2]
+    assert len(rows) == 4 and rows[2].startswith("| `level` | 9 | 0.500 ± 0.050 | 0.300 | - |") and "| - |" in rows[2]
     assert rows[3].startswith("| `delta` | 9 | 0.610 ± 0.050 | 0.300 | 0.700 ± 0.050 |") and "0.90 (0.0047; 0.80)" in rows[3]
-    assert rows[2].startswith("| `level` | 9 | 0.500 ± 0.050 | 0.300 | - |")
     (tmp_path / "bare").mkdir()
     (tmp_path / "bare" / "forecast.json").write_text(json.dumps({"forecasters": fc}))
     assert main(["worldmodel", "compare", str(tmp_path / "bare")]) == 2

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lrpilot.collect.edges import Fork
 from lrpilot.trajectories import Trajectories
 from lrpilot.worldmodel.env import SimEnv, per_member
 from lrpilot.worldmodel.forecast import sample_futures
@@ -70,7 +71,7 @@ def groups(traj: Trajectories, min_size: int = 3) -> list[np.ndarray]:
     fork_effect judges them from the shared prefix instead."""
     by: dict = {}
     for i, (m, f) in enumerate(zip(traj.meta, traj.files)):
-        if m.get("controller", {}).get("name") != "fork":
+        if m.get("controller", {}).get("name") != Fork.name:
             by.setdefault(group_key(m, f), []).append(i)
     return [np.array(v) for v in by.values() if len(v) >= min_size]
 
@@ -157,7 +158,7 @@ def _fork_rows(traj: Trajectories):
     by: dict = {}
     for r, (m, f) in enumerate(zip(traj.meta, traj.files)):
         c = m.get("controller", {})
-        if c.get("name") == "fork" and c.get("action") is not None and traj.length[r] > c["at"] + 1:
+        if c.get("name") == Fork.name and c.get("action") is not None and traj.length[r] > c["at"] + 1:
             by.setdefault(group_key(m, f), {})[c["action"]] = (r, c["at"])
     noop = traj.spec.noop_action
     return [(r, k, g[noop][0]) for g in by.values() if noop in g for a, (r, k) in g.items() if a != noop]
