@@ -49,6 +49,17 @@ def test_patience_stops_early_on_a_worsening_score():
     assert res.stopped_early and res.best_step == 0 and res.history[-1]["step"] == 10
 
 
+def test_select_after_never_selects_earlier_states_and_counts_patience_from_there():
+    worse = iter(range(100))  # the untrained state scores best, and every later one worse
+    res = harness.fit(_start(), _step, harness.Schedule(100, eval_every=5, patience=2, select_after=20),
+                      lambda s: {"score": float(next(worse))}, progress=False, log=lambda s: None)
+    assert res.best_step == 20 and res.stopped_early and res.history[-1]["step"] == 30
+    short = iter(range(100))  # fewer steps than select_after: the last step is still selected
+    res = harness.fit(_start(), _step, harness.Schedule(10, eval_every=5, select_after=20),
+                      lambda s: {"score": float(next(short))}, progress=False, log=lambda s: None)
+    assert res.best_step == 10
+
+
 def test_resume_continues_exactly_and_refuses_another_model(tmp_path):
     d = tmp_path / "run.state"
     straight = harness.fit(_start(), _step, harness.Schedule(30, eval_every=10), _score, progress=False, log=lambda s: None)

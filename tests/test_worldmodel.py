@@ -124,6 +124,24 @@ def test_env_step_matches_model_likelihood(tiny_wm, traj):
         st = st1
 
 
+@pytest.mark.parametrize("coding", ["level", "delta"])
+def test_mean_val_is_the_sampled_vals_mean_at_lower_variance(coding, traj):
+    from lrpilot.worldmodel.model import WorldModelConfig, build
+
+    cfg = WorldModelConfig(n_layer=1, d_model=16, n_head=2, dropout=0.0, base=16, coding=coding)
+    model, ser = build(cfg, SPEC)
+    params = model.init(jax.random.key(1), jnp.zeros((1, ser.seq_len), jnp.int32))["params"]  # broad digit distributions
+    env = SimEnv(model, ser)
+    ep = env.params(params, traj, max_prefix=3)
+    _, st = env.reset_to(ep, 0, 3, 3)
+    keys = jax.random.split(jax.random.key(0), 4000)
+    obs, _, _, term, _, info = jax.jit(jax.vmap(env.step, in_axes=(0, None, None, None)))(keys, st, jnp.int32(2), ep)
+    val, mean = np.asarray(obs[:, SPEC.index("val")], np.float64), np.asarray(info["mean_val"], np.float64)
+    assert np.asarray(term).any()  # random digits reach the divergence bin: it counts at the divergence ratio in both
+    assert abs(mean.mean() - val.mean()) < 4 * val.std() / np.sqrt(len(val))
+    assert mean.std() < 0.5 * val.std()
+
+
 def test_reset_starts_from_a_real_prefix(tiny_wm, traj):
     cfg, model, ser, params = tiny_wm
     env = SimEnv(model, ser)
@@ -313,14 +331,15 @@ def test_checkpoint_selection_on_fidelity_uses_validation_groups_only(tmp_path):
     assert list(ho) == list(split_runs(traj, 0.2, 0)[1])  # the held-out groups do not depend on val_frac
     cfg = WorldModelConfig(n_layer=1, d_model=32, n_head=2, dropout=0.0, steps=40, eval_every=20, batch_size=16,
                            learning_rate=3e-3, warmup=5, heldout_frac=0.2, val_frac=0.2, base=16, digits=2,
-                           select_samples=2)
+                           select_samples=2, select_after=20)
     res = train(traj, cfg, tmp_path / "wm", progress=False, log=lambda *_: None)
     assert all("val_spearman" in h for h in res.log) and res.n_heldout == len(ho)
     from lrpilot import checkpoints
 
     meta = checkpoints.load(tmp_path / "wm").meta
     assert meta["selected_on"] == "fidelity" and meta["n_val_runs"] == len(va)
-    assert meta["best_val_spearman"] == max(h["val_spearman"] for h in res.log)
+    assert meta["best_step"] >= 20  # the untrained state is never selected (select_after)
+    assert meta["best_val_spearman"] == max(h["val_spearman"] for h in res.log if h["step"] >= 20)
     with pytest.raises(ValueError, match="val_frac"):
         WorldModelConfig(val_frac=0.0)
     assert WorldModelConfig.from_dict({"n_layer": 3}).select == "nll"  # a checkpoint from before selection by fidelity

@@ -35,13 +35,16 @@ from lrpilot.progress import progress_bar
 class Schedule:
     """steps: total steps. eval_every / log_every / checkpoint_every: in steps (0: eval never;
     log_every 0: at evaluations; checkpoint_every 0: at evaluations). patience: evaluations
-    without a better score before stopping (0: never)."""
+    without a better score before stopping (0: never). select_after: evaluations before this step
+    (the untrained state at step 0 included) are logged but never selected, and patience counts
+    from it (0: every evaluation counts; the last step's always does)."""
 
     steps: int
     eval_every: int = 0
     log_every: int = 0
     checkpoint_every: int = 0
     patience: int = 0
+    select_after: int = 0
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -115,7 +118,7 @@ def fit(state, step: Callable, schedule: Schedule, evaluate: Callable | None = N
         i, best_score, best_step, history = int(meta["step"]), float(meta["best_score"]), int(meta["best_step"]), list(meta["history"])
     elif evaluate is not None:
         ev = evaluate(state)
-        best_score = float(ev["score"])
+        best_score = float(ev["score"]) if schedule.select_after == 0 else np.inf
         history.append({"step": 0, **{k: float(v) for k, v in ev.items() if k != "score"}, "seconds": 0.0})
 
     def checkpoint(at: int) -> None:
@@ -138,7 +141,7 @@ def fit(state, step: Callable, schedule: Schedule, evaluate: Callable | None = N
                 recent = []
                 if at_eval:
                     ev = {k: float(v) for k, v in evaluate(state).items()}
-                    if ev["score"] < best_score:
+                    if ev["score"] < best_score and (i >= schedule.select_after or i == schedule.steps):
                         best, best_score, best_step = state, ev["score"], i
                     entry.update({k: v for k, v in ev.items() if k != "score"})
                 elif evaluate is None:
@@ -148,7 +151,7 @@ def fit(state, step: Callable, schedule: Schedule, evaluate: Callable | None = N
                 bar.set_postfix(**(postfix(entry) if postfix else {}))
                 if not progress and (at_eval or i % schedule.every("checkpoint_every") == 0 or i == schedule.steps):
                     log(f"step {i}: " + ", ".join(f"{k} {v:.4f}" for k, v in entry.items() if k not in ("step", "seconds")))
-                if at_eval and schedule.patience and i - best_step >= schedule.patience * schedule.eval_every:
+                if at_eval and schedule.patience and i - max(best_step, schedule.select_after) >= schedule.patience * schedule.eval_every:
                     log(f"early stop at step {i}: no better score since step {best_step}")
                     stopped = True
             if i % schedule.every("checkpoint_every") == 0 or i == schedule.steps or stopped:

@@ -59,7 +59,10 @@ class SimEnv(Environment):
     member axis), every member reads the same symbols with its own cache, each episode samples its
     observations from one member drawn at reset, and `info["spread"]` is the members'
     disagreement on the step's val: the standard deviation over members of each one's expected
-    normalised val (from its digit distributions, the sampled prefix of the value shared)."""
+    normalised val (from its digit distributions, the sampled prefix of the value shared).
+    `info["mean_val"]`: the sampling member's expected val, exact over val's first digit (its
+    later digits as sampled): the same mean as the sampled vals' at a fraction of their variance
+    (fidelity's action and fork effects read it)."""
 
     def __init__(self, model: WorldModel, ser: Serializer):
         self.model, self.ser, self.spec = model, ser, ser.spec
@@ -144,6 +147,8 @@ class SimEnv(Environment):
         keys = jax.random.split(key, len(self._segments))
         used_logits, expected = [], []
         val_digits = {spec.index("val") * ser.digits + d: d for d in range(ser.digits)}
+        lead = spec.index("val") * ser.digits  # val's first digit
+        lead_logits = None
         for (off, length, sample_j), kk in zip(self._segments, keys):
             chunk = step_syms[off : off + length]
             logits_K, cache = self._apply(params.wm_params, chunk, state.pos + off, cache)
@@ -151,11 +156,15 @@ class SimEnv(Environment):
                 lg = logits_K[state.member, -1]
                 used_logits.append(lg)
                 sym = jax.random.categorical(kk, lg / params.temperature).astype(jnp.int32)
+                lead_logits = lg / params.temperature if sample_j == lead else lead_logits
                 step_syms = step_syms.at[1 + sample_j].set(sym)
                 if sample_j in val_digits:  # each member's expected digit, given the shared sampled prefix
                     pr = jax.nn.softmax(logits_K[:, -1], axis=-1)
                     expected.append(pr @ jnp.arange(ser.base, dtype=jnp.float32))
         obs = ser.decode_obs(step_syms[1:], state.obs)
+        # E[val] over val's first digit (its later digits as sampled): each candidate digit decoded, weighted by its probability
+        lead_BxL = jnp.broadcast_to(step_syms[1:], (ser.base, ser.obs_len)).at[:, lead].set(jnp.arange(ser.base, dtype=jnp.int32))
+        mean_val = jax.nn.softmax(lead_logits) @ ser.decode_obs(lead_BxL, state.obs)[:, spec.index("val")]
         obs = jnp.where(jnp.asarray([not f.deterministic for f in spec.fields]), obs, det)
         diverged = ser.diverged(obs)  # val sampled in the top bin
         obs, reward, terminated, truncated = self.outcome(state, k1, obs, diverged)
@@ -174,7 +183,7 @@ class SimEnv(Environment):
             unit = unit + e / ser.base ** (d + 1)
         vals_K = ser.val_from_unit(unit, state.obs)
         spread = jnp.where(state.done, 0.0, jnp.std(vals_K))
-        info = {"diverged": diverged & ~state.done, "logits": jnp.stack(used_logits), "spread": spread}
+        info = {"diverged": diverged & ~state.done, "logits": jnp.stack(used_logits), "spread": spread, "mean_val": mean_val}
         return new.obs, new, reward, terminated, truncated, info
 
 

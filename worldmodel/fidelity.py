@@ -133,16 +133,17 @@ def _fe_slope(run: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, flo
 
 
 def _sim_next(env: SimEnv, params, traj: Trajectories, rows, n_samples: int, key) -> np.ndarray:
-    """(rows,) mean simulated val at k + 1 from the real prefix 0..k under the real action k."""
-    vi, n = env.spec.index("val"), env.spec.n_decisions
+    """(rows,) mean simulated val at k + 1 from the real prefix 0..k under the real action k: the
+    mean over samples of the step's expected val (`info["mean_val"]`)."""
+    n = env.spec.n_decisions
     acts = jnp.asarray(np.maximum(traj.actions, 0))
     r, k = np.array([r for r, _ in rows]), np.array([k for _, k in rows])
 
     def member(env, params, n_samples, key):
         def one(r, k, kk):
             _, st = env.reset_to(params, r, k + 1, n)
-            obs, *_ = env.step(kk, st, acts[r, k], params)
-            return obs[vi]
+            *_, info = env.step(kk, st, acts[r, k], params)
+            return info["mean_val"]
 
         f = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, None, 0)), in_axes=(0, 0, 0)))
         keys = jax.random.split(key, len(rows) * n_samples).reshape(len(rows), n_samples)

@@ -38,6 +38,7 @@ class WorldModelConfig:
     loss_decay: float = 0.8  # weight of digit s is loss_decay**s
     obs_noise: float = 0.002  # training augmentation: std of the jitter added to stochastic observations
     history_mask: float = 0.0  # training augmentation: share of past observations whose losses the model reads as PAD
+    aux_weight: float = 0.0  # weight of the auxiliary loss: a regression head predicts each interval's change in val (train.py)
     # training
     learning_rate: float = 1e-3  # peak AdamW learning rate (warmup, then cosine to a tenth)
     weight_decay: float = 0.1  # AdamW weight decay on 2-D weights
@@ -50,6 +51,7 @@ class WorldModelConfig:
     select_samples: int = 8  # simulated futures per validation run for the fidelity criterion
     eval_every: int = 100  # steps between evaluations (and checkpoints)
     patience: int = 8  # stop after this many evaluations without a better selection score (0: never)
+    select_after: int = 500  # no state before this step is selected (an untrained model's ranking is luck); patience counts from it
     seed: int = 0  # initialisation, batches and the held-out split
     ensemble: int = 1  # K members (seeds seed..seed+K-1, each on a bootstrap of the training groups) in one checkpoint
     bootstrap: bool = True  # ensemble members train on bootstraps of the training groups (false: all of them, seeds only)
@@ -66,8 +68,12 @@ class WorldModelConfig:
                              f"mixture={self.mixture}")
         if not 0 <= self.history_mask < 1:
             raise ValueError(f"WorldModelConfig.history_mask must be in [0, 1), got {self.history_mask}")
+        if not self.aux_weight >= 0:
+            raise ValueError(f"WorldModelConfig.aux_weight must be >= 0, got {self.aux_weight}")
         if not 0 < self.loss_decay <= 1:
             raise ValueError(f"WorldModelConfig.loss_decay must be in (0, 1], got {self.loss_decay}")
+        if self.select_after < 0:
+            raise ValueError(f"WorldModelConfig.select_after must be >= 0, got {self.select_after}")
         if not 0 < self.heldout_frac < 1:
             raise ValueError(f"WorldModelConfig.heldout_frac must be in (0, 1), got {self.heldout_frac}")
         if self.select not in ("fidelity", "nll"):
@@ -181,7 +187,11 @@ class Trunk(nn.Module):
 
 
 class WorldModel(nn.Module):
-    """Trunk plus a digit head: logits (B, S, base) for the symbol after each position."""
+    """Trunk plus a digit head: logits (B, S, base) for the symbol after each position. With
+    `with_change` (training with cfg.aux_weight > 0) also a regression head's output (B, S): at the
+    position before an observation's first val digit, the predicted change of val over the interval
+    (in units of its training std). Simulation never reads it; it shapes the trunk so that the
+    action's effect is carried by the hidden state from which the val digits are sampled."""
 
     cfg: WorldModelConfig
     vocab_size: int
@@ -189,11 +199,15 @@ class WorldModel(nn.Module):
     roles: tuple[int, ...] = ()  # see Trunk
 
     @nn.compact
-    def __call__(self, tokens_BxS, pos0=0, cache=None, deterministic=True):
+    def __call__(self, tokens_BxS, pos0=0, cache=None, deterministic=True, with_change=False):
         h, cache = Trunk(self.cfg, self.vocab_size, self.max_len, self.roles, name="trunk")(tokens_BxS, pos0, cache, deterministic)
         if self.cfg.head == "mixture":
-            return mixture_logits(nn.Dense(3 * self.cfg.mixture + 1, name="mixture_head")(h), self.cfg.base), cache
-        return nn.Dense(self.cfg.base, name="digit_head")(h), cache
+            logits = mixture_logits(nn.Dense(3 * self.cfg.mixture + 1, name="mixture_head")(h), self.cfg.base)
+        else:
+            logits = nn.Dense(self.cfg.base, name="digit_head")(h)
+        if with_change:
+            return logits, cache, nn.Dense(1, name="change_head")(h)[..., 0]
+        return logits, cache
 
 
 def mixture_logits(params_xP, n_bins: int):

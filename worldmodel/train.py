@@ -11,7 +11,11 @@ jitter is on the scale of the evaluation noise, so it removes little information
 hundred runs can then no longer be memorised through their noise digits. History masking
 (`history_mask` = q): the model reads each past observation's loss digits as PAD with
 probability q (it still predicts them): it must then forecast from the LR it was given and the
-run's context, not only by continuing the curve it sees. Training state (parameters, optimizer
+run's context, not only by continuing the curve it sees. Auxiliary loss (`aux_weight` = w): a
+regression head on the trunk predicts each interval's change of val, at the position from which
+val's first digit is predicted, and w times its squared error (in units of the changes' std) is
+added: a low-variance signal for the small effect of an action, which the digits' cross-entropy
+alone did not pick up (README, Simulator fidelity). Training state (parameters, optimizer
 state, step, best held-out loss) is checkpointed so that an interrupted run resumes.
 """
 
@@ -120,6 +124,23 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
     return TrainResult(params, [r.log for r in results], best, results[0].n_train, results[0].n_heldout, {})
 
 
+def change_targets(ser, obs_RxKxF, length_R):
+    """The auxiliary loss's targets: `at(obs_BxKxF, length_B)` -> (change of val over each interval
+    k -> k+1 (B, n), where it is defined (B, n): both rows recorded and neither diverged), and the
+    std of those changes on the training runs (its unit)."""
+    vi, ratio = ser.spec.index("val"), ser.spec.divergence_ratio
+
+    def at(obs, length):
+        v = obs[:, :, vi]
+        ok = (jnp.arange(1, v.shape[1])[None] < length[:, None]) & (v[:, 1:] < ratio) & (v[:, :-1] < ratio)
+        ok = ok & jnp.isfinite(v[:, 1:]) & jnp.isfinite(v[:, :-1])
+        return jnp.where(ok, v[:, 1:] - v[:, :-1], 0.0), ok
+
+    tgt, ok = at(jnp.asarray(obs_RxKxF), jnp.asarray(length_R))
+    sd = float(np.std(np.asarray(tgt)[np.asarray(ok)])) if bool(ok.any()) else 1.0
+    return at, max(sd, 1e-6)
+
+
 def bootstrap(traj: Trajectories, idx: np.ndarray, seed: int) -> np.ndarray:
     """`idx` resampled by run group with replacement (as many groups as there are)."""
     keys = np.array([group_key(traj.meta[i], traj.files[i]) for i in idx])
@@ -153,12 +174,22 @@ def _train_member(traj: Trajectories, cfg: WorldModelConfig, out, log, progress,
     mask = lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, b1=0.9, b2=0.99, weight_decay=cfg.weight_decay, mask=mask))
     key = jax.random.key(seed)
-    params = model.init(key, seq_tr[:1])["params"]
+    aux = cfg.aux_weight > 0
+    params = model.init(key, seq_tr[:1], with_change=aux)["params"]
+    change_at, change_sd = change_targets(ser, obs_tr, len_tr)
 
-    def loss_fn(p, s_in, s, wt, k):
-        logits, _ = model.apply({"params": p}, s_in, deterministic=False, rngs={"dropout": k})
-        return weighted_loss(logits, s, wt)[0]
+    def loss_fn(p, s_in, s, wt, k, obs, length):
+        if not aux:
+            logits, _ = model.apply({"params": p}, s_in, deterministic=False, rngs={"dropout": k})
+            ce = weighted_loss(logits, s, wt)[0]
+            return ce, {"train_loss": ce}
+        logits, _, change_BxS = model.apply({"params": p}, s_in, deterministic=False, rngs={"dropout": k}, with_change=True)
+        tgt_BxN, ok_BxN = change_at(obs, length)
+        mse = jnp.sum(jnp.where(ok_BxN, (change_BxS[:, change_pos] - tgt_BxN / change_sd) ** 2, 0.0)) / jnp.maximum(ok_BxN.sum(), 1)
+        ce = weighted_loss(logits, s, wt)[0]
+        return ce + cfg.aux_weight * mse, {"train_loss": ce, "change_mse": mse}
 
+    change_pos = jnp.asarray([ser.obs_pos(j) + spec.index("val") * ser.digits - 1 for j in range(1, spec.n_decisions + 1)])
     field_of, _, step_of = ser.symbol_roles()
     loss_pos = jnp.asarray((field_of >= 0) & np.isin(field_of, [spec.index(n) for n in ("val", "train")]))
     step_of = jnp.asarray(step_of)
@@ -180,17 +211,18 @@ def _train_member(traj: Trajectories, cfg: WorldModelConfig, out, log, progress,
         jitter_ok = stoch[None, None, :] & (rows >= 1) & (obs < ratio)
         obs = obs + jnp.where(jitter_ok, cfg.obs_noise * jax.random.normal(k_noise, obs.shape), 0.0)
         s_ = ser.encode_episodes(obs, act_tr[idx], len_tr[idx], None if static_tr is None else static_tr[idx])
-        return s_, ser.loss_weights(s_, cfg.loss_decay)
+        return s_, ser.loss_weights(s_, cfg.loss_decay), obs, len_tr[idx]
 
     @jax.jit
     def train_step(state, st):
         k_step = jax.random.fold_in(key, st)
         k_batch, k_drop = jax.random.split(k_step)
         k_mask = jax.random.fold_in(k_step, 1)  # beside the split: the streams of history_mask = 0 stay as they were
-        s_b, w_b = augmented_batch(k_batch)
-        loss, g = jax.value_and_grad(loss_fn)(state["params"], masked_input(k_mask, s_b), s_b, w_b, k_drop)
+        s_b, w_b, obs_b, len_b = augmented_batch(k_batch)
+        (_, metrics), g = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], masked_input(k_mask, s_b), s_b, w_b, k_drop,
+                                                                  obs_b, len_b)
         upd, o = tx.update(g, state["opt"], state["params"])
-        return {"params": optax.apply_updates(state["params"], upd), "opt": o}, {"train_loss": loss}
+        return {"params": optax.apply_updates(state["params"], upd), "opt": o}, metrics
 
     @jax.jit
     def eval_loss(p, s, wt):
@@ -216,10 +248,11 @@ def _train_member(traj: Trajectories, cfg: WorldModelConfig, out, log, progress,
 
     arch = {k: getattr(cfg, k) for k in ("n_layer", "d_model", "n_head", "base", "digits", "select", "val_frac")}
     fitted = harness.fit({"params": params, "opt": tx.init(params)}, lambda st, i: train_step(st, jnp.int32(i)),
-                         harness.Schedule(cfg.steps, eval_every=cfg.eval_every, patience=cfg.patience), heldout,
+                         harness.Schedule(cfg.steps, eval_every=cfg.eval_every, patience=cfg.patience,
+                                          select_after=min(cfg.select_after, cfg.steps)), heldout,
                          state_dir=f"{out}.state" if out else None, identity={"spec": spec.to_dict(), "architecture": arch},
                          progress=progress, desc="worldmodel", log=lambda s: log(f"[worldmodel] {s}"),
-                         postfix=lambda e: {k: f"{e[k]:.4f}" for k in ("train_loss", "heldout_loss", "val_spearman") if k in e})
+                         postfix=lambda e: {k: f"{e[k]:.4f}" for k in ("train_loss", "change_mse", "heldout_loss", "val_spearman") if k in e})
     best_params, best_step, history = fitted.best_state["params"], fitted.best_step, fitted.history
     best = next(h["heldout_loss"] for h in history if h["step"] == best_step)  # the held-out loss of the selected state
     run_meta = {"best_heldout_loss": best, "best_step": best_step, "log": history, "n_train_runs": len(tr_idx),
