@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from lrpilot.spec import EnvSpec
-from lrpilot.worldmodel.model import Trunk, WorldModelConfig
+from lrpilot.worldmodel.model import Trunk, WorldModelConfig, action_log2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,10 +65,12 @@ class PolicyNet(nn.Module):
     max_len: int
     n_actions: int
     roles: tuple[int, ...] = ()  # see worldmodel.model.Trunk
+    action_log2: tuple[float, ...] = ()  # see worldmodel.model.Trunk
 
     @nn.compact
     def __call__(self, tokens_BxS, pos0=0, cache=None):
-        h, cache = Trunk(self.cfg, self.vocab_size, self.max_len, self.roles, name="trunk")(tokens_BxS, pos0, cache, True)
+        h, cache = Trunk(self.cfg, self.vocab_size, self.max_len, self.roles, self.action_log2, name="trunk")(
+            tokens_BxS, pos0, cache, True)
         logits = nn.Dense(self.n_actions, name="action_head", kernel_init=nn.initializers.zeros)(h)
         value = nn.Dense(1, name="value_head", kernel_init=nn.initializers.zeros)(h)[..., 0]
         return logits, value, cache
@@ -110,7 +112,7 @@ def masked_logits(logits, mask):
 
 def build(wm_cfg: WorldModelConfig, spec: EnvSpec) -> PolicyNet:
     ser = wm_cfg.serializer(spec)
-    return PolicyNet(wm_cfg, ser.vocab_size, ser.seq_len, spec.n_actions, ser.value_roles())
+    return PolicyNet(wm_cfg, ser.vocab_size, ser.seq_len, spec.n_actions, ser.value_roles(), action_log2(spec))
 
 
 def init_params(net: PolicyNet, key, wm_params=None) -> dict:

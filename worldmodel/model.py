@@ -33,6 +33,7 @@ class WorldModelConfig:
     digits: int = 2  # D: digits per value
     coding: str = "level"  # stochastic fields as levels in their boxes, or "delta": per-interval log changes (serialization.py)
     value_embed: bool = False  # add each digit's value (digit / base) times a learned vector of its role (field, significance)
+    action_embed: bool = False  # add each action's log2 LR factor times a learned vector: actions as ordered magnitudes
     head: str = "categorical"  # "categorical": a free logit per digit; "mixture": a discretized logistic mixture (digits=1)
     mixture: int = 3  # logistic components of the mixture head
     loss_decay: float = 0.8  # weight of digit s is loss_decay**s
@@ -157,6 +158,7 @@ class Trunk(nn.Module):
     vocab_size: int
     max_len: int
     roles: tuple[int, ...] = ()  # (max_len,) role of each position (0: not a digit); needed with value_embed
+    action_log2: tuple[float, ...] = ()  # (A,) log2 of each action's LR factor; needed with action_embed
 
     @nn.compact
     def __call__(self, tokens_BxS, pos0=0, cache=None, deterministic=True):
@@ -173,6 +175,13 @@ class Trunk(nn.Module):
             role_emb = self.param("role_value", nn.initializers.normal(0.1), (int(max(self.roles)) + 1, cfg.d_model))
             value_BxS = jnp.where((tokens_BxS < cfg.base) & (role_S > 0)[None], tokens_BxS / cfg.base, 0.0)
             x = x + value_BxS[..., None] * jnp.take(role_emb, role_S, axis=0)[None]  # (numpy params from a checkpoint too)
+        if cfg.action_embed:
+            if not self.action_log2:
+                raise ValueError("Trunk: action_embed needs each action's log2 LR factor (action_log2)")
+            a = tokens_BxS - cfg.base
+            is_act = (a >= 0) & (a < len(self.action_log2))
+            mag_BxS = jnp.where(is_act, jnp.asarray(self.action_log2, jnp.float32)[jnp.clip(a, 0, len(self.action_log2) - 1)], 0.0)
+            x = x + mag_BxS[..., None] * self.param("action_value", nn.initializers.normal(0.1), (cfg.d_model,))[None, None]
         x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
         new_k, new_v = [], []
         for i in range(cfg.n_layer):
@@ -197,10 +206,12 @@ class WorldModel(nn.Module):
     vocab_size: int
     max_len: int
     roles: tuple[int, ...] = ()  # see Trunk
+    action_log2: tuple[float, ...] = ()  # see Trunk
 
     @nn.compact
     def __call__(self, tokens_BxS, pos0=0, cache=None, deterministic=True, with_change=False):
-        h, cache = Trunk(self.cfg, self.vocab_size, self.max_len, self.roles, name="trunk")(tokens_BxS, pos0, cache, deterministic)
+        h, cache = Trunk(self.cfg, self.vocab_size, self.max_len, self.roles, self.action_log2, name="trunk")(
+            tokens_BxS, pos0, cache, deterministic)
         if self.cfg.head == "mixture":
             logits = mixture_logits(nn.Dense(3 * self.cfg.mixture + 1, name="mixture_head")(h), self.cfg.base)
         else:
@@ -233,7 +244,12 @@ def mixture_logits(params_xP, n_bins: int):
 
 def build(cfg: WorldModelConfig, spec: EnvSpec) -> tuple[WorldModel, Serializer]:
     ser = cfg.serializer(spec)
-    return WorldModel(cfg, ser.vocab_size, ser.seq_len, ser.value_roles()), ser
+    return WorldModel(cfg, ser.vocab_size, ser.seq_len, ser.value_roles(), action_log2(spec)), ser
+
+
+def action_log2(spec: EnvSpec) -> tuple[float, ...]:
+    """(A,) log2 of each action's LR factor (the trunk's ordinal action embedding)."""
+    return tuple(math.log2(f) for f in spec.actions)
 
 
 def weighted_loss(logits_BxSxB, seq_BxS, weights_BxS):

@@ -1,4 +1,5 @@
-"""The world model's auxiliary loss: a regression head on each interval's change of val (aux_weight)."""
+"""What the world model is given to learn the LR's effect: an ordinal action embedding
+(action_embed) and an auxiliary regression of each interval's change of val (aux_weight)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,28 @@ def test_aux_head_trains_on_the_change_and_the_simulator_ignores_it(tmp_path):
     plain = train(traj, WorldModelConfig(**{**cfg.to_dict(), "aux_weight": 0.0, "steps": 2, "eval_every": 2}), None,
                   progress=False, log=lambda *_: None)
     assert "change_head" not in plain.params and all("change_mse" not in h for h in plain.log)
+
+
+def test_action_embedding_gives_the_lr_factor_and_reaches_the_policy():
+    from lrpilot.policy import network
+    from lrpilot.worldmodel.model import Trunk
+
+    cfg = WorldModelConfig(n_layer=1, d_model=16, n_head=2, dropout=0.0, base=16, action_embed=True)
+    model, ser = build(cfg, SPEC)
+    params = model.init(jax.random.key(0), jnp.zeros((1, ser.seq_len), jnp.int32))["params"]
+    vec = params["trunk"]["action_value"]
+    assert vec.shape == (16,)
+    # halving and doubling with the same lookup vector: they differ only by log2 of their factor times the action vector
+    halve, double = ser.base + SPEC.actions.index(0.5), ser.base + SPEC.actions.index(2.0)
+    wte = params["trunk"]["wte"]["embedding"]
+    p = {**params["trunk"], "wte": {"embedding": wte.at[double].set(wte[halve])}}
+    trunk = Trunk(cfg, ser.vocab_size, ser.seq_len, ser.value_roles(), tuple(np.log2(SPEC.actions)))
+    out = lambda tok, v: np.asarray(trunk.apply({"params": {**p, "action_value": v}}, jnp.full((1, 1), tok, jnp.int32))[0])  # noqa: E731
+    assert not np.allclose(out(halve, vec), out(double, vec), atol=1e-4)
+    np.testing.assert_allclose(out(halve, jnp.zeros_like(vec)), out(double, jnp.zeros_like(vec)), atol=1e-6)
+    # a policy built from the same config starts from this trunk, action vector included
+    net = network.build(cfg, SPEC)
+    pol = network.init_params(net, jax.random.key(1), params)
+    np.testing.assert_array_equal(np.asarray(pol["trunk"]["action_value"]), np.asarray(vec))
+    with pytest.raises(ValueError, match="action_log2"):
+        Trunk(cfg, ser.vocab_size, ser.seq_len, ser.value_roles()).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
