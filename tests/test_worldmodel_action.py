@@ -31,6 +31,12 @@ def test_change_targets_skip_padding_and_diverged_rows():
     assert ok[1].tolist() == [True] + [False] * (n - 1)  # into the divergence row and beyond the end: no target
     assert np.isclose(tgt[1, 0], -0.1, atol=1e-6) and np.isfinite(tgt).all()
     assert sd == pytest.approx(np.std(np.r_[np.full(n, -0.01), -0.1]), rel=1e-4)
+    many = np.repeat(obs[:1], 12, axis=0)
+    many[:, 1:, vi] += np.random.default_rng(0).normal(0, 0.001, (12, n)) * np.arange(1, n + 1)  # noise growing along the run
+    _, sd_k = change_targets(ser, many, np.full(12, n + 1), per_interval=True)
+    assert sd_k.shape == (n,) and sd_k[-1] > 5 * sd_k[0]  # a unit per interval
+    with pytest.raises(ValueError, match="aux_scale"):
+        WorldModelConfig(aux_scale="run")
     with pytest.raises(ValueError, match="aux_weight"):
         WorldModelConfig(aux_weight=-1.0)
 

@@ -40,6 +40,7 @@ class WorldModelConfig:
     obs_noise: float = 0.002  # training augmentation: std of the jitter added to stochastic observations
     history_mask: float = 0.0  # training augmentation: share of past observations whose losses the model reads as PAD
     aux_weight: float = 0.0  # weight of the auxiliary loss: a regression head predicts each interval's change in val (train.py)
+    aux_scale: str = "global"  # the change's unit in that loss: its std over all intervals, or per interval of the run ("interval")
     # training
     learning_rate: float = 1e-3  # peak AdamW learning rate (warmup, then cosine to a tenth)
     weight_decay: float = 0.1  # AdamW weight decay on 2-D weights
@@ -69,6 +70,8 @@ class WorldModelConfig:
                              f"mixture={self.mixture}")
         if not 0 <= self.history_mask < 1:
             raise ValueError(f"WorldModelConfig.history_mask must be in [0, 1), got {self.history_mask}")
+        if self.aux_scale not in ("global", "interval"):
+            raise ValueError(f"WorldModelConfig.aux_scale must be global or interval, got {self.aux_scale!r}")
         if not self.aux_weight >= 0:
             raise ValueError(f"WorldModelConfig.aux_weight must be >= 0, got {self.aux_weight}")
         if not 0 < self.loss_decay <= 1:

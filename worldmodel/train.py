@@ -124,10 +124,11 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
     return TrainResult(params, [r.log for r in results], best, results[0].n_train, results[0].n_heldout, {})
 
 
-def change_targets(ser, obs_RxKxF, length_R):
+def change_targets(ser, obs_RxKxF, length_R, per_interval: bool = False):
     """The auxiliary loss's targets: `at(obs_BxKxF, length_B)` -> (change of val over each interval
     k -> k+1 (B, n), where it is defined (B, n): both rows recorded and neither diverged), and the
-    std of those changes on the training runs (its unit)."""
+    std of those changes on the training runs (its unit): one number, or with `per_interval` one
+    per interval k (n,), so that late, small changes weigh as much as the early drops."""
     vi, ratio = ser.spec.index("val"), ser.spec.divergence_ratio
 
     def at(obs, length):
@@ -137,8 +138,12 @@ def change_targets(ser, obs_RxKxF, length_R):
         return jnp.where(ok, v[:, 1:] - v[:, :-1], 0.0), ok
 
     tgt, ok = at(jnp.asarray(obs_RxKxF), jnp.asarray(length_R))
-    sd = float(np.std(np.asarray(tgt)[np.asarray(ok)])) if bool(ok.any()) else 1.0
-    return at, max(sd, 1e-6)
+    tgt, ok = np.asarray(tgt), np.asarray(ok)
+    sd = max(float(np.std(tgt[ok])), 1e-6) if ok.any() else 1.0
+    if per_interval:  # intervals with fewer than 10 changes fall back to the global std
+        sd = np.array([max(float(np.std(tgt[ok[:, k], k])), 1e-6) if ok[:, k].sum() >= 10 else sd for k in range(tgt.shape[1])],
+                      np.float32)
+    return at, sd
 
 
 def bootstrap(traj: Trajectories, idx: np.ndarray, seed: int) -> np.ndarray:
@@ -176,7 +181,7 @@ def _train_member(traj: Trajectories, cfg: WorldModelConfig, out, log, progress,
     key = jax.random.key(seed)
     aux = cfg.aux_weight > 0
     params = model.init(key, seq_tr[:1], with_change=aux)["params"]
-    change_at, change_sd = change_targets(ser, obs_tr, len_tr)
+    change_at, change_sd = change_targets(ser, obs_tr, len_tr, cfg.aux_scale == "interval")
 
     def loss_fn(p, s_in, s, wt, k, obs, length):
         if not aux:
