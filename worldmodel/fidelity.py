@@ -17,7 +17,12 @@ final value is the spec's divergence ratio.
   slope of the change in val on the action's LR change in doublings (log2 of its factor),
   times -1, with run fixed effects, on random-walk runs (their actions do not depend on the
   state). Real: the real next vals. Simulated: the same regression on the world model's mean
-  next val from the same real prefixes under the same actions. ratio = sim / real.
+  next val from the same real prefixes under the same actions. ratio = sim / real. linear_ratio:
+  the same ratio for a least-squares one-step model of the change of val (state, action, their
+  products) fit on the training runs: what the data teach a simple model. (Within a run, a random
+  walk's LR level, less its run mean, falls as the step's increment rises, so the slope also
+  carries the change's dependence on the LR level; it does so alike for real, simulated and
+  linear changes.)
 * high_lr_cost: final val of runs that held >= 30x their base LR through the second half minus
   their groupmates held within 0.5-2x, averaged over groups that have both; real and simulated
   (from prefix 1); ratio = sim / real.
@@ -132,6 +137,43 @@ def _fe_slope(run: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, flo
     return b, float(math.sqrt(resid @ resid / dof / (xd @ xd)))
 
 
+def _one_step_features(traj: Trajectories, rows) -> np.ndarray:
+    """(rows, 18) features of decision (run, k) for the one-step linear baseline: the state (progress,
+    log LR, val, train, last change of val, the run's context where the spec has it) and the
+    action's log2 factor alone and times each state feature but the context."""
+    sp = traj.spec
+    o = traj.obs.astype(np.float64)
+    st = traj.static.astype(np.float64) if traj.static is not None else np.zeros((len(traj), 4))
+    r, k = np.array([r for r, _ in rows], int), np.array([k for _, k in rows], int)
+    vi, ti, li, pi = (sp.index(f) for f in ("val", "train", "log_lr", "progress"))
+    state = np.stack([o[r, k, pi], o[r, k, li], o[r, k, li] + st[r, 0], o[r, k, vi], o[r, k, ti],
+                      o[r, k, vi] - o[r, np.maximum(k - 1, 0), vi]], 1)
+    a = np.log2(np.asarray(sp.actions))[traj.actions[r, k]][:, None]
+    return np.concatenate([np.ones((len(r), 1)), state, st[r], a, a * state, a * a], 1)
+
+
+def linear_action_ratio(traj: Trajectories, train_traj: Trajectories) -> float | None:
+    """The action-effect ratio of a (ridge) least-squares one-step model of the change of val, fit on every
+    decision k >= 1 of the training runs (not diverged into): what a simple model with the action
+    and its interactions learns from the same data. None without random-walk rows."""
+    rows, x, y = _action_rows(traj)
+    vi, ratio = train_traj.spec.index("val"), train_traj.spec.divergence_ratio
+    fit = [(r, k) for r in range(len(train_traj)) for k in range(1, train_traj.length[r] - 1)
+           if train_traj.actions[r, k] >= 0 and train_traj.obs[r, k + 1, vi] < ratio]
+    if len(rows) < 10 or not fit or np.ptp(x) == 0:
+        return None
+    y_fit = np.array([train_traj.obs[r, k + 1, vi] - train_traj.obs[r, k, vi] for r, k in fit], float)
+    X = _one_step_features(train_traj, fit)
+    mu, sd = X.mean(0), X.std(0)
+    keep = sd > 1e-9  # constant columns (the intercept, a context the spec lacks) out; a small ridge for collinear ones
+    Z = (X[:, keep] - mu[keep]) / sd[keep]
+    w = np.linalg.solve(Z.T @ Z + 1e-3 * len(Z) * np.eye(Z.shape[1]), Z.T @ (y_fit - y_fit.mean()))
+    run = np.array([r for r, _ in rows])
+    real, _ = _fe_slope(run, x, y)
+    lin, _ = _fe_slope(run, x, ((_one_step_features(traj, rows)[:, keep] - mu[keep]) / sd[keep]) @ w)
+    return lin / real if real else None
+
+
 def _sim_next(env: SimEnv, params, traj: Trajectories, rows, n_samples: int, key) -> np.ndarray:
     """(rows,) mean simulated val at k + 1 from the real prefix 0..k under the real action k: the
     mean over samples of the step's expected val (`info["mean_val"]`)."""
@@ -213,7 +255,8 @@ def fidelity(env: SimEnv, params, traj: Trajectories, train_traj: Trajectories, 
         "final_val_mae_train_mean": float(np.mean(np.abs(ytr.mean() - real))),
     }
     rows, x, y = _action_rows(traj)
-    eff = {"real": None, "real_stderr": None, "sim": None, "sim_stderr": None, "ratio": None, "n_rows": len(rows)}
+    eff = {"real": None, "real_stderr": None, "sim": None, "sim_stderr": None, "ratio": None, "linear_ratio": None,
+           "n_rows": len(rows)}
     if len(rows) >= 10 and np.ptp(x) > 0:
         run = np.array([r for r, _ in rows])
         slope, se = _fe_slope(run, x, y)
@@ -223,6 +266,7 @@ def fidelity(env: SimEnv, params, traj: Trajectories, train_traj: Trajectories, 
             y_sim = _sim_next(env, params, traj, rows, n_samples, k_eff) - np.array([traj.obs[r, k, vi] for r, k in rows])
             s_slope, s_se = _fe_slope(run, x, y_sim)
             eff.update(sim=-s_slope, sim_stderr=s_se, ratio=s_slope / slope if slope else None)
+        eff["linear_ratio"] = linear_action_ratio(traj, train_traj)
     out["action_effect"] = eff
     hr, hs = _high_lr_cost(traj, real, grps), _high_lr_cost(traj, sim_med, grps)
     out["high_lr_cost"] = {"real": hr, "sim": hs, "ratio": hs / hr if hr and hs is not None else None}
@@ -244,7 +288,8 @@ def evaluate(model, wm_params, ser, heldout: Trajectories, train: Trajectories, 
         log(f"[fidelity] {name}: {f['n_groups']} groups, within-group Spearman "
             f"{_fmt(f['within_group_spearman'])} (LR regression {_fmt(f['regression_spearman'])}); final-val MAE "
             f"{f['final_val_mae']:.4f} (train mean {f['final_val_mae_train_mean']:.4f}); action effect ratio "
-            f"{_num(f['action_effect']['ratio'])} (real {_num(f['action_effect']['real'])}); high-LR cost ratio "
+            f"{_num(f['action_effect']['ratio'])} (real {_num(f['action_effect']['real'])}, linear one-step model "
+            f"{_num(f['action_effect']['linear_ratio'])}); high-LR cost ratio "
             f"{_num(f['high_lr_cost']['ratio'])}; fork effect ratio {_num(f['fork_effect']['ratio'])} "
             f"(real {_num(f['fork_effect']['real'])} per doubling, {f['fork_effect']['n_rows']} branches, corr "
             f"{_num(f['fork_effect']['corr'])})")
