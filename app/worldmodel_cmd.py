@@ -93,7 +93,7 @@ def fidelity_table(paths: list[str]) -> str:
         return "-" if d.get("mean") is None else num(d["mean"]) + (f" ± {d['stderr']:.3f}" if d.get("stderr") else "")
 
     rows = ["| world model | held-out groups | within-group Spearman | LR regression | Spearman on training groups | "
-            "action-effect ratio (real) | high-LR cost ratio (real) | fork-effect ratio (real; corr) | "
+            "action-effect ratio (real; linear one-step model) | high-LR cost ratio (real) | fork-effect ratio (real; corr) | "
             "final-val MAE (train mean) | forecast MAE h=1 / 5 / 10 (last value) |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
@@ -106,7 +106,7 @@ def fidelity_table(paths: list[str]) -> str:
         fork = "-" if fe.get("ratio") is None else f"{num(fe['ratio'], 2)} ({num(fe['real'], 4)}; {num(fe.get('corr'), 2)})"
         h = lambda n, i: num(fc[n]["mae"][i])  # noqa: E731
         rows.append(f"| `{Path(path).name}` | {f['n_groups']} | {ms(f['within_group_spearman'])} | "
-                    f"{ms(f['regression_spearman'])} | {ms(tr.get('within_group_spearman', {}))} | {num(ae['ratio'], 2)} ({num(ae['real'], 4)}) | "
+                    f"{ms(f['regression_spearman'])} | {ms(tr.get('within_group_spearman', {}))} | {num(ae['ratio'], 2)} ({num(ae['real'], 4)}; {num(ae.get('linear_ratio'), 2)}) | "
                     f"{num(hl['ratio'], 2)} ({num(hl['real'], 3)}) | {fork} | {num(f['final_val_mae'])} ({num(f['final_val_mae_train_mean'])}) | "
                     f"{h('worldmodel', 0)} / {h('worldmodel', 4)} / {h('worldmodel', 9)} "
                     f"({h('last_value', 0)} / {h('last_value', 4)} / {h('last_value', 9)}) |")

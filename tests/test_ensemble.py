@@ -130,3 +130,22 @@ def test_ensemble_of_seeds_only_trains_every_member_on_all_training_groups(tmp_p
     assert len(n_train) == 1  # both members: the same training runs
     with pytest.raises(AssertionError, match="resampled"):
         wt.train(traj, dataclasses.replace(cfg, bootstrap=True), None, progress=False, log=lambda *_: None)
+
+
+def test_ensemble_fidelity_judges_the_spread_against_the_error(tiny_wm):
+    from conftest import synthetic_trajectories
+
+    from lrpilot.worldmodel import fidelity
+
+    cfg, _, ser, params = tiny_wm
+    ens = WorldModel(dataclasses.replace(cfg, ensemble=2), ser.vocab_size, ser.seq_len)
+    other = ens.init(jax.random.key(7), jnp.zeros((1, ser.seq_len), jnp.int32))["params"]
+    traj = synthetic_trajectories(n_runs=6, seed=1)
+    env = SimEnv(ens, ser)
+    sp = fidelity.spread_vs_error(env, env.params(jax.tree.map(lambda a, b: jnp.stack([a, b]), params, other), traj, 1), traj, 3,
+                                  jax.random.key(0))
+    assert sp["episodes"] == 18 and sp["mean_spread"] > 0 and -1 <= sp["spearman_spread_error"] <= 1
+    assert sp["error_low_spread"] >= 0 and sp["error_high_spread"] >= 0
+    same = fidelity.spread_vs_error(env, env.params(jax.tree.map(lambda x: jnp.stack([x, x]), params), traj, 1), traj, 2,
+                                    jax.random.key(0))
+    assert same["mean_spread"] < 1e-6  # identical members never disagree

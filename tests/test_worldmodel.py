@@ -286,6 +286,7 @@ def test_fidelity_section_has_every_field(tiny_wm):
     assert {"real", "real_stderr", "sim", "ratio"} <= set(h["action_effect"]) and h["action_effect"]["n_rows"] == 120
     assert set(h["high_lr_cost"]) == {"real", "sim", "ratio"}
     assert h["fork_effect"]["n_rows"] == 0 and h["fork_effect"]["ratio"] is None  # no forked group here
+    assert "spread" not in h and h["action_effect"]["linear_ratio"] is not None  # one model: no spread to judge
     assert details["sim"].shape == (12,) and np.all((details["sim"] > 0) & (details["sim"] <= 1.5))
 
 

@@ -23,6 +23,8 @@ final value is the spec's divergence ratio.
   walk's LR level, less its run mean, falls as the step's increment rises, so the slope also
   carries the change's dependence on the LR level; it does so alike for real, simulated and
   linear changes.)
+* spread (ensembles only): does the members' disagreement flag the simulator's errors?
+  `spread_vs_error`.
 * high_lr_cost: final val of runs that held >= 30x their base LR through the second half minus
   their groupmates held within 0.5-2x, averaged over groups that have both; real and simulated
   (from prefix 1); ratio = sim / real.
@@ -225,6 +227,37 @@ def fork_effect(env: SimEnv, params, traj: Trajectories, n_samples: int, key) ->
     return out
 
 
+def spread_vs_error(env: SimEnv, params, traj: Trajectories, reps: int, key) -> dict:
+    """An ensemble's spread against its error: `reps` episodes per run from prefix 1 under the real
+    actions (member m % K for episode m), each episode's mean step spread (`info["spread"]`) against
+    |simulated - real| final val. Spearman of the two, and the mean error of the episodes below and
+    above the median spread."""
+    n, vi = env.spec.n_decisions, env.spec.index("val")
+    acts = jnp.asarray(np.maximum(traj.actions, 0))
+
+    def one(r, m, key):
+        _, st = env.reset_to(params, r, 1, 1, m)
+
+        def body(st, xs):
+            obs, st, *_, info = env.step(xs[0], st, acts[r, xs[1]], params)
+            return st, (obs[vi], info["spread"])
+
+        return jax.lax.scan(body, st, (jax.random.split(key, n), jnp.arange(n)))[1]
+
+    f = jax.jit(jax.vmap(one))
+    rr, mm = np.repeat(np.arange(len(traj)), reps), np.tile(np.arange(reps) % env.members, len(traj))
+    parts = [f(jnp.asarray(rr[i : i + CHUNK]), jnp.asarray(mm[i : i + CHUNK]), jax.random.split(jax.random.fold_in(key, i), len(rr[i : i + CHUNK])))
+             for i in range(0, len(rr), CHUNK)]
+    v, sp = (np.concatenate([np.asarray(p[j]) for p in parts]) for j in (0, 1))
+    last = traj.length[rr] - 2
+    steps = np.arange(n)[None] <= last[:, None]
+    spread = (sp * steps).sum(1) / steps.sum(1)
+    err = np.abs(v[np.arange(len(rr)), last] - final_val(traj)[rr])
+    low = spread <= np.median(spread)
+    return {"episodes": int(len(rr)), "mean_spread": float(spread.mean()), "spearman_spread_error": spearman(spread, err),
+            "error_low_spread": float(err[low].mean()), "error_high_spread": float(err[~low].mean()) if (~low).any() else None}
+
+
 def _high_lr_cost(traj: Trajectories, final: np.ndarray, grps) -> float | None:
     li, n = traj.spec.index("log_lr"), traj.spec.n_decisions
     second = traj.obs[:, n // 2 + 1 :, li]
@@ -272,6 +305,8 @@ def fidelity(env: SimEnv, params, traj: Trajectories, train_traj: Trajectories, 
     out["high_lr_cost"] = {"real": hr, "sim": hs, "ratio": hs / hr if hr and hs is not None else None}
     if with_action_effect:
         out["fork_effect"] = fork_effect(env, params, traj, n_samples, jax.random.fold_in(k_eff, 1))
+    if env.members > 1:
+        out["spread"] = spread_vs_error(env, params, traj, 4, jax.random.fold_in(k_eff, 2))
     return out, {"groups": grps, "real": real, "sim": sim_med, "regression": reg, "traj": traj}
 
 
@@ -292,7 +327,9 @@ def evaluate(model, wm_params, ser, heldout: Trajectories, train: Trajectories, 
             f"{_num(f['action_effect']['linear_ratio'])}); high-LR cost ratio "
             f"{_num(f['high_lr_cost']['ratio'])}; fork effect ratio {_num(f['fork_effect']['ratio'])} "
             f"(real {_num(f['fork_effect']['real'])} per doubling, {f['fork_effect']['n_rows']} branches, corr "
-            f"{_num(f['fork_effect']['corr'])})")
+            f"{_num(f['fork_effect']['corr'])})" + ("" if "spread" not in f else
+            f"; ensemble spread vs final error: Spearman {_num(f['spread']['spearman_spread_error'])}, error "
+            f"{_num(f['spread']['error_low_spread'])} below / {_num(f['spread']['error_high_spread'])} above the median spread"))
     return out, details
 
 
