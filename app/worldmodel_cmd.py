@@ -1,4 +1,4 @@
-"""`lrpilot worldmodel train` and `lrpilot worldmodel eval`."""
+"""`lrpilot worldmodel train`, `fit-action`, `eval` and `compare`."""
 
 from __future__ import annotations
 
@@ -118,6 +118,31 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_fit_action(args) -> int:
+    import dataclasses
+
+    from lrpilot import checkpoints
+    from lrpilot.trajectories import load_dir
+    from lrpilot.worldmodel.correction import with_action_linear
+    from lrpilot.worldmodel.model import WorldModelConfig, build
+    from lrpilot.worldmodel.train import split_runs
+
+    src = resolve_ckpt(args.ckpt)
+    out_parent(args.out)
+    ck = checkpoints.load(src, kind="worldmodel")
+    cfg = dataclasses.replace(WorldModelConfig.from_dict(ck.model_config), action_response=args.response)
+    model, ser = build(cfg, ck.spec)
+    full = load_dir(data_dirs(args.data), ck.spec)
+    tr = split_runs(full, cfg.heldout_frac, cfg.seed, cfg.val_frac if cfg.select == "fidelity" else 0.0)[0]
+    params = with_action_linear(model, ck.params, ser, full.subset(tr))
+    print(f"[worldmodel] action_response {args.response}: linear term fit on {len(tr)} training runs, weights {params['action_linear']['w'].round(5).tolist()}")
+    checkpoints.save(args.out, kind="worldmodel", params=params, spec=ck.spec,
+                     model_config=cfg.to_dict(),
+                     meta={**ck.meta, "action_linear_from": str(args.ckpt), "action_linear_data": list(args.data)})
+    print(f"-> {args.out}")
+    return 0
+
+
 def register(sub) -> None:
     from lrpilot.worldmodel.model import WorldModelConfig
 
@@ -147,6 +172,15 @@ def register(sub) -> None:
                    "no fidelity section, which needs the training split)")
     e.add_argument("--no-fidelity", action="store_true", help="skip the fidelity section (forecasting only)")
     e.set_defaults(func=cmd_eval)
+    a = ws.add_parser("fit-action", help="add a linear one-step action response, fit on the model's residuals over its "
+                      "training runs, to a trained world model (WorldModelConfig.action_response)")
+    a.add_argument("--response", choices=["residual", "noop"], default="noop", help="the linear term beside the model's own "
+                   "response to the action (residual) or instead of it, beside its no-op continuation (noop)")
+    a.add_argument("--ckpt", required=True, help="world-model checkpoint ('pretrained': the shipped one)")
+    a.add_argument("--data", nargs="+", default=["starter"], help="the trajectory sources it was trained on (its split picks "
+                   "the training runs)")
+    a.add_argument("--out", required=True, help="the new checkpoint")
+    a.set_defaults(func=cmd_fit_action)
     c = ws.add_parser("compare", help="a markdown table of the fidelity of several `worldmodel eval` outputs")
     c.add_argument("evals", nargs="+", help="output directories of lrpilot worldmodel eval (each with forecast.json)")
     c.set_defaults(func=cmd_compare)

@@ -28,7 +28,8 @@ from flax import struct
 from lrpilot.controllers.schedules import cosine_decay
 from lrpilot.env import Environment, EnvState
 from lrpilot.trajectories import Trajectories
-from lrpilot.worldmodel.model import WorldModel, init_cache
+from lrpilot.worldmodel import correction
+from lrpilot.worldmodel.model import WorldModel, action_log2, init_cache
 from lrpilot.worldmodel.serialization import Serializer
 
 
@@ -49,7 +50,7 @@ class EnvParams:
     seq: jax.Array  # (R, S) int32 real episodes, serialized
     obs: jax.Array  # (R, n+1, F) float32 real observations
     length: jax.Array  # (R,) int32 observation rows per episode
-    log_base: jax.Array  # (R,) float32 log10 of each run's base LR (0 when the spec does not observe it)
+    log_base: jax.Array  # (R,) float32 log10 of each run's base LR (0 when the spec does not observe it: versions 2 and 3 do)
     max_prefix: int = struct.field(pytree_node=False, default=5)
     temperature: float = 1.0
 
@@ -68,6 +69,7 @@ class SimEnv(Environment):
         self.model, self.ser, self.spec = model, ser, ser.spec
         self.members = model.cfg.ensemble
         self._segments = self._schedule()
+        self._log2 = action_log2(self.spec)
 
     def _apply(self, wm_params, tokens_S, pos, cache):
         """Logits (K, S, B) of every member (K = 1 for one model) for the symbols after tokens_S."""
@@ -89,9 +91,7 @@ class SimEnv(Environment):
         keep = traj.length >= 2  # a prefix must leave at least one step
         if not keep.any():
             raise ValueError("SimEnv: no trajectory has two observations to start from")
-        # observation 0's absolute LR is the base LR (log_lr = 0 there)
-        names = self.spec.names
-        log_base = traj.obs[:, 0, names.index("log_abs_lr")] if "log_abs_lr" in names else np.zeros(len(traj), np.float32)
+        log_base = correction.log_base(traj)
         return EnvParams(wm_params, jnp.asarray(seq[keep]), jnp.asarray(traj.obs[keep]), jnp.asarray(traj.length[keep]),
                          jnp.asarray(log_base[keep], jnp.float32), max_prefix, temperature)
 
@@ -120,14 +120,20 @@ class SimEnv(Environment):
         p = jax.random.randint(k_pre, (), 1, n_prefix + 1)
         return self.reset_to(params, r, p, params.max_prefix, jax.random.randint(k_mem, (), 0, self.members))
 
-    def reset_to(self, params: EnvParams, r, p, max_prefix: int, member=0):
+    def prefix_cache(self, params: EnvParams, r, max_prefix: int):
+        """The model's cache over episode r's first max_prefix observations (a static bound): valid
+        for every prefix p <= max_prefix, since a position never attends to a later one."""
+        n_fill = min(self.ser.offset + max_prefix * self.ser.step_len, self.ser.seq_len)
+        return self._apply(params.wm_params, params.seq[r][:n_fill], 0, self._empty_cache())[1]
+
+    def reset_to(self, params: EnvParams, r, p, max_prefix: int, member=0, cache=None):
         """Starts from the first p observations of episode r (p <= max_prefix, a static bound),
-        sampling from ensemble member `member`."""
+        sampling from ensemble member `member`; `cache`: `prefix_cache(params, r, m)` for m >= p,
+        computed once for many prefixes of one episode."""
         ser = self.ser
         p = jnp.asarray(p, jnp.int32)
         tokens = params.seq[r]
-        n_fill = min(ser.offset + max_prefix * ser.step_len, ser.seq_len)  # static: covers every possible prefix
-        _, cache = self._apply(params.wm_params, tokens[:n_fill], 0, self._empty_cache())
+        cache = self.prefix_cache(params, r, max_prefix) if cache is None else cache
         obs = params.obs[r, p - 1]
         lr_rel = 10.0 ** obs[self.spec.index("log_lr")]
         pos = ser.offset + p * ser.step_len - 1
@@ -140,9 +146,12 @@ class SimEnv(Environment):
     def step(self, key, state: SimState, action, params: EnvParams):
         spec, ser = self.spec, self.ser
         action = jnp.asarray(action, jnp.int32)
-        k1, lr_rel, det = self.advance(state, action)
+        linear = "action_linear" in params.wm_params and self.model.cfg.action_response != "model"
+        # with action_response = noop the transformer samples the no-op's continuation; the action acts through the linear term
+        act_in = jnp.asarray(spec.noop_action, jnp.int32) if linear and self.model.cfg.action_response == "noop" else action
+        k1, lr_rel, det = self.advance(state, act_in)
         det_digits = ser.encode_obs(det, state.obs)  # stochastic fields' digits here are placeholders
-        step_syms = jnp.concatenate([(ser.base + action)[None], det_digits])  # (F*D + 1,)
+        step_syms = jnp.concatenate([(ser.base + act_in)[None], det_digits])  # (F*D + 1,)
         cache = state.cache
         keys = jax.random.split(key, len(self._segments))
         used_logits, expected = [], []
@@ -165,8 +174,21 @@ class SimEnv(Environment):
         # E[val] over val's first digit (its later digits as sampled): each candidate digit decoded, weighted by its probability
         lead_BxL = jnp.broadcast_to(step_syms[1:], (ser.base, ser.obs_len)).at[:, lead].set(jnp.arange(ser.base, dtype=jnp.int32))
         mean_val = jax.nn.softmax(lead_logits) @ ser.decode_obs(lead_BxL, state.obs)[:, spec.index("val")]
-        obs = jnp.where(jnp.asarray([not f.deterministic for f in spec.fields]), obs, det)
+        stoch = jnp.asarray([not f.deterministic for f in spec.fields])
+        obs = jnp.where(stoch, obs, det)
         diverged = ser.diverged(obs)  # val sampled in the top bin
+        delta_K = jnp.zeros(self.members)
+        if linear:  # the linear action response (correction.py), added to val and re-read by the model
+            k1, lr_rel, det = self.advance(state, action)  # the action taken (act_in may have been the no-op)
+            delta_K = jnp.where(diverged, 0.0, jnp.reshape(correction.correction(
+                spec, params.wm_params["action_linear"]["w"], self._log2, action, state.obs, state.log_base_lr), (-1,)))
+            vi, f = spec.index("val"), spec.field("val")
+            cap = f.high - 2 * (f.high - f.low) / ser.n_bins if ser.coding == "level" else 0.99 * spec.divergence_ratio
+            obs = jnp.where(stoch, obs, det)
+            obs = obs.at[vi].set(jnp.where(diverged, obs[vi], jnp.clip(obs[vi] + delta_K[state.member], 1e-3, cap)))
+            mean_val = mean_val + delta_K[state.member]
+            step_syms = jnp.concatenate([(ser.base + action)[None], ser.encode_obs(obs, state.obs)])
+            _, cache = self._apply(params.wm_params, step_syms, state.pos, cache)
         obs, reward, terminated, truncated = self.outcome(state, k1, obs, diverged)
         tokens = jax.lax.dynamic_update_slice_in_dim(state.tokens, step_syms, state.pos, 0)
         # a finished episode stays frozen (its cache may change: nothing reads it again)
@@ -181,7 +203,7 @@ class SimEnv(Environment):
         unit = jnp.zeros(self.members)
         for d, e in enumerate(expected):  # the members' expected position in val's code, digit by digit
             unit = unit + e / ser.base ** (d + 1)
-        vals_K = ser.val_from_unit(unit, state.obs)
+        vals_K = ser.val_from_unit(unit, state.obs) + delta_K
         spread = jnp.where(state.done, 0.0, jnp.std(vals_K))
         info = {"diverged": diverged & ~state.done, "logits": jnp.stack(used_logits), "spread": spread, "mean_val": mean_val}
         return new.obs, new, reward, terminated, truncated, info

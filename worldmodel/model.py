@@ -41,6 +41,8 @@ class WorldModelConfig:
     history_mask: float = 0.0  # training augmentation: share of past observations whose losses the model reads as PAD
     aux_weight: float = 0.0  # weight of the auxiliary loss: a regression head predicts each interval's change in val (train.py)
     aux_scale: str = "global"  # the change's unit in that loss: its std over all intervals, or per interval of the run ("interval")
+    action_response: str = "model"  # the simulator's response to an action: the transformer's ("model"), plus a linear
+    # one-step term fit on its residuals ("residual"), or its no-op continuation plus that term fit against it ("noop") (correction.py)
     # training
     learning_rate: float = 1e-3  # peak AdamW learning rate (warmup, then cosine to a tenth)
     weight_decay: float = 0.1  # AdamW weight decay on 2-D weights
@@ -70,6 +72,8 @@ class WorldModelConfig:
                              f"mixture={self.mixture}")
         if not 0 <= self.history_mask < 1:
             raise ValueError(f"WorldModelConfig.history_mask must be in [0, 1), got {self.history_mask}")
+        if self.action_response not in RESPONSES:
+            raise ValueError(f"WorldModelConfig.action_response must be one of {', '.join(RESPONSES)}, got {self.action_response!r}")
         if self.aux_scale not in ("global", "interval"):
             raise ValueError(f"WorldModelConfig.aux_scale must be global or interval, got {self.aux_scale!r}")
         if not self.aux_weight >= 0:
@@ -103,6 +107,7 @@ class WorldModelConfig:
 
 
 HEADS = ("categorical", "mixture")
+RESPONSES = ("model", "residual", "noop")
 LEGACY = {"val_frac": 0.0, "select": "nll", "patience": 5}
 """How a checkpoint saved before checkpoint selection by fidelity was trained (its missing fields)."""
 

@@ -15,7 +15,8 @@ run's context, not only by continuing the curve it sees. Auxiliary loss (`aux_we
 regression head on the trunk predicts each interval's change of val, at the position from which
 val's first digit is predicted, and w times its squared error (in units of the changes' std) is
 added: a low-variance signal for the small effect of an action, which the digits' cross-entropy
-alone did not pick up (README, Simulator fidelity). Training state (parameters, optimizer
+alone did not pick up (README, Simulator fidelity). `action_response` other than "model": after
+selection, a linear one-step action response is fit against the selected model (correction.py). Training state (parameters, optimizer
 state, step, best held-out loss) is checkpointed so that an interrupted run resumes.
 """
 
@@ -260,6 +261,11 @@ def _train_member(traj: Trajectories, cfg: WorldModelConfig, out, log, progress,
                          postfix=lambda e: {k: f"{e[k]:.4f}" for k in ("train_loss", "change_mse", "heldout_loss", "val_spearman") if k in e})
     best_params, best_step, history = fitted.best_state["params"], fitted.best_step, fitted.history
     best = next(h["heldout_loss"] for h in history if h["step"] == best_step)  # the held-out loss of the selected state
+    if cfg.action_response != "model":
+        from lrpilot.worldmodel.correction import with_action_linear
+
+        best_params = with_action_linear(model, best_params, ser, traj.subset(tr_idx))
+        log(f"[worldmodel] action_linear: weights of phi {np.round(best_params['action_linear']['w'], 5).tolist()}")
     run_meta = {"best_heldout_loss": best, "best_step": best_step, "log": history, "n_train_runs": len(tr_idx),
                 "selected_on": cfg.select, "n_val_runs": len(va_idx),
                 "best_val_spearman": next((h.get("val_spearman") for h in history if h["step"] == best_step), None),

@@ -1,0 +1,160 @@
+"""The linear one-step action response beside the transformer (worldmodel/correction.py): its
+fit, and how the simulator adds it and lets the model read it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lrpilot.spec import DEFAULT_SPEC
+from lrpilot.trajectories import Trajectories
+from lrpilot.worldmodel import correction
+from lrpilot.worldmodel.env import SimEnv
+from lrpilot.worldmodel.model import WorldModelConfig, build
+
+SPEC = DEFAULT_SPEC
+LOG2 = np.log2(np.asarray(SPEC.actions))
+
+
+def _tiny(seed=0, **kw):
+    cfg = WorldModelConfig(n_layer=1, d_model=16, n_head=2, dropout=0.0, **{"base": 16, **kw})
+    model, ser = build(cfg, SPEC)
+    return model, ser, model.init(jax.random.key(seed), jnp.zeros((1, ser.seq_len), jnp.int32))["params"]
+
+
+def _linear_runs(n_runs: int, effect: float, noise: float = 0.002, seed: int = 0) -> Trajectories:
+    """Random-action runs whose val changes by -0.01 + effect * log2(action factor) + noise."""
+    rng = np.random.default_rng(seed)
+    n = SPEC.n_decisions
+    obs = np.zeros((n_runs, n + 1, SPEC.n_obs), np.float32)
+    actions = rng.integers(0, SPEC.n_actions, (n_runs, n)).astype(np.int32)
+    for r in range(n_runs):
+        lr, val = 1.0, 1.0
+        obs[r, 0] = SPEC.observation(0, 1.0, 4.0, None, 4.0)[0]
+        for k in range(n):
+            lr = SPEC.next_lr_rel(lr, int(actions[r, k]))
+            val = val - 0.01 + effect * LOG2[actions[r, k]] + rng.normal(0, noise)
+            obs[r, k + 1] = SPEC.observation(k + 1, lr, 4.0 * val, 4.0 * val, 4.0)[0]
+    metas = [{"task": "t", "group": r, "job_seed": 0, "family": "test", "controller": {"name": "random_walk"}} for r in range(n_runs)]
+    return Trajectories(SPEC, obs, actions, np.full(n_runs, n + 1, np.int32), np.zeros(n_runs, bool), metas,
+                        [f"run{r}.parquet" for r in range(n_runs)], np.full((n_runs, n + 1), np.nan))
+
+
+def test_expected_next_val_is_the_simulators_mean_val(traj):
+    model, ser, params = _tiny(1, digits=1, base=32)  # one digit, level coding: mean_val is exact, whatever the key
+    env = SimEnv(model, ser)
+    ep = env.params(params, traj)
+    tf = correction.expected_next_val(model, params, ser, traj, samples=2)
+    assert np.isnan(tf[:, 0]).all() and np.isfinite(tf[:, 1:]).all()
+    for r, k in [(0, 0), (1, 3), (2, 7), (5, SPEC.n_decisions - 1)]:
+        _, st = env.reset_to(ep, r, k + 1, k + 1)  # its own cache, over the prefix only
+        *_, info = env.step(jax.random.key(0), st, jnp.int32(traj.actions[r, k]), ep)
+        assert float(info["mean_val"]) == pytest.approx(tf[r, k + 1], abs=1e-5)
+
+
+@pytest.mark.parametrize("response", ["residual", "noop"])
+def test_fit_recovers_a_known_action_effect(response):
+    model, ser, params = _tiny(action_response=response)
+    params = {**params, "digit_head": jax.tree.map(jnp.zeros_like, params["digit_head"])}  # knows nothing: all residual
+    runs = _linear_runs(24, effect=0.004)
+    w = correction.fit(model, params, ser, runs)
+    assert w.shape == (correction.N_FEATURES,)
+    o = runs.obs[:, 1:-1].reshape(-1, SPEC.n_obs)
+    a = LOG2[runs.actions[:, 1:].reshape(-1)]
+    slope = np.polyfit(a, correction.action_features(SPEC, a, o, np.zeros(len(a))) @ w, 1)[0]
+    assert slope == pytest.approx(0.004, rel=0.15)
+    none = correction.fit(model, params, ser, _linear_runs(24, effect=0.0, seed=1))
+    assert abs(np.polyfit(a, correction.action_features(SPEC, a, o, np.zeros(len(a))) @ none, 1)[0]) < 0.0008
+    with pytest.raises(ValueError, match="training decisions"):
+        correction.fit(model, params, ser, dataclasses.replace(runs.subset([0]), length=np.array([2], np.int32)))
+
+
+def test_simulator_adds_the_correction_and_the_model_reads_it(traj):
+    model, ser, params = _tiny(action_response="residual")
+    env = SimEnv(model, ser)
+    w = np.zeros(correction.N_FEATURES, np.float32)
+    w[0] = 0.01  # val moves by 0.01 per doubling of the LR, whatever the state
+    ep0 = env.params(params, traj)
+    ep_zero = env.params({**params, "action_linear": {"w": np.zeros_like(w)}}, traj)
+    ep_w = env.params({**params, "action_linear": {"w": w}}, traj)
+    step = jax.jit(env.step)
+    vi = SPEC.index("val")
+    for action in range(SPEC.n_actions):
+        _, st = env.reset_to(ep0, 2, 4, 5)
+        key = jax.random.key(action)
+        o0, s0, *_, i0 = step(key, st, action, ep0)
+        oz, sz, *_, iz = step(key, st, action, ep_zero)
+        ow, sw, *_, iw = step(key, st, action, ep_w)
+        np.testing.assert_allclose(np.asarray(oz), np.asarray(o0), atol=1e-6)  # zero weights: the model alone
+        assert (np.asarray(sz.tokens) == np.asarray(s0.tokens)).all()
+        diverged = bool(i0["diverged"])
+        shift = 0.0 if diverged else 0.01 * LOG2[action]
+        assert float(iw["mean_val"] - i0["mean_val"]) == pytest.approx(shift, abs=1e-6)
+        assert float(ow[vi] - o0[vi]) == pytest.approx(shift, abs=1e-5)
+        # the tokens carry the corrected val, and the cache is the one a full forward pass over them gives
+        assert np.asarray(ser.decode_obs(sw.tokens[st.pos + 1 : st.pos + 1 + ser.obs_len]))[vi] == pytest.approx(
+            float(ow[vi]), abs=(SPEC.field("val").high - SPEC.field("val").low) / ser.n_bins)
+        if not bool(sw.done):
+            *_, s2, _, _, _, info2 = step(jax.random.key(99), sw, 3, ep_w)
+            full, _ = model.apply({"params": params}, s2.tokens[None])
+            sampled = [j for j in range(ser.obs_len) if not SPEC.fields[j // ser.digits].deterministic]
+            np.testing.assert_allclose(np.asarray(info2["logits"]), np.asarray(full[0, int(sw.pos) + np.asarray(sampled)]), atol=1e-5)
+
+
+def test_noop_response_samples_the_noop_continuation_and_writes_the_action_taken(traj):
+    model, ser, params = _tiny(action_response="noop")
+    alone = SimEnv(model.clone(cfg=dataclasses.replace(model.cfg, action_response="model")), ser)
+    env = SimEnv(model, ser)
+    ep0 = alone.params(params, traj)
+    ep = env.params({**params, "action_linear": {"w": np.zeros(correction.N_FEATURES, np.float32)}}, traj)
+    _, st = alone.reset_to(ep0, 1, 5, 5)
+    noop, double = SPEC.noop_action, SPEC.actions.index(2.0)
+    for i in range(3):
+        key = jax.random.key(i)
+        o_noop, s_noop, *_ = alone.step(key, st, noop, ep0)
+        o_dbl, s_dbl, *_ = alone.step(key, st, double, ep0)
+        o, s, *_ = env.step(key, st, double, ep)
+        for j, f in enumerate(SPEC.fields):  # the losses of the held LR, the LR of the action taken
+            want = o_dbl[j] if f.deterministic else o_noop[j]
+            assert float(o[j]) == pytest.approx(float(want), abs=1e-5), f.name
+        assert float(s.lr_rel) == pytest.approx(float(s_dbl.lr_rel))
+        assert int(s.tokens[st.pos]) == ser.base + double  # the model reads the action taken
+        assert (np.asarray(s.tokens[st.pos + 1 : st.pos + ser.step_len]) == np.asarray(ser.encode_obs(o, st.obs))).all()
+    assert (np.asarray(s_noop.tokens) != np.asarray(s.tokens)).any()
+    with pytest.raises(ValueError, match="action_response"):
+        correction.with_action_linear(alone.model, params, ser, traj)
+    with pytest.raises(ValueError, match="action_response"):
+        WorldModelConfig(action_response="both")
+
+
+def test_ensemble_members_each_correct_and_the_spread_shows_it(traj):
+    model, ser, params = _tiny(action_response="residual")
+    ens = model.clone(cfg=dataclasses.replace(model.cfg, ensemble=2))
+    stacked = jax.tree.map(lambda x: jnp.stack([x, x]), params)
+    w = np.zeros((2, correction.N_FEATURES), np.float32)
+    w[0, 0] = 0.02  # member 0 says a doubling costs 0.02, member 1 that it costs nothing
+    env = SimEnv(ens, ser)
+    ep = env.params({**stacked, "action_linear": {"w": w}}, traj)
+    _, st = env.reset_to(ep, 0, 3, 3, member=1)
+    *_, info = env.step(jax.random.key(0), st, jnp.int32(SPEC.actions.index(2.0)), ep)
+    if not bool(info["diverged"]):
+        assert float(info["spread"]) == pytest.approx(0.01, abs=1e-5)  # std of (x + 0.02, x)
+
+
+def test_training_with_action_linear_saves_the_weights(tmp_path):
+    from conftest import synthetic_trajectories
+
+    from lrpilot import checkpoints
+    from lrpilot.worldmodel.train import train
+
+    cfg = WorldModelConfig(n_layer=1, d_model=16, n_head=2, dropout=0.0, steps=20, eval_every=10, batch_size=8, base=16,
+                           heldout_frac=0.3, select="nll", action_response="noop")
+    res = train(synthetic_trajectories(n_runs=12), cfg, tmp_path / "wm", progress=False, log=lambda *_: None)
+    ck = checkpoints.load(tmp_path / "wm", kind="worldmodel")
+    assert ck.params["action_linear"]["w"].shape == (correction.N_FEATURES,)
+    np.testing.assert_allclose(ck.params["action_linear"]["w"], np.asarray(res.params["action_linear"]["w"]))
+    assert WorldModelConfig.from_dict(ck.model_config).action_response == "noop"

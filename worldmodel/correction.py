@@ -1,0 +1,148 @@
+"""A linear one-step action response beside the transformer (`WorldModelConfig.action_response`).
+
+The transformer forecasts how a run goes on, but moves the next val by a tenth of the real
+effect of an LR action or less, often with the wrong sign, while a ridge least-squares model of
+the change of val on the state, the action and their products recovers half of it on held-out
+runs (README, Simulator fidelity). This module fits that model's action part against the
+transformer, and the simulator adds it to each sampled val:
+
+    val_{k+1} = the transformer's sample + delta,   delta = w . phi(a_k, obs_k)     (normalised val)
+    phi = (a, a*progress, a*log_lr, a*log_abs_lr, a*val, a*train, a^2)            (7,)
+
+a: log2 of action k's LR factor (0 for the no-op, so the no-op is never corrected); obs_k:
+observation k; log_abs_lr = log_lr + log10 of the run's base LR (`log_base`). Two responses:
+
+* "residual": the transformer samples under the action taken, delta is fit on what it leaves
+  unexplained: the transformer's own (weak) response plus the linear term.
+* "noop": the transformer samples the no-op's continuation (the LR held), delta is fit against
+  that: the action acts through the linear term alone.
+
+Either way the model then reads the corrected val (and the action taken) as the step's symbols.
+The fit: ridge least squares of val_{k+1} - E_model[val_{k+1}] (the transformer's expected next
+val from the real history under the real action, or the no-op: `expected_next_val`) on
+[1, state, run context, phi], over the decisions k >= 1 of the training runs that did not diverge
+into k + 1, standardised columns; the simulator keeps phi's weights only (the rest is the
+transformer's business). The weights live in the parameters as `params["action_linear"]["w"]`
+((7,), or (K, 7) for an ensemble: one fit per member); the model's own layers never read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lrpilot.trajectories import Trajectories
+
+N_FEATURES = 7
+RIDGE = 1e-3  # ridge strength per row, on standardised columns (as fidelity's linear baseline)
+CHUNK = 8  # runs simulated at once (x n decisions x samples one-step episodes)
+
+
+def log_base(traj: Trajectories) -> np.ndarray:
+    """(R,) log10 of each run's configured base LR where the spec observes it (version 3's
+    log_abs_lr at observation 0, or the static log_base_lr of version 2), else 0."""
+    sp = traj.spec
+    if "log_abs_lr" in sp.names:
+        return traj.obs[:, 0, sp.index("log_abs_lr")].astype(np.float32)
+    names = [f.name for f in sp.static]
+    if "log_base_lr" in names and traj.static is not None:
+        return traj.static[:, names.index("log_base_lr")].astype(np.float32)
+    return np.zeros(len(traj), np.float32)
+
+
+def action_features(spec, a_log2, obs_xF, log_base_x):
+    """phi (..., 7) of an action's log2 LR factor (...) taken at observation obs (..., F) of a run
+    with log10 base LR log_base (...); numpy or jax."""
+    xp = jnp if isinstance(a_log2, jax.Array) or isinstance(obs_xF, jax.Array) else np
+    o = lambda name: obs_xF[..., spec.index(name)]  # noqa: E731
+    log_lr = o("log_lr")
+    cols = [a_log2 * o("progress"), a_log2 * log_lr, a_log2 * (log_lr + log_base_x), a_log2 * o("val"), a_log2 * o("train")]
+    return xp.stack([a_log2, *cols, a_log2 * a_log2], axis=-1)
+
+
+def correction(spec, w, action_log2_A, action, obs_F, log_base):
+    """delta (,) or (K,) for an ensemble's stacked weights w (K, 7): the val shift of taking
+    `action` (int index) at observation obs_F (jax)."""
+    a = jnp.asarray(action_log2_A, jnp.float32)[action]
+    return w @ action_features(spec, a, obs_F, log_base)
+
+
+def expected_next_val(model, wm_params, ser, traj: Trajectories, samples: int = 4, seed: int = 0,
+                      noop: bool = False) -> np.ndarray:
+    """(R, n+1) the model's expected val at each observation k + 1 >= 1 from the real prefix 0..k
+    under the real action k (with `noop`: under the no-op instead): the simulator's `info["mean_val"]` (exact over val's first digit, its
+    later digits sampled), averaged over `samples`; NaN at k = 0 and past the run's end. One model.
+    One forward pass per run gives the cache for all its prefixes."""
+    from lrpilot.worldmodel.env import SimEnv
+
+    n = ser.spec.n_decisions
+    out = np.full((len(traj), n + 1), np.nan)
+    length = traj.length
+    ok = np.flatnonzero(length >= 2)  # the simulator's episodes (a one-observation run has no step)
+    traj = traj.subset(ok)
+    env = SimEnv(model.clone(cfg=dataclasses.replace(model.cfg, action_response="model")), ser)  # the transformer alone
+    ep = env.params(wm_params, traj, max_prefix=1)
+    acts = jnp.asarray(np.full_like(traj.actions, ser.spec.noop_action) if noop else np.maximum(traj.actions, 0))
+
+    def run(r, key):
+        cache = env.prefix_cache(ep, r, n)
+
+        def at(k, kk):
+            _, st = env.reset_to(ep, r, k + 1, n, cache=cache)
+            return env.step(kk, st, acts[r, k], ep)[-1]["mean_val"]
+
+        keys = jax.random.split(key, n * samples).reshape(n, samples)
+        return jax.vmap(jax.vmap(at, in_axes=(None, 0)))(jnp.arange(n), keys).mean(1)
+
+    f = jax.jit(jax.vmap(run))
+    keys = jax.random.split(jax.random.key(seed), len(traj))
+    for j in range(0, len(traj), CHUNK):
+        out[ok[j : j + CHUNK], 1:] = np.asarray(f(jnp.arange(j, min(j + CHUNK, len(traj))), keys[j : j + CHUNK]))
+    return np.where(np.arange(n + 1)[None] >= length[:, None], np.nan, out)
+
+
+def fit(model, wm_params, ser, traj: Trajectories) -> np.ndarray:
+    """(7,) phi's weights fit on the training runs `traj` (module docstring) against the model's
+    expected next val under the real action (action_response = residual) or the no-op (noop). One model."""
+    sp = traj.spec
+    vi, ratio = sp.index("val"), sp.divergence_ratio
+    rows = [(r, k) for r in range(len(traj)) for k in range(1, traj.length[r] - 1)
+            if traj.actions[r, k] >= 0 and traj.obs[r, k + 1, vi] < ratio and traj.obs[r, k, vi] < ratio]
+    if len(rows) < 2 * N_FEATURES:
+        raise ValueError(f"action_linear: {len(rows)} training decisions, need at least {2 * N_FEATURES}")
+    r, k = np.array([x for x, _ in rows]), np.array([x for _, x in rows])
+    noop = model.cfg.action_response == "noop"
+    y = traj.obs[r, k + 1, vi].astype(np.float64) - expected_next_val(model, wm_params, ser, traj, noop=noop)[r, k + 1]
+    o = traj.obs[r, k].astype(np.float64)
+    lb = log_base(traj)[r].astype(np.float64)
+    a = np.log2(np.asarray(sp.actions))[traj.actions[r, k]]
+    state = [o[:, sp.index(f)] for f in ("progress", "log_lr", "val", "train")]
+    state += [o[:, sp.index("log_lr")] + lb, o[:, vi] - traj.obs[r, k - 1, vi]]
+    ctx = traj.static[r].astype(np.float64) if traj.static is not None else np.zeros((len(r), 0))
+    phi = action_features(sp, a, o, lb)
+    X = np.concatenate([np.stack(state, 1), ctx, phi], 1)
+    mu, sd = X.mean(0), X.std(0)
+    keep = sd > 1e-9
+    Z = (X[:, keep] - mu[keep]) / sd[keep]
+    coef = np.linalg.solve(Z.T @ Z + RIDGE * len(Z) * np.eye(Z.shape[1]), Z.T @ (y - y.mean()))
+    full = np.zeros(X.shape[1])
+    full[keep] = coef / sd[keep]  # raw units; centring constants go to the intercept, which the simulator drops
+    return full[-N_FEATURES:].astype(np.float32)
+
+
+def with_action_linear(model, wm_params, ser, traj: Trajectories) -> dict:
+    """The parameters with `action_linear` fit on `traj` for the model's `action_response` (residual
+    or noop; each member's on its own residuals for an ensemble, stacked)."""
+    if model.cfg.action_response not in ("residual", "noop"):
+        raise ValueError(f"action_linear: the model's action_response must be residual or noop, got {model.cfg.action_response!r}")
+    K = model.cfg.ensemble
+    core = {k: v for k, v in wm_params.items() if k != "action_linear"}
+    if K == 1:
+        w = fit(model, core, ser, traj)
+    else:
+        one = model.clone(cfg=dataclasses.replace(model.cfg, ensemble=1))
+        w = np.stack([fit(one, jax.tree.map(lambda x, m=m: x[m], core), ser, traj) for m in range(K)])
+    return {**core, "action_linear": {"w": w}}
