@@ -92,9 +92,9 @@ def fidelity_table(paths: list[str]) -> str:
     def ms(d):
         return "-" if d.get("mean") is None else num(d["mean"]) + (f" ± {d['stderr']:.3f}" if d.get("stderr") else "")
 
-    rows = ["| world model | held-out groups | within-group Spearman | LR regression | Spearman on training groups | "
+    rows = ["| world model | held-out groups | within-group Spearman | LR regression; one-step linear | Spearman on training groups | "
             "action-effect ratio (real; linear one-step model) | high-LR cost ratio (real) | fork-effect ratio (real; corr) | "
-            "final-val MAE (train mean) | forecast MAE h=1 / 5 / 10 (last value) |",
+            "final-val MAE (train mean; one-step linear) | forecast MAE h=1 / 5 / 10 (last value) |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
         r = read_json(Path(path) / "forecast.json")
@@ -106,8 +106,9 @@ def fidelity_table(paths: list[str]) -> str:
         fork = "-" if fe.get("ratio") is None else f"{num(fe['ratio'], 2)} ({num(fe['real'], 4)}; {num(fe.get('corr'), 2)})"
         h = lambda n, i: num(fc[n]["mae"][i])  # noqa: E731
         rows.append(f"| `{Path(path).name}` | {f['n_groups']} | {ms(f['within_group_spearman'])} | "
-                    f"{ms(f['regression_spearman'])} | {ms(tr.get('within_group_spearman', {}))} | {num(ae['ratio'], 2)} ({num(ae['real'], 4)}; {num(ae.get('linear_ratio'), 2)}) | "
-                    f"{num(hl['ratio'], 2)} ({num(hl['real'], 3)}) | {fork} | {num(f['final_val_mae'])} ({num(f['final_val_mae_train_mean'])}) | "
+                    f"{ms(f['regression_spearman'])}; {ms(f.get('onestep_spearman', {}))} | {ms(tr.get('within_group_spearman', {}))} | {num(ae['ratio'], 2)} ({num(ae['real'], 4)}; {num(ae.get('linear_ratio'), 2)}) | "
+                    f"{num(hl['ratio'], 2)} ({num(hl['real'], 3)}) | {fork} | {num(f['final_val_mae'])} ({num(f['final_val_mae_train_mean'])}; "
+                    f"{num(f.get('onestep_final_val_mae'))}) | "
                     f"{h('worldmodel', 0)} / {h('worldmodel', 4)} / {h('worldmodel', 9)} "
                     f"({h('last_value', 0)} / {h('last_value', 4)} / {h('last_value', 9)}) |")
     return "\n".join(rows)
@@ -130,12 +131,14 @@ def cmd_fit_action(args) -> int:
     src = resolve_ckpt(args.ckpt)
     out_parent(args.out)
     ck = checkpoints.load(src, kind="worldmodel")
-    cfg = dataclasses.replace(WorldModelConfig.from_dict(ck.model_config), action_response=args.response)
+    cfg = dataclasses.replace(WorldModelConfig.from_dict(ck.model_config), action_response=args.response,
+                              action_level=args.level)
     model, ser = build(cfg, ck.spec)
     full = load_dir(data_dirs(args.data), ck.spec)
     tr = split_runs(full, cfg.heldout_frac, cfg.seed, cfg.val_frac if cfg.select == "fidelity" else 0.0)[0]
     params = with_action_linear(model, ck.params, ser, full.subset(tr))
-    print(f"[worldmodel] action_response {args.response}: linear term fit on {len(tr)} training runs, weights {params['action_linear']['w'].round(5).tolist()}")
+    print(f"[worldmodel] action_response {args.response}: linear term fit on {len(tr)} training runs, weights {params['action_linear']['w'].round(5).tolist()}, "
+          f"b {params['action_linear']['b'].round(5).tolist()}")
     checkpoints.save(args.out, kind="worldmodel", params=params, spec=ck.spec,
                      model_config=cfg.to_dict(),
                      meta={**ck.meta, "action_linear_from": str(args.ckpt), "action_linear_data": list(args.data)})
@@ -180,6 +183,8 @@ def register(sub) -> None:
     a.add_argument("--data", nargs="+", default=["starter"], help="the trajectory sources it was trained on (its split picks "
                    "the training runs)")
     a.add_argument("--out", required=True, help="the new checkpoint")
+    a.add_argument("--level", action="store_true", help="the linear term also corrects the model's response to the LR "
+                   "level (log LR, log absolute LR, their squares and products with progress), at every step")
     a.set_defaults(func=cmd_fit_action)
     c = ws.add_parser("compare", help="a markdown table of the fidelity of several `worldmodel eval` outputs")
     c.add_argument("evals", nargs="+", help="output directories of lrpilot worldmodel eval (each with forecast.json)")

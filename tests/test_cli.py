@@ -179,14 +179,16 @@ def test_worldmodel_compare_tabulates_each_eval_directory(tmp_path, capsys):
     for name, rho, fork in (("level", 0.5, None), ("delta", 0.61, {"ratio": 0.9, "real": 0.0047, "corr": 0.8})):
         (tmp_path / name).mkdir()
         fid = {"heldout": section(rho, fork), **({"train": section(0.7, None)} if fork else {})}
-        if fork:  # written since the linear one-step baseline
+        if fork:  # written since the linear one-step baseline, and since the one-step baseline simulator
             fid["heldout"]["action_effect"]["linear_ratio"] = 0.56
+            fid["heldout"].update(onestep_spearman={"mean": 0.58, "stderr": 0.05}, onestep_final_val_mae=0.09)
         (tmp_path / name / "forecast.json").write_text(json.dumps({"forecasters": fc, "fidelity": fid}))
     assert main(["worldmodel", "compare", str(tmp_path / "level"), str(tmp_path / "delta")]) == 0
     rows = capsys.readouterr().out.strip().splitlines()
-    assert len(rows) == 4 and rows[2].startswith("| `level` | 9 | 0.500 ± 0.050 | 0.300 | - |") and "| - |" in rows[2]
-    assert rows[3].startswith("| `delta` | 9 | 0.610 ± 0.050 | 0.300 | 0.700 ± 0.050 |") and "0.90 (0.0047; 0.80)" in rows[3]
+    assert len(rows) == 4 and rows[2].startswith("| `level` | 9 | 0.500 ± 0.050 | 0.300; - | - |") and "| - |" in rows[2]
+    assert rows[3].startswith("| `delta` | 9 | 0.610 ± 0.050 | 0.300; 0.580 ± 0.050 | 0.700 ± 0.050 |") and "0.90 (0.0047; 0.80)" in rows[3]
     assert "| 0.50 (-0.0040; -) |" in rows[2] and "| 0.50 (-0.0040; 0.56) |" in rows[3]
+    assert "| 0.100 (0.120; -) |" in rows[2] and "| 0.100 (0.120; 0.090) |" in rows[3]
     (tmp_path / "bare").mkdir()
     (tmp_path / "bare" / "forecast.json").write_text(json.dumps({"forecasters": fc}))
     assert main(["worldmodel", "compare", str(tmp_path / "bare")]) == 2

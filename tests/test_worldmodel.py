@@ -280,9 +280,9 @@ def test_fidelity_section_has_every_field(tiny_wm):
     out, details = fidelity.evaluate(model, params, ser, traj, traj, n_samples=2, log=lambda s: None)
     h = out["heldout"]
     assert h["n_groups"] == 3 and h["n_runs"] == 12 and h["samples"] == 2
-    for k in ("within_group_spearman", "regression_spearman"):
+    for k in ("within_group_spearman", "regression_spearman", "onestep_spearman"):
         assert -1 <= h[k]["mean"] <= 1 and h[k]["n"] == 3
-    assert h["final_val_mae"] > 0 and h["final_val_mae_train_mean"] > 0
+    assert h["final_val_mae"] > 0 and h["final_val_mae_train_mean"] > 0 and h["onestep_final_val_mae"] >= 0
     assert {"real", "real_stderr", "sim", "ratio"} <= set(h["action_effect"]) and h["action_effect"]["n_rows"] == 120
     assert set(h["high_lr_cost"]) == {"real", "sim", "ratio"}
     assert h["fork_effect"]["n_rows"] == 0 and h["fork_effect"]["ratio"] is None  # no forked group here

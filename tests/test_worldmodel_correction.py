@@ -1,5 +1,6 @@
 """The linear one-step action response beside the transformer (worldmodel/correction.py): its
-fit, and how the simulator adds it and lets the model read it."""
+fit, and how the simulator adds it and lets the model read it; and the one-step baseline
+simulator (worldmodel/onestep.py)."""
 
 from __future__ import annotations
 
@@ -61,16 +62,34 @@ def test_fit_recovers_a_known_action_effect(response):
     model, ser, params = _tiny(action_response=response)
     params = {**params, "digit_head": jax.tree.map(jnp.zeros_like, params["digit_head"])}  # knows nothing: all residual
     runs = _linear_runs(24, effect=0.004)
-    w = correction.fit(model, params, ser, runs)
-    assert w.shape == (correction.N_FEATURES,)
+    fitted = correction.fit(model, params, ser, runs)
+    w = fitted["w"]
+    assert w.shape == (correction.N_FEATURES,) and float(fitted["b"]) == 0.0
     o = runs.obs[:, 1:-1].reshape(-1, SPEC.n_obs)
     a = LOG2[runs.actions[:, 1:].reshape(-1)]
     slope = np.polyfit(a, correction.action_features(SPEC, a, o, np.zeros(len(a))) @ w, 1)[0]
     assert slope == pytest.approx(0.004, rel=0.15)
-    none = correction.fit(model, params, ser, _linear_runs(24, effect=0.0, seed=1))
+    none = correction.fit(model, params, ser, _linear_runs(24, effect=0.0, seed=1))["w"]
     assert abs(np.polyfit(a, correction.action_features(SPEC, a, o, np.zeros(len(a))) @ none, 1)[0]) < 0.0008
     with pytest.raises(ValueError, match="training decisions"):
         correction.fit(model, params, ser, dataclasses.replace(runs.subset([0]), length=np.array([2], np.int32)))
+
+
+def test_level_terms_correct_every_step_centred_on_the_training_decisions():
+    model, ser, params = _tiny(action_response="noop", action_level=True)
+    params = {**params, "digit_head": jax.tree.map(jnp.zeros_like, params["digit_head"])}
+    runs = _linear_runs(24, effect=0.004)
+    lin = correction.fit(model, params, ser, runs, level=True)
+    assert lin["w"].shape == (correction.N_FEATURES + 6,)
+    o = runs.obs[:, 1:-1].reshape(-1, SPEC.n_obs)
+    a = LOG2[runs.actions[:, 1:].reshape(-1)]
+    feats = correction.action_features(SPEC, a, o, np.zeros(len(a)), level=True)
+    assert feats.shape == (len(a), correction.N_FEATURES + 6)
+    noop_delta = feats[:, correction.N_FEATURES :] @ lin["w"][correction.N_FEATURES :] + lin["b"]
+    assert abs(noop_delta.mean()) < 1e-6  # psi is centred: on average the level terms shift nothing
+    assert np.polyfit(a, feats @ lin["w"] + lin["b"], 1)[0] == pytest.approx(0.004, rel=0.2)
+    out = correction.with_action_linear(model, params, ser, runs)
+    assert out["action_linear"]["w"].shape == (correction.N_FEATURES + 6,)
 
 
 def test_simulator_adds_the_correction_and_the_model_reads_it(traj):
@@ -79,8 +98,8 @@ def test_simulator_adds_the_correction_and_the_model_reads_it(traj):
     w = np.zeros(correction.N_FEATURES, np.float32)
     w[0] = 0.01  # val moves by 0.01 per doubling of the LR, whatever the state
     ep0 = env.params(params, traj)
-    ep_zero = env.params({**params, "action_linear": {"w": np.zeros_like(w)}}, traj)
-    ep_w = env.params({**params, "action_linear": {"w": w}}, traj)
+    ep_zero = env.params({**params, "action_linear": {"w": np.zeros_like(w), "b": np.float32(0)}}, traj)
+    ep_w = env.params({**params, "action_linear": {"w": w, "b": np.float32(0)}}, traj)
     step = jax.jit(env.step)
     vi = SPEC.index("val")
     for action in range(SPEC.n_actions):
@@ -110,7 +129,7 @@ def test_noop_response_samples_the_noop_continuation_and_writes_the_action_taken
     alone = SimEnv(model.clone(cfg=dataclasses.replace(model.cfg, action_response="model")), ser)
     env = SimEnv(model, ser)
     ep0 = alone.params(params, traj)
-    ep = env.params({**params, "action_linear": {"w": np.zeros(correction.N_FEATURES, np.float32)}}, traj)
+    ep = env.params({**params, "action_linear": {"w": np.zeros(correction.N_FEATURES, np.float32), "b": np.float32(0)}}, traj)
     _, st = alone.reset_to(ep0, 1, 5, 5)
     noop, double = SPEC.noop_action, SPEC.actions.index(2.0)
     for i in range(3):
@@ -138,7 +157,7 @@ def test_ensemble_members_each_correct_and_the_spread_shows_it(traj):
     w = np.zeros((2, correction.N_FEATURES), np.float32)
     w[0, 0] = 0.02  # member 0 says a doubling costs 0.02, member 1 that it costs nothing
     env = SimEnv(ens, ser)
-    ep = env.params({**stacked, "action_linear": {"w": w}}, traj)
+    ep = env.params({**stacked, "action_linear": {"w": w, "b": np.zeros(2, np.float32)}}, traj)
     _, st = env.reset_to(ep, 0, 3, 3, member=1)
     *_, info = env.step(jax.random.key(0), st, jnp.int32(SPEC.actions.index(2.0)), ep)
     if not bool(info["diverged"]):
@@ -155,6 +174,19 @@ def test_training_with_action_linear_saves_the_weights(tmp_path):
                            heldout_frac=0.3, select="nll", action_response="noop")
     res = train(synthetic_trajectories(n_runs=12), cfg, tmp_path / "wm", progress=False, log=lambda *_: None)
     ck = checkpoints.load(tmp_path / "wm", kind="worldmodel")
-    assert ck.params["action_linear"]["w"].shape == (correction.N_FEATURES,)
+    assert ck.params["action_linear"]["w"].shape == (correction.N_FEATURES,) and ck.params["action_linear"]["b"].shape == ()
     np.testing.assert_allclose(ck.params["action_linear"]["w"], np.asarray(res.params["action_linear"]["w"]))
     assert WorldModelConfig.from_dict(ck.model_config).action_response == "noop"
+
+
+def test_onestep_baseline_rolls_out_linear_dynamics_exactly():
+    from lrpilot.worldmodel import fidelity, onestep
+
+    runs = _linear_runs(12, effect=0.004, noise=0.0)
+    final = onestep.final_val(onestep.fit(runs), runs)
+    np.testing.assert_allclose(final, fidelity.final_val(runs), atol=2e-3)  # noise-free linear dynamics: the real finals
+    assert fidelity.spearman(final, fidelity.final_val(runs)) > 0.95
+    short = dataclasses.replace(runs, length=np.array([2] * 12, np.int32))
+    np.testing.assert_allclose(onestep.final_val(onestep.fit(runs), short), short.obs[:, 1, SPEC.index("val")], atol=2e-3)
+    with pytest.raises(ValueError, match="training decisions"):
+        onestep.fit(dataclasses.replace(runs.subset([0]), length=np.array([1], np.int32)))

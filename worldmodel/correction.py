@@ -22,8 +22,11 @@ The fit: ridge least squares of val_{k+1} - E_model[val_{k+1}] (the transformer'
 val from the real history under the real action, or the no-op: `expected_next_val`) on
 [1, state, run context, phi], over the decisions k >= 1 of the training runs that did not diverge
 into k + 1, standardised columns; the simulator keeps phi's weights only (the rest is the
-transformer's business). The weights live in the parameters as `params["action_linear"]["w"]`
-((7,), or (K, 7) for an ensemble: one fit per member); the model's own layers never read them.
+transformer's business). With `action_level` the linear term also corrects the transformer's
+response to the LR level: psi (log_lr, log_abs_lr, their squares and products with progress),
+centred on the training decisions (`b`), is added to phi, applied at every step (the no-op too).
+The weights live in the parameters as `params["action_linear"]` = {"w": (7,) or (13,), "b": ()}
+(a leading member axis for an ensemble: one fit per member); the model's layers never read them.
 """
 
 from __future__ import annotations
@@ -53,21 +56,26 @@ def log_base(traj: Trajectories) -> np.ndarray:
     return np.zeros(len(traj), np.float32)
 
 
-def action_features(spec, a_log2, obs_xF, log_base_x):
+def action_features(spec, a_log2, obs_xF, log_base_x, level: bool = False):
     """phi (..., 7) of an action's log2 LR factor (...) taken at observation obs (..., F) of a run
-    with log10 base LR log_base (...); numpy or jax."""
+    with log10 base LR log_base (...); with `level`, psi (..., 6) after it: the LR level's terms
+    (L, L*progress, L^2, A, A*progress, A^2; L = log_lr, A = log_abs_lr), whatever the action.
+    numpy or jax."""
     xp = jnp if isinstance(a_log2, jax.Array) or isinstance(obs_xF, jax.Array) else np
     o = lambda name: obs_xF[..., spec.index(name)]  # noqa: E731
-    log_lr = o("log_lr")
-    cols = [a_log2 * o("progress"), a_log2 * log_lr, a_log2 * (log_lr + log_base_x), a_log2 * o("val"), a_log2 * o("train")]
-    return xp.stack([a_log2, *cols, a_log2 * a_log2], axis=-1)
+    log_lr, p = o("log_lr"), o("progress")
+    log_abs = log_lr + log_base_x
+    cols = [a_log2 * p, a_log2 * log_lr, a_log2 * log_abs, a_log2 * o("val"), a_log2 * o("train")]
+    psi = [log_lr, log_lr * p, log_lr * log_lr, log_abs, log_abs * p, log_abs * log_abs] if level else []
+    return xp.stack([a_log2, *cols, a_log2 * a_log2, *psi], axis=-1)
 
 
-def correction(spec, w, action_log2_A, action, obs_F, log_base):
-    """delta (,) or (K,) for an ensemble's stacked weights w (K, 7): the val shift of taking
-    `action` (int index) at observation obs_F (jax)."""
+def correction(spec, lin: dict, action_log2_A, action, obs_F, log_base):
+    """delta (,), or (K,) for an ensemble's stacked weights, of taking `action` (int index) at
+    observation obs_F: w . features + b (jax)."""
     a = jnp.asarray(action_log2_A, jnp.float32)[action]
-    return w @ action_features(spec, a, obs_F, log_base)
+    w = lin["w"]
+    return w @ action_features(spec, a, obs_F, log_base, level=w.shape[-1] > N_FEATURES) + lin["b"]
 
 
 def expected_next_val(model, wm_params, ser, traj: Trajectories, samples: int = 4, seed: int = 0,
@@ -104,45 +112,49 @@ def expected_next_val(model, wm_params, ser, traj: Trajectories, samples: int = 
     return np.where(np.arange(n + 1)[None] >= length[:, None], np.nan, out)
 
 
-def fit(model, wm_params, ser, traj: Trajectories) -> np.ndarray:
-    """(7,) phi's weights fit on the training runs `traj` (module docstring) against the model's
-    expected next val under the real action (action_response = residual) or the no-op (noop). One model."""
+def fit(model, wm_params, ser, traj: Trajectories, level: bool = False) -> dict:
+    """{"w": (7,) phi's weights, or (13,) phi's and psi's with `level`; "b": () the centring of
+    psi} fit on the training runs `traj` (module docstring) against the model's expected next val
+    under the real action (action_response = residual) or the no-op (noop). One model."""
     sp = traj.spec
     vi, ratio = sp.index("val"), sp.divergence_ratio
     rows = [(r, k) for r in range(len(traj)) for k in range(1, traj.length[r] - 1)
             if traj.actions[r, k] >= 0 and traj.obs[r, k + 1, vi] < ratio and traj.obs[r, k, vi] < ratio]
-    if len(rows) < 2 * N_FEATURES:
-        raise ValueError(f"action_linear: {len(rows)} training decisions, need at least {2 * N_FEATURES}")
+    n_lin = N_FEATURES + 6 * level
+    if len(rows) < 2 * n_lin:
+        raise ValueError(f"action_linear: {len(rows)} training decisions, need at least {2 * n_lin}")
     r, k = np.array([x for x, _ in rows]), np.array([x for _, x in rows])
     noop = model.cfg.action_response == "noop"
     y = traj.obs[r, k + 1, vi].astype(np.float64) - expected_next_val(model, wm_params, ser, traj, noop=noop)[r, k + 1]
     o = traj.obs[r, k].astype(np.float64)
     lb = log_base(traj)[r].astype(np.float64)
     a = np.log2(np.asarray(sp.actions))[traj.actions[r, k]]
-    state = [o[:, sp.index(f)] for f in ("progress", "log_lr", "val", "train")]
-    state += [o[:, sp.index("log_lr")] + lb, o[:, vi] - traj.obs[r, k - 1, vi]]
+    state = [o[:, sp.index(f)] for f in ("progress", "val", "train")] + [o[:, vi] - traj.obs[r, k - 1, vi]]
+    if not level:  # the LR level as plain state terms (psi has them otherwise)
+        state += [o[:, sp.index("log_lr")], o[:, sp.index("log_lr")] + lb]
     ctx = traj.static[r].astype(np.float64) if traj.static is not None else np.zeros((len(r), 0))
-    phi = action_features(sp, a, o, lb)
-    X = np.concatenate([np.stack(state, 1), ctx, phi], 1)
+    X = np.concatenate([np.stack(state, 1), ctx, action_features(sp, a, o, lb, level)], 1)
     mu, sd = X.mean(0), X.std(0)
     keep = sd > 1e-9
     Z = (X[:, keep] - mu[keep]) / sd[keep]
     coef = np.linalg.solve(Z.T @ Z + RIDGE * len(Z) * np.eye(Z.shape[1]), Z.T @ (y - y.mean()))
     full = np.zeros(X.shape[1])
-    full[keep] = coef / sd[keep]  # raw units; centring constants go to the intercept, which the simulator drops
-    return full[-N_FEATURES:].astype(np.float32)
+    full[keep] = coef / sd[keep]  # raw units
+    w = full[-n_lin:]
+    # phi uncentred (the no-op's phi is 0); psi centred on the training decisions; the intercept and the state terms dropped
+    b = -float(w[N_FEATURES:] @ mu[-n_lin:][N_FEATURES:])
+    return {"w": w.astype(np.float32), "b": np.float32(b)}
 
 
 def with_action_linear(model, wm_params, ser, traj: Trajectories) -> dict:
     """The parameters with `action_linear` fit on `traj` for the model's `action_response` (residual
-    or noop; each member's on its own residuals for an ensemble, stacked)."""
+    or noop) and `action_level`; each member's on its own residuals for an ensemble, stacked."""
     if model.cfg.action_response not in ("residual", "noop"):
         raise ValueError(f"action_linear: the model's action_response must be residual or noop, got {model.cfg.action_response!r}")
-    K = model.cfg.ensemble
+    K, level = model.cfg.ensemble, model.cfg.action_level
     core = {k: v for k, v in wm_params.items() if k != "action_linear"}
     if K == 1:
-        w = fit(model, core, ser, traj)
-    else:
-        one = model.clone(cfg=dataclasses.replace(model.cfg, ensemble=1))
-        w = np.stack([fit(one, jax.tree.map(lambda x, m=m: x[m], core), ser, traj) for m in range(K)])
-    return {**core, "action_linear": {"w": w}}
+        return {**core, "action_linear": fit(model, core, ser, traj, level)}
+    one = model.clone(cfg=dataclasses.replace(model.cfg, ensemble=1))
+    fits = [fit(one, jax.tree.map(lambda x, m=m: x[m], core), ser, traj, level) for m in range(K)]
+    return {**core, "action_linear": {k: np.stack([f[k] for f in fits]) for k in ("w", "b")}}

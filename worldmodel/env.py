@@ -181,7 +181,7 @@ class SimEnv(Environment):
         if linear:  # the linear action response (correction.py), added to val and re-read by the model
             k1, lr_rel, det = self.advance(state, action)  # the action taken (act_in may have been the no-op)
             delta_K = jnp.where(diverged, 0.0, jnp.reshape(correction.correction(
-                spec, params.wm_params["action_linear"]["w"], self._log2, action, state.obs, state.log_base_lr), (-1,)))
+                spec, params.wm_params["action_linear"], self._log2, action, state.obs, state.log_base_lr), (-1,)))
             vi, f = spec.index("val"), spec.field("val")
             cap = f.high - 2 * (f.high - f.low) / ser.n_bins if ser.coding == "level" else 0.99 * spec.divergence_ratio
             obs = jnp.where(stoch, obs, det)

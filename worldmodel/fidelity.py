@@ -13,6 +13,8 @@ final value is the spec's divergence ratio.
   the training runs: what the LR schedule alone tells.
 * final_val_mae (from prefix 1) beside final_val_mae_train_mean (predicting the training runs'
   mean final val for every run).
+* onestep_spearman, onestep_final_val_mae: the same ranking and error for a ridge one-step model
+  of the dynamics rolled out the same way (`onestep.py`): what a linear model of one step learns.
 * action_effect: the effect on the next val of halving the LR, at decisions k >= n/2, as the
   slope of the change in val on the action's LR change in doublings (log2 of its factor),
   times -1, with run fixed effects, on random-walk runs (their actions do not depend on the
@@ -45,6 +47,7 @@ import numpy as np
 
 from lrpilot.collect.edges import Fork
 from lrpilot.trajectories import Trajectories
+from lrpilot.worldmodel import onestep
 from lrpilot.worldmodel.env import SimEnv, per_member
 from lrpilot.worldmodel.forecast import sample_futures
 from lrpilot.worldmodel.train import group_key
@@ -287,6 +290,9 @@ def fidelity(env: SimEnv, params, traj: Trajectories, train_traj: Trajectories, 
         "final_val_mae": float(np.mean(np.abs(sim_med - real))),
         "final_val_mae_train_mean": float(np.mean(np.abs(ytr.mean() - real))),
     }
+    one = onestep.final_val(onestep.fit(train_traj), traj)  # the one-step linear baseline simulator (onestep.py)
+    out.update(onestep_spearman=_mean_se([spearman(one[g], real[g]) for g in grps]),
+               onestep_final_val_mae=float(np.mean(np.abs(one - real))))
     rows, x, y = _action_rows(traj)
     eff = {"real": None, "real_stderr": None, "sim": None, "sim_stderr": None, "ratio": None, "linear_ratio": None,
            "n_rows": len(rows)}
@@ -321,7 +327,8 @@ def evaluate(model, wm_params, ser, heldout: Trajectories, train: Trajectories, 
         details = d if name == "heldout" else details
         f = out[name]
         log(f"[fidelity] {name}: {f['n_groups']} groups, within-group Spearman "
-            f"{_fmt(f['within_group_spearman'])} (LR regression {_fmt(f['regression_spearman'])}); final-val MAE "
+            f"{_fmt(f['within_group_spearman'])} (LR regression {_fmt(f['regression_spearman'])}, one-step linear "
+            f"{_fmt(f['onestep_spearman'])}); final-val MAE "
             f"{f['final_val_mae']:.4f} (train mean {f['final_val_mae_train_mean']:.4f}); action effect ratio "
             f"{_num(f['action_effect']['ratio'])} (real {_num(f['action_effect']['real'])}, linear one-step model "
             f"{_num(f['action_effect']['linear_ratio'])}); high-LR cost ratio "

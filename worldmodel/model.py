@@ -43,6 +43,7 @@ class WorldModelConfig:
     aux_scale: str = "global"  # the change's unit in that loss: its std over all intervals, or per interval of the run ("interval")
     action_response: str = "model"  # the simulator's response to an action: the transformer's ("model"), plus a linear
     # one-step term fit on its residuals ("residual"), or its no-op continuation plus that term fit against it ("noop") (correction.py)
+    action_level: bool = False  # that linear term also corrects the transformer's response to the LR level (correction.py)
     # training
     learning_rate: float = 1e-3  # peak AdamW learning rate (warmup, then cosine to a tenth)
     weight_decay: float = 0.1  # AdamW weight decay on 2-D weights
