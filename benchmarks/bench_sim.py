@@ -234,15 +234,17 @@ def main() -> None:
 
         import jax.numpy as jnp
 
-        from lrpilot.worldmodel.model import WorldModel
+        from lrpilot.worldmodel.model import build
 
         if cfg.ensemble == 1:
             inits = [wm_params] if a.ckpt else []
+            extra = {k: v for k, v in wm_params.items() if k == "action_linear"}  # the linear action term, where it has one
             while len(inits) < a.ensemble:
-                inits.append(model.init(jax.random.key(a.seed + len(inits) + 1), jnp.zeros((1, ser.seq_len), jnp.int32))["params"])
+                inits.append({**model.init(jax.random.key(a.seed + len(inits) + 1), jnp.zeros((1, ser.seq_len), jnp.int32))["params"],
+                              **extra})
             wm_params = jax.tree.map(lambda *xs: jnp.stack(xs), *inits)
             cfg = dataclasses.replace(cfg, ensemble=a.ensemble)
-            model = WorldModel(cfg, ser.vocab_size, ser.seq_len)
+            model, _ = build(cfg, ser.spec)
         source += f", {cfg.ensemble}-member ensemble"
         nc_envs = ""
     spec = ser.spec

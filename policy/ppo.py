@@ -199,14 +199,15 @@ def make_train(net: PolicyNet, env: SimEnv, cfg: PolicyConfig, env_params, init_
     return train
 
 
-def episode_returns(env: SimEnv, env_params, key, act_fn, n_envs: int):
+def episode_returns(env: SimEnv, env_params, key, act_fn, n_envs: int, with_lr: bool = False):
     """Returns (n_envs,) and divergence flags (n_envs,) of `act_fn(key, state) -> action`; the same
-    key gives every controller the same starting prefixes (so returns pair up episode by episode)."""
+    key gives every controller the same starting prefixes (so returns pair up episode by episode).
+    `with_lr`: also the LR / base LR after each decision (n_envs, n_decisions)."""
     from lrpilot.worldmodel.env import simulate
 
-    r, term, trunc, was_done, _ = simulate(env, env_params, key, act_fn, n_envs)
+    r, term, trunc, was_done, _, *lr = simulate(env, env_params, key, act_fn, n_envs, with_lr=with_lr)
     ret = jnp.sum(jnp.where(was_done, 0.0, r), axis=1)
-    return ret, jnp.any(term & ~was_done, axis=1)
+    return (ret, jnp.any(term & ~was_done, axis=1), *lr)
 
 
 def policy_act_fn(net: PolicyNet, params, env: SimEnv, greedy: bool = True, lr_support=None):

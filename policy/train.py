@@ -39,7 +39,8 @@ def sim_report(env: SimEnv, env_params, net, params, key, n_envs: int, lr_suppor
     and cosine controllers at SIM_LEVELS (relative LR levels) over the same n_envs starts, and the
     policy's paired advantage over the best of each."""
     act = policy_act_fn(net, params, env, lr_support=lr_support)
-    rets = {"policy (greedy)": episode_returns(env, env_params, key, act, n_envs)}
+    *greedy, lr = episode_returns(env, env_params, key, act, n_envs, with_lr=True)
+    rets = {"policy (greedy)": tuple(greedy)}
     for c in SIM_LEVELS:
         rets[f"constant x{c:g}"] = episode_returns(env, env_params, key, schedule_policy(env.spec, lambda k, c=c: jnp.float32(c)), n_envs)
         rets[f"cosine x{c:g}"] = episode_returns(env, env_params, key, schedule_policy(env.spec, cosine_target(env.spec, c)), n_envs)
@@ -51,8 +52,10 @@ def sim_report(env: SimEnv, env_params, net, params, key, n_envs: int, lr_suppor
     for k in (best_const, best_cos):
         d = rets["policy (greedy)"][0] - rets[k][0]
         paired[k] = {"mean": float(d.mean()), "stderr": float(d.std() / np.sqrt(len(d))), "win_rate": float((d > 0).mean())}
+    q = np.percentile(np.asarray(lr), [25, 50, 75], axis=0)  # over episodes (an ended episode keeps its last LR)
     return {"returns": returns, "best_constant": best_const, "best_cosine": best_cos,
-            "policy_minus_best": paired, "n_envs": n_envs}
+            "policy_minus_best": paired, "n_envs": n_envs,
+            "policy_lr_rel": {"q25": q[0].round(4).tolist(), "median": q[1].round(4).tolist(), "q75": q[2].round(4).tolist()}}
 
 
 def format_report(report: dict) -> str:
@@ -61,6 +64,9 @@ def format_report(report: dict) -> str:
              + ", ".join(f"{k} {v['mean']:.4f}±{v['stderr']:.4f}" for k, v in r.items())]
     lines += [f"policy - {k} (paired): {v['mean']:+.4f}±{v['stderr']:.4f}, policy better in {100 * v['win_rate']:.0f}% of episodes"
               for k, v in p.items()]
+    if "policy_lr_rel" in report:  # reports written before it lack it
+        lines.append("policy LR / base LR after each decision (median over episodes): "
+                     + " ".join(f"{x:.2f}" for x in report["policy_lr_rel"]["median"]))
     return "\n".join(lines)
 
 

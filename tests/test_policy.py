@@ -196,6 +196,12 @@ def test_sim_report_pairs_the_policy_with_the_best_baselines(tmp_path, tiny_wm, 
     assert d["mean"] == pytest.approx(r["policy (greedy)"]["mean"] - r[best]["mean"], abs=1e-6)
     assert 0.0 <= d["win_rate"] <= 1.0 and d["stderr"] >= 0.0
     assert "paired" in format_report(rep)
+    # the greedy policy's LR after each decision: quartiles over episodes, on the spec's LR grid and in its range
+    lr = rep["policy_lr_rel"]
+    assert all(len(lr[k]) == SPEC.n_decisions for k in ("q25", "median", "q75"))
+    assert np.all(np.array(lr["q25"]) <= np.array(lr["median"])) and np.all(np.array(lr["median"]) <= np.array(lr["q75"]))
+    assert SPEC.lr_range[0] <= min(lr["q25"]) and max(lr["q75"]) <= SPEC.lr_range[1]
+    assert "policy LR / base LR after each decision" in format_report(rep)
 
 
 def test_shipped_checkpoints_load_and_drive_a_run():

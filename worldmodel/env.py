@@ -227,9 +227,10 @@ def per_member(env: SimEnv, params: EnvParams, n_samples: int, key, fn) -> np.nd
     return np.concatenate(parts, axis=1)
 
 
-def simulate(env: SimEnv, params: EnvParams, key, actions_fn, n_envs: int, n_steps: int | None = None):
+def simulate(env: SimEnv, params: EnvParams, key, actions_fn, n_envs: int, n_steps: int | None = None, with_lr: bool = False):
     """Rolls out `n_envs` episodes with `actions_fn(key, state) -> action` (vmapped). Returns
-    rewards (n_envs, n_steps), done flags and final states. For baselines and tests."""
+    rewards (n_envs, n_steps), done flags and final states; `with_lr`: also the LR / base LR after
+    each step's action (n_envs, n_steps). For baselines, reports and tests."""
     n_steps = n_steps or env.spec.n_decisions
 
     def one(key):
@@ -240,10 +241,10 @@ def simulate(env: SimEnv, params: EnvParams, key, actions_fn, n_envs: int, n_ste
             ka, ks = jax.random.split(kk)
             a = actions_fn(ka, st)
             _, st2, r, term, trunc, _ = env.step(ks, st, a, params)
-            return st2, (r, term, trunc, st.done)
+            return st2, (r, term, trunc, st.done, st2.lr_rel)
 
-        st, (r, term, trunc, was_done) = jax.lax.scan(body, st, jax.random.split(k1, n_steps))
-        return r, term, trunc, was_done, st
+        st, (r, term, trunc, was_done, lr) = jax.lax.scan(body, st, jax.random.split(k1, n_steps))
+        return (r, term, trunc, was_done, st) + ((lr,) if with_lr else ())
 
     return jax.vmap(one)(jax.random.split(key, n_envs))
 
