@@ -190,3 +190,15 @@ def test_onestep_baseline_rolls_out_linear_dynamics_exactly():
     np.testing.assert_allclose(onestep.final_val(onestep.fit(runs), short), short.obs[:, 1, SPEC.index("val")], atol=2e-3)
     with pytest.raises(ValueError, match="training decisions"):
         onestep.fit(dataclasses.replace(runs.subset([0]), length=np.array([1], np.int32)))
+
+
+def test_fit_action_refuses_a_missing_checkpoint_before_reading_data(tmp_path, capsys):
+    from lrpilot.app.cli import main
+
+    out = tmp_path / "wm_fit"
+    assert main(["worldmodel", "fit-action", "--ckpt", str(tmp_path / "nope"), "--data", str(tmp_path / "no_data"),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint at" in err and str(tmp_path / "nope") in err and not out.exists()
+    with pytest.raises(SystemExit):
+        main(["worldmodel", "fit-action", "--ckpt", "pretrained", "--response", "both", "--out", str(out)])

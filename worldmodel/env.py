@@ -63,7 +63,11 @@ class SimEnv(Environment):
     normalised val (from its digit distributions, the sampled prefix of the value shared).
     `info["mean_val"]`: the sampling member's expected val, exact over val's first digit (its
     later digits as sampled): the same mean as the sampled vals' at a fraction of their variance
-    (fidelity's action and fork effects read it)."""
+    (fidelity's action and fork effects read it). Parameters with `action_linear` (a model whose
+    `action_response` is residual or noop, correction.py): the linear action term is added to the
+    sampled val (and to mean_val and each member's val in the spread), the transformer having
+    sampled under the action taken (residual) or the no-op (noop), and the step's symbols, with
+    the action taken and the corrected val, are written into the cache again: one more model call."""
 
     def __init__(self, model: WorldModel, ser: Serializer):
         self.model, self.ser, self.spec = model, ser, ser.spec
