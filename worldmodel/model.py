@@ -41,8 +41,7 @@ class WorldModelConfig:
     history_mask: float = 0.0  # training augmentation: share of past observations whose losses the model reads as PAD
     aux_weight: float = 0.0  # weight of the auxiliary loss: a regression head predicts each interval's change in val (train.py)
     aux_scale: str = "global"  # the change's unit in that loss: its std over all intervals, or per interval of the run ("interval")
-    action_response: str = "model"  # the simulator's response to an action: the transformer's ("model"), plus a linear
-    # one-step term fit on its residuals ("residual"), or its no-op continuation plus that term fit against it ("noop") (correction.py)
+    action_response: str = "model"  # model: the transformer's; residual: + a linear term fit on its residuals; noop: its no-op's + that term
     action_level: bool = False  # that linear term also corrects the transformer's response to the LR level (correction.py)
     # training
     learning_rate: float = 1e-3  # peak AdamW learning rate (warmup, then cosine to a tenth)
