@@ -41,6 +41,17 @@ from lrpilot.trajectories import Trajectories
 
 N_FEATURES = 7
 RIDGE = 1e-3  # ridge strength per row, on standardised columns (as fidelity's linear baseline)
+
+
+def ridge(X: np.ndarray, y: np.ndarray):
+    """Ridge least squares of centred y (n,) on the standardised non-constant columns of X (n, f):
+    (mu (f,), sd (f,), keep (f,) bool, coef (keep.sum(),)); a prediction is
+    ((X[:, keep] - mu[keep]) / sd[keep]) @ coef + y.mean()."""
+    mu, sd = X.mean(0), X.std(0)
+    keep = sd > 1e-9  # constant columns (the intercept, a context the spec lacks) out; the ridge handles collinear ones
+    Z = (X[:, keep] - mu[keep]) / sd[keep]
+    coef = np.linalg.solve(Z.T @ Z + RIDGE * len(Z) * np.eye(Z.shape[1]), Z.T @ (y - y.mean()))
+    return mu, sd, keep, coef
 CHUNK = 8  # runs simulated at once (x n decisions x samples one-step episodes)
 
 
@@ -134,10 +145,7 @@ def fit(model, wm_params, ser, traj: Trajectories, level: bool = False) -> dict:
         state += [o[:, sp.index("log_lr")], o[:, sp.index("log_lr")] + lb]
     ctx = traj.static[r].astype(np.float64) if traj.static is not None else np.zeros((len(r), 0))
     X = np.concatenate([np.stack(state, 1), ctx, action_features(sp, a, o, lb, level)], 1)
-    mu, sd = X.mean(0), X.std(0)
-    keep = sd > 1e-9
-    Z = (X[:, keep] - mu[keep]) / sd[keep]
-    coef = np.linalg.solve(Z.T @ Z + RIDGE * len(Z) * np.eye(Z.shape[1]), Z.T @ (y - y.mean()))
+    mu, sd, keep, coef = ridge(X, y)
     full = np.zeros(X.shape[1])
     full[keep] = coef / sd[keep]  # raw units
     w = full[-n_lin:]

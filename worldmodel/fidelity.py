@@ -48,6 +48,7 @@ import numpy as np
 from lrpilot.collect.edges import Fork
 from lrpilot.trajectories import Trajectories
 from lrpilot.worldmodel import onestep
+from lrpilot.worldmodel.correction import ridge
 from lrpilot.worldmodel.env import SimEnv, per_member
 from lrpilot.worldmodel.forecast import sample_futures
 from lrpilot.worldmodel.train import group_key
@@ -169,10 +170,7 @@ def linear_action_ratio(traj: Trajectories, train_traj: Trajectories) -> float |
         return None
     y_fit = np.array([train_traj.obs[r, k + 1, vi] - train_traj.obs[r, k, vi] for r, k in fit], float)
     X = _one_step_features(train_traj, fit)
-    mu, sd = X.mean(0), X.std(0)
-    keep = sd > 1e-9  # constant columns (the intercept, a context the spec lacks) out; a small ridge for collinear ones
-    Z = (X[:, keep] - mu[keep]) / sd[keep]
-    w = np.linalg.solve(Z.T @ Z + 1e-3 * len(Z) * np.eye(Z.shape[1]), Z.T @ (y_fit - y_fit.mean()))
+    mu, sd, keep, w = ridge(X, y_fit)
     run = np.array([r for r, _ in rows])
     real, _ = _fe_slope(run, x, y)
     lin, _ = _fe_slope(run, x, ((_one_step_features(traj, rows)[:, keep] - mu[keep]) / sd[keep]) @ w)
