@@ -64,6 +64,7 @@ def final_val(model: dict, traj: Trajectories) -> np.ndarray:
     o = traj.obs[:, 0].astype(np.float64).copy()
     prev, lb, ctx = o[:, vi].copy(), log_base(traj), _context(traj)
     final = o[:, vi].copy()
+    det = [j for j, f in enumerate(sp.fields) if f.deterministic]  # progress and the LR: the real actions'
     for k in range(n):
         live = k < traj.length - 1
         z = (_design(sp, o, prev, lb, ctx, log2f[np.maximum(traj.actions[:, k], 0)]) - model["mu"]) / model["sd"]
@@ -71,7 +72,6 @@ def final_val(model: dict, traj: Trajectories) -> np.ndarray:
         nxt = o.copy()
         nxt[:, vi] = np.clip(o[:, vi] + d[:, 0], FLOOR, sp.divergence_ratio)
         nxt[:, ti] = np.clip(o[:, ti] + d[:, 1], FLOOR, sp.divergence_ratio)
-        det = [j for j, f in enumerate(sp.fields) if f.deterministic]  # progress and the LR: the real actions'
         nxt[:, det] = traj.obs[:, min(k + 1, n)][:, det]
         prev = np.where(live, o[:, vi], prev)
         o = np.where(live[:, None], nxt, o)
