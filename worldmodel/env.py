@@ -152,7 +152,8 @@ class SimEnv(Environment):
         action = jnp.asarray(action, jnp.int32)
         linear = "action_linear" in params.wm_params and self.model.cfg.action_response != "model"
         # with action_response = noop the transformer samples the no-op's continuation; the action acts through the linear term
-        act_in = jnp.asarray(spec.noop_action, jnp.int32) if linear and self.model.cfg.action_response == "noop" else action
+        noop = linear and self.model.cfg.action_response == "noop"
+        act_in = jnp.asarray(spec.noop_action, jnp.int32) if noop else action
         k1, lr_rel, det = self.advance(state, act_in)
         det_digits = ser.encode_obs(det, state.obs)  # stochastic fields' digits here are placeholders
         step_syms = jnp.concatenate([(ser.base + act_in)[None], det_digits])  # (F*D + 1,)
@@ -183,12 +184,13 @@ class SimEnv(Environment):
         diverged = ser.diverged(obs)  # val sampled in the top bin
         delta_K = jnp.zeros(self.members)
         if linear:  # the linear action response (correction.py), added to val and re-read by the model
-            k1, lr_rel, det = self.advance(state, action)  # the action taken (act_in may have been the no-op)
+            if noop:  # the action taken, not the no-op the transformer saw
+                k1, lr_rel, det = self.advance(state, action)
+                obs = jnp.where(stoch, obs, det)
             delta_K = jnp.where(diverged, 0.0, jnp.reshape(correction.correction(
                 spec, params.wm_params["action_linear"], self._log2, action, state.obs, state.log_base_lr), (-1,)))
             vi, f = spec.index("val"), spec.field("val")
             cap = f.high - 2 * (f.high - f.low) / ser.n_bins if ser.coding == "level" else 0.99 * spec.divergence_ratio
-            obs = jnp.where(stoch, obs, det)
             obs = obs.at[vi].set(jnp.where(diverged, obs[vi], jnp.clip(obs[vi] + delta_K[state.member], 1e-3, cap)))
             mean_val = mean_val + delta_K[state.member]
             step_syms = jnp.concatenate([(ser.base + action)[None], ser.encode_obs(obs, state.obs)])
