@@ -49,7 +49,7 @@ def cmd_eval(args) -> int:
     from lrpilot.trajectories import load_dir
     from lrpilot.worldmodel import fidelity, forecast
     from lrpilot.worldmodel.model import WorldModelConfig, build
-    from lrpilot.worldmodel.train import split_runs
+    from lrpilot.worldmodel.train import split_runs, training_runs
 
     out = out_dir(args.out)
     ck = checkpoints.load(resolve_ckpt(args.ckpt), kind="worldmodel")  # its own spec decides the observations
@@ -63,7 +63,7 @@ def cmd_eval(args) -> int:
     result, samples = forecast.evaluate(model, ck.params, ser, traj, contexts=tuple(args.contexts),
                                         n_samples=args.samples, seed=args.seed)
     if not args.all_runs and not args.no_fidelity:
-        tr = split_runs(full, cfg.heldout_frac, cfg.seed, cfg.val_frac if cfg.select == "fidelity" else 0.0)[0]
+        tr = training_runs(full, cfg)
         result["fidelity"], details = fidelity.evaluate(model, ck.params, ser, traj, full.subset(tr), args.samples, args.seed)
         plots.fidelity_groups(details, out / "fidelity_heldout.png")
     result["checkpoint"] = str(args.ckpt)
@@ -126,7 +126,7 @@ def cmd_fit_action(args) -> int:
     from lrpilot.trajectories import load_dir
     from lrpilot.worldmodel.correction import with_action_linear
     from lrpilot.worldmodel.model import WorldModelConfig, build
-    from lrpilot.worldmodel.train import split_runs
+    from lrpilot.worldmodel.train import training_runs
 
     src = resolve_ckpt(args.ckpt)
     out_parent(args.out)
@@ -135,7 +135,7 @@ def cmd_fit_action(args) -> int:
                               action_level=args.level)
     model, ser = build(cfg, ck.spec)
     full = load_dir(data_dirs(args.data), ck.spec)
-    tr = split_runs(full, cfg.heldout_frac, cfg.seed, cfg.val_frac if cfg.select == "fidelity" else 0.0)[0]
+    tr = training_runs(full, cfg)
     params = with_action_linear(model, ck.params, ser, full.subset(tr))
     print(f"[worldmodel] action_response {args.response}: linear term fit on {len(tr)} training runs, weights {params['action_linear']['w'].round(5).tolist()}, "
           f"b {params['action_linear']['b'].round(5).tolist()}")

@@ -16,8 +16,9 @@ regression head on the trunk predicts each interval's change of val, at the posi
 val's first digit is predicted, and w times its squared error (in units of the changes' std) is
 added: a low-variance signal for the small effect of an action, which the digits' cross-entropy
 alone did not pick up (README, Simulator fidelity). `action_response` other than "model": after
-selection, a linear one-step action response is fit against the selected model (correction.py). Training state (parameters, optimizer
-state, step, best held-out loss) is checkpointed so that an interrupted run resumes.
+selection, a linear one-step action response is fit against the selected model (correction.py).
+Training state (parameters, optimizer state, step, best held-out loss) is checkpointed so that an
+interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ def split_runs(traj: Trajectories, heldout_frac: float, seed: int = 0, val_frac:
         held = np.zeros(len(u), bool)
         held[order[: max(1, int(round(heldout_frac * len(u))))]] = True
     return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def training_runs(traj: Trajectories, cfg: WorldModelConfig) -> np.ndarray:
+    """Indices of the runs a model with `cfg` trained on (its validation groups out when it selects on fidelity)."""
+    return split_runs(traj, cfg.heldout_frac, cfg.seed, cfg.val_frac if cfg.select == "fidelity" else 0.0)[0]
 
 
 def encode(traj: Trajectories, cfg: WorldModelConfig) -> tuple[np.ndarray, np.ndarray]:
