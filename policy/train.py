@@ -34,16 +34,31 @@ def _stats(ret, div) -> dict:
     return {"mean": float(ret.mean()), "stderr": float(ret.std() / np.sqrt(n)), "diverged": float(div.mean())}
 
 
+def schedule_returns(env: SimEnv, env_params, key, n_envs: int) -> dict:
+    """{"constant xC" / "cosine xC": (returns (n_envs,), diverged (n_envs,))} at each C of SIM_LEVELS,
+    over the same starts as `episode_returns` with `key`: every baseline in one jitted vmap (one
+    compilation, the schedule's peak and kind traced)."""
+    peaks = jnp.asarray(SIM_LEVELS * 2, jnp.float32)
+    is_cos = jnp.asarray([False] * len(SIM_LEVELS) + [True] * len(SIM_LEVELS))
+
+    def one(peak, cos):
+        target = lambda k: jnp.where(cos, cosine_target(env.spec, peak)(k), peak)
+        return episode_returns(env, env_params, key, schedule_policy(env.spec, target), n_envs)
+
+    ret, div = jax.jit(jax.vmap(one))(peaks, is_cos)
+    names = [f"{'cosine' if c else 'constant'} x{p:g}" for p, c in zip(SIM_LEVELS * 2, [False] * len(SIM_LEVELS) + [True] * len(SIM_LEVELS))]
+    order = [n for c in SIM_LEVELS for n in (f"constant x{c:g}", f"cosine x{c:g}")]  # the report's order
+    got = {n: (ret[j], div[j]) for j, n in enumerate(names)}
+    return {n: got[n] for n in order}
+
+
 def sim_report(env: SimEnv, env_params, net, params, key, n_envs: int, lr_support=None) -> dict:
     """Returns of the greedy policy (actions masked to `lr_support` as in training) and of constant
     and cosine controllers at SIM_LEVELS (relative LR levels) over the same n_envs starts, and the
     policy's paired advantage over the best of each."""
     act = policy_act_fn(net, params, env, lr_support=lr_support)
     *greedy, lr = episode_returns(env, env_params, key, act, n_envs, with_lr=True)
-    rets = {"policy (greedy)": tuple(greedy)}
-    for c in SIM_LEVELS:
-        rets[f"constant x{c:g}"] = episode_returns(env, env_params, key, schedule_policy(env.spec, lambda k, c=c: jnp.float32(c)), n_envs)
-        rets[f"cosine x{c:g}"] = episode_returns(env, env_params, key, schedule_policy(env.spec, cosine_target(env.spec, c)), n_envs)
+    rets = {"policy (greedy)": tuple(greedy), **schedule_returns(env, env_params, key, n_envs)}
     rets = {k: (np.asarray(r), np.asarray(d)) for k, (r, d) in rets.items()}
     returns = {k: _stats(*v) for k, v in rets.items()}
     best_const = max((k for k in returns if k.startswith("constant")), key=lambda k: returns[k]["mean"])
