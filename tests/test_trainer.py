@@ -251,6 +251,14 @@ def test_seed_determines_initialisation_not_controller(group):
     assert abs(a["val_loss"] - c["val_loss"]) > 1e-4
 
 
+def test_seeds_past_uint32_initialise(ds):
+    """A collection job's run seeds grow with its job seed: any int seed is taken mod 2**32."""
+    g = RunGroup(tiny_cfg(), ds.vocab_size, "adamw", [2**32 + 7, 7, 8])
+    for leaf in jax.tree.leaves(g.state["params"]):
+        np.testing.assert_array_equal(np.asarray(leaf[0]), np.asarray(leaf[1]))
+    assert any(not np.array_equal(np.asarray(x[1]), np.asarray(x[2])) for x in jax.tree.leaves(g.state["params"]))
+
+
 # ---------------------------------------------------------------------------------------------
 # sharding over devices
 # ---------------------------------------------------------------------------------------------

@@ -105,7 +105,8 @@ class RunGroup:
         else:
             self.run_sharding = self.replicated = None
         self.width = _vmap_width(cfg, self.n_padded, n_dev, vmap_width)
-        self.state = self._put(jax.jit(jax.vmap(self._init_run))(jnp.asarray(seeds, jnp.uint32)))
+        seeds_u32 = np.asarray([s % 2**32 for s in seeds], np.uint32)  # any int seed; those below 2**32 unchanged
+        self.state = self._put(jax.jit(jax.vmap(self._init_run))(jnp.asarray(seeds_u32)))
         self._chunk = xla.jit(self._train_chunk, donate_argnums=0)
         self._eval = xla.jit(self._evaluate)
 
