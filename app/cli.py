@@ -144,9 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional(sub) -> None:
     """The other commands, each defined beside its work in the app layer."""
-    from lrpilot.app import collect_cmd, policy_cmd, quickstart, simple, worldmodel_cmd
+    from lrpilot.app import collect_cmd, policy_cmd, quickstart, select, simple, worldmodel_cmd
 
-    for mod in (collect_cmd, worldmodel_cmd, policy_cmd, simple, quickstart):
+    for mod in (collect_cmd, worldmodel_cmd, policy_cmd, simple, select, quickstart):
         mod.register(sub)
 
 

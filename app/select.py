@@ -1,0 +1,155 @@
+"""`lrpilot select`: candidate policies compared on a fixed validation set of real runs, never on a
+test task.
+
+The validation set (VALIDATION) is a grid of offline corpora the dataset was collected on, at the
+small protocol's size, base LR x0.1, x1 and x10, two seeds: every candidate and nanoGPT's cosine
+train on the same seeds, batches and budget (`lrpilot evaluate` under OUT, resumable; a candidate
+added later trains only its own runs). Each candidate's score is its mean best val loss over the
+cells (task x multiplier), and beside it the mean and the worst of its per-cell margin over
+cosine. The chosen candidate has the lowest score. shakespeare_char, enwik8 and text8 are refused.
+
+    OUT/runs/...        the runs (as `lrpilot evaluate`)
+    OUT/results.json    the grid (FORMATS.md)
+    OUT/selection.json  {"validation": the grid, "reference": "cosine", "candidates": {name: {"controller",
+                        "score", "margin_mean", "margin_worst", "cells": {"task x mult": {"best_val_loss",
+                        "stderr", "cosine", "margin"}}}}, "chosen": name}
+    OUT/selection.md    the same as a table
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from lrpilot.io import write_json, write_text
+
+REFERENCE = "cosine"
+
+
+@dataclasses.dataclass(frozen=True)
+class Validation:
+    tasks: tuple[str, ...] = ("python_docs", "gettext_catalogs")  # offline corpora (never a test task)
+    lr_mults: tuple[float, ...] = (0.1, 1.0, 10.0)  # base-LR multipliers
+    seeds: tuple[int, ...] = (0, 1)  # the same seeds for every controller
+    scale: str = "small"  # protocol scale of the runs
+
+    def __post_init__(self):
+        from lrpilot.data import HELD_OUT_TASKS, OFFLINE_TASKS
+
+        held = [t for t in self.tasks if t in HELD_OUT_TASKS]
+        if held:
+            raise ValueError(f"select: {held} are test tasks; candidates are never chosen on them")
+        other = [t for t in self.tasks if t not in OFFLINE_TASKS and not t.startswith("file:")]
+        if other or not self.tasks:
+            raise ValueError(f"select: validation tasks must be offline corpora ({', '.join(OFFLINE_TASKS)}) or file:PATH, "
+                             f"got {list(self.tasks)}")
+        if not self.lr_mults or min(self.lr_mults) <= 0 or not self.seeds:
+            raise ValueError(f"select: need positive LR multipliers and at least one seed, got {self.lr_mults}, {self.seeds}")
+
+
+VALIDATION = Validation()
+
+
+def score(results: dict, candidates: dict[str, str]) -> dict:
+    """selection.json's candidates and choice from `lrpilot evaluate`'s results (module docstring)."""
+    out = {}
+    for name, ctrl in candidates.items():
+        cells = {}
+        for m, by_task in results["by_lr_mult"].items():
+            for task, rows in by_task.items():
+                c, ref = rows[ctrl], rows[REFERENCE]
+                if c["best_val_loss_mean"] is None or ref["best_val_loss_mean"] is None:
+                    continue
+                cells[f"{task} x{m}"] = {"best_val_loss": c["best_val_loss_mean"], "stderr": c["best_val_loss_stderr"],
+                                         "cosine": ref["best_val_loss_mean"],
+                                         "margin": c["best_val_loss_mean"] - ref["best_val_loss_mean"]}
+        margins = [v["margin"] for v in cells.values()]
+        out[name] = {"controller": ctrl, "cells": cells,
+                     "score": float(np.mean([v["best_val_loss"] for v in cells.values()])) if cells else None,
+                     "margin_mean": float(np.mean(margins)) if cells else None,
+                     "margin_worst": float(np.max(margins)) if cells else None}
+    ranked = sorted((n for n in out if out[n]["score"] is not None), key=lambda n: out[n]["score"])
+    return {"reference": REFERENCE, "candidates": out, "chosen": ranked[0] if ranked else None}
+
+
+def selection_markdown(sel: dict) -> str:
+    cells = sorted({c for v in sel["candidates"].values() for c in v["cells"]})
+    lines = ["# lrpilot select: validation set " + ", ".join(f"{k} {v}" for k, v in sel["validation"].items()), "",
+             "| candidate | " + " | ".join(cells) + " | mean | mean margin over cosine | worst margin |",
+             "|---" * (len(cells) + 4) + "|"]
+    first = next(iter(sel["candidates"].values()), None)
+    if first:
+        lines.append("| cosine (reference) | " + " | ".join(f"{first['cells'][c]['cosine']:.4f}" if c in first["cells"] else "-"
+                                                         for c in cells) + " | - | - | - |")
+    for name, v in sel["candidates"].items():
+        def cell(c):
+            x = v["cells"].get(c)
+            return "-" if x is None else f"{x['best_val_loss']:.4f}" + (f" ± {x['stderr']:.4f}" if x["stderr"] else "")
+        mark = " (chosen)" if name == sel["chosen"] else ""
+        lines.append(f"| {name}{mark} | " + " | ".join(cell(c) for c in cells)
+                     + (f" | {v['score']:.4f} | {v['margin_mean']:+.4f} | {v['margin_worst']:+.4f} |" if v["score"] is not None
+                        else " | - | - | - |"))
+    lines += ["", "Best val loss (nats/char), mean ± standard error over the seeds; margin: candidate - cosine in the "
+              "same cell (negative: the candidate is better). The chosen candidate has the lowest mean."]
+    return "\n".join(lines) + "\n"
+
+
+def select(candidates: dict[str, str], out: str | Path, validation: Validation = VALIDATION, max_batch: int = 0,
+           progress: bool = True, log=print) -> dict:
+    """Trains what is missing of the validation grid for `candidates` ({name: policy checkpoint}) and
+    cosine, and writes selection.json / selection.md under `out`."""
+    from lrpilot.app.evaluate import Grid, evaluate
+
+    if not candidates:
+        raise ValueError("select: give at least one candidate, NAME=POLICY_CHECKPOINT")
+    ctrls = {name: f"policy:{path}" for name, path in candidates.items()}
+    grid = Grid(tasks=list(validation.tasks), controllers=[REFERENCE, *ctrls.values()], seeds=list(validation.seeds),
+                scale=validation.scale, lr_mults=list(validation.lr_mults))
+    results = evaluate(grid, Path(out), max_batch=max_batch, progress=progress, log=log)
+    sel = {"validation": dataclasses.asdict(validation), **score(results, ctrls)}
+    write_json(Path(out) / "selection.json", sel)
+    write_text(Path(out) / "selection.md", selection_markdown(sel))
+    return sel
+
+
+def _candidates(items: list[str]) -> dict[str, str]:
+    from lrpilot import checkpoints
+    from lrpilot.app.checks import resolve_ckpt
+
+    out = {}
+    for it in items:
+        name, sep, path = it.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--candidates: expected NAME=POLICY_CHECKPOINT, got {it!r}")
+        if name in out:
+            raise ValueError(f"--candidates: the name {name!r} is given twice")
+        path = resolve_ckpt(path, kind="policy")
+        checkpoints.load(path, kind="policy")  # a missing or wrong checkpoint is named before any run
+        out[name] = path
+    return out
+
+
+def cmd_select(args) -> int:
+    v = Validation(tasks=tuple(args.tasks), lr_mults=tuple(args.lr_mults), seeds=tuple(args.seeds), scale=args.scale)
+    sel = select(_candidates(args.candidates), args.out, v, max_batch=args.max_batch, progress=not args.quiet)
+    print((Path(args.out) / "selection.md").read_text())
+    print(f"chosen: {sel['chosen']} ({sel['candidates'][sel['chosen']]['controller']})" if sel["chosen"] else "no candidate finished")
+    return 0
+
+
+def register(sub) -> None:
+    from lrpilot.app.cli import _seeds
+    from lrpilot.trainers.config import SCALES
+
+    s = sub.add_parser("select", help="compare candidate policies on real runs of a validation set (never a test task)")
+    s.add_argument("--candidates", nargs="+", required=True, metavar="NAME=CKPT", help="policy checkpoints to compare")
+    s.add_argument("--out", required=True, help="the grid's directory (resumable: finished runs are kept)")
+    s.add_argument("--tasks", nargs="+", default=list(VALIDATION.tasks), help="validation corpora (offline corpora only)")
+    s.add_argument("--lr-mults", nargs="+", type=float, default=list(VALIDATION.lr_mults), help="base-LR multipliers")
+    s.add_argument("--seeds", type=_seeds, default=list(VALIDATION.seeds), help="a count (2) or a list (0,1)")
+    s.add_argument("--scale", default=VALIDATION.scale, choices=SCALES, help="protocol scale")
+    s.add_argument("--max-batch", type=int, default=0, help="at most this many runs trained together (0: all of a task)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_select)

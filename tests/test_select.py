@@ -1,0 +1,66 @@
+"""`lrpilot select`: candidates and cosine on the same real validation runs, the choice by mean
+best val loss, resume when a candidate is added, and refusals (test tasks, bad candidates) before
+any run."""
+
+from __future__ import annotations
+
+import pytest
+
+from lrpilot import checkpoints
+from lrpilot.app.cli import main
+from lrpilot.app.select import score
+from lrpilot.io import read_json
+
+TINY = ["--tasks", "python_docs", "--lr-mults", "1", "10", "--seeds", "1", "--scale", "tiny", "--quiet"]
+
+
+def test_select_on_real_runs_and_add_a_candidate(tmp_path, capsys):
+    out = tmp_path / "sel"
+    shipped = str(checkpoints.pretrained("policy"))
+    assert main(["select", "--candidates", f"shipped={shipped}", "--out", str(out), *TINY]) == 0
+    sel = read_json(out / "selection.json")
+    c = sel["candidates"]["shipped"]
+    res = read_json(out / "results.json")["by_lr_mult"]
+    assert set(c["cells"]) == {"python_docs x1", "python_docs x10"}
+    for m in ("1", "10"):
+        rows = res[m]["python_docs"]
+        cell = c["cells"][f"python_docs x{m}"]
+        assert cell["best_val_loss"] == rows[f"policy:{shipped}"]["best_val_loss_mean"]
+        assert cell["margin"] == pytest.approx(cell["best_val_loss"] - rows["cosine"]["best_val_loss_mean"])
+    assert sel["chosen"] == "shipped" and "chosen: shipped" in capsys.readouterr().out
+    # a second candidate trains only its own runs; the first's are kept
+    first = (out / "runs").rglob("final_info.json")
+    stamps = {p: p.stat().st_mtime_ns for p in first}
+    assert main(["select", "--candidates", f"shipped={shipped}", f"again={shipped}/", "--out", str(out), *TINY]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    sel2 = read_json(out / "selection.json")
+    assert set(sel2["candidates"]) == {"shipped", "again"}
+    assert sel2["candidates"]["again"]["score"] == pytest.approx(sel["candidates"]["shipped"]["score"])  # same policy, same seeds
+    assert "| shipped (chosen) |" in (out / "selection.md").read_text()
+
+
+def test_score_ranks_by_mean_and_reports_margins():
+    def row(x):
+        return {"best_val_loss_mean": x, "best_val_loss_stderr": 0.01}
+
+    results = {"by_lr_mult": {"1": {"t": {"cosine": row(2.0), "policy:a": row(1.9), "policy:b": row(2.2)}},
+                              "10": {"t": {"cosine": row(2.0), "policy:a": row(2.3), "policy:b": row(1.9)}}}}
+    s = score(results, {"a": "policy:a", "b": "policy:b"})
+    assert s["chosen"] == "b"  # mean 2.05 against a's 2.10
+    a, b = s["candidates"]["a"], s["candidates"]["b"]
+    assert (a["score"], a["margin_mean"], a["margin_worst"]) == pytest.approx((2.1, 0.1, 0.3))
+    assert (b["margin_mean"], b["margin_worst"]) == pytest.approx((0.05, 0.2))
+    assert b["cells"]["t x10"] == {"best_val_loss": 1.9, "stderr": 0.01, "cosine": 2.0, "margin": pytest.approx(-0.1)}
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--candidates", "a=pretrained", "--tasks", "shakespeare_char"], "test tasks"),
+    (["--candidates", "a=pretrained", "--tasks", "nope"], "offline corpora"),
+    (["--candidates", "apretrained"], "NAME=POLICY_CHECKPOINT"),
+    (["--candidates", "a=pretrained", "a=pretrained"], "given twice"),
+    (["--candidates", "a=/no/such/policy"], "/no/such/policy"),
+])
+def test_bad_arguments_fail_before_any_run(tmp_path, capsys, argv, match):
+    assert main(["select", "--out", str(tmp_path / "sel"), *argv]) == 2
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "sel").exists()
