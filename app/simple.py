@@ -29,7 +29,7 @@ from lrpilot import checkpoints
 from lrpilot.collect.edges import V2_MIX
 from lrpilot.collect.job import DEFAULT_MIX, Job, collect
 from lrpilot.collect.tasks import FAMILIES
-from lrpilot.io import read_json, write_json
+from lrpilot.io import read_json, write_json, write_text
 from lrpilot.policy.network import PolicyConfig
 from lrpilot.spec import SPECS
 from lrpilot.trajectories import Trajectories, load_dir
@@ -164,9 +164,35 @@ def run(out: str | Path, cfg: SimpleConfig, wm_cfg: WorldModelConfig, pol_cfg: P
                  "worldmodel": str(wm_path), "policy": str(pol_path)}
         summary["rounds"] = [e for e in summary["rounds"] if e["round"] != r] + [entry]
         write_json(summary_path, summary)
+        write_text(out / "summary.md", summary_markdown(summary))
         log(f"[simple] {round_line(entry)}")
         prev_policy = str(pol_path)
     return summary
+
+
+def summary_markdown(summary: dict) -> str:
+    """summary.json as a table, one row per round."""
+    def num(x, fmt=".3f"):
+        return "-" if x is None else format(x, fmt)
+
+    lines = ["| round | runs (this round) | held-out Spearman | action-effect ratio | high-LR ratio | "
+             "sim: policy - best constant | sim: policy - best cosine | real: policy-driven - exploration, final val / val0 (groups) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for e in sorted(summary["rounds"], key=lambda e: e["round"]):
+        h = (e.get("fidelity") or {}).get("heldout") or {}
+        sp = (h.get("within_group_spearman") or {})
+        sim = e["sim_eval"]["policy_minus_best"]
+        c, k = sim[e["sim_eval"]["best_constant"]], sim[e["sim_eval"]["best_cosine"]]
+        real = e["real_runs"]["vs_exploration"]
+        rl = "-" if not real else (f"{real['final_val_rel']['policy_minus_explore']:+.4f} ± "
+                                   f"{num(real['final_val_rel']['stderr'], '.4f')} ({real['n_groups']})")
+        lines.append(f"| {e['round']} | {e['runs_total']} ({e['runs_this_round']}) | {num(sp.get('mean'))}"
+                     f"{' ± ' + num(sp.get('stderr')) if sp.get('stderr') else ''} | {num(h.get('action_effect_ratio'), '.2f')} | "
+                     f"{num(h.get('high_lr_cost_ratio'), '.2f')} | {c['mean']:+.4f} ± {c['stderr']:.4f} | "
+                     f"{k['mean']:+.4f} ± {k['stderr']:.4f} | {rl} |")
+    lines += ["", "Round r's real runs were driven by round r-1's policy (round 0: --initial-policy); negative: the "
+              "policy-driven runs ended lower than the exploration runs of their groups."]
+    return "\n".join(lines) + "\n"
 
 
 def round_line(e: dict) -> str:

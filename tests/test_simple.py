@@ -36,6 +36,8 @@ def test_a_round_end_to_end_and_resume(tmp_path, capsys):
     assert "policy (greedy)" in e["sim_eval"]["returns"]
     assert checkpoints.exists(e["worldmodel"]) and checkpoints.exists(e["policy"])
     assert "[simple] round 0: 4 runs" in capsys.readouterr().out
+    md = (out / "summary.md").read_text().splitlines()
+    assert md[2].startswith("| 0 | 4 (4) |") and len(md[2].split("|")) == 10
     # a rerun finds every artifact and trains nothing
     stamp = (out / "round_0" / "policy").stat().st_mtime_ns
     assert main(["simple", "--out", str(out), *TINY]) == 0
