@@ -160,7 +160,8 @@ def run(out: str | Path, cfg: SimpleConfig, wm_cfg: WorldModelConfig, pol_cfg: P
                  "worldmodel_heldout_loss": wm_meta.get("best_heldout_loss"),
                  "fidelity": _brief(read_json(fid_path) if fid_path.exists() else None),
                  "sim_eval": pol_meta.get("sim_eval"),
-                 "real_runs": {"driven_by": prev_policy, "vs_exploration": real_comparison(load_dir(rd / "data", spec))},
+                 "real_runs": {"driven_by": prev_policy, "vs_exploration": real_comparison(
+                     traj.subset([i for i, f in enumerate(traj.files) if Path(f).parent == rd / "data"]))},
                  "worldmodel": str(wm_path), "policy": str(pol_path)}
         summary["rounds"] = [e for e in summary["rounds"] if e["round"] != r] + [entry]
         write_json(summary_path, summary)
