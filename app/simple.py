@@ -5,7 +5,9 @@ the policy inside it, repeat.
                                  share driven with epsilon noise by the previous round's policy
                                  (round 0: `initial_policy`, if given)
     DIR/round_<r>/worldmodel     world model trained on the initial data and rounds 0..r (with its
-                                 linear action term when --wm-action-response is residual or noop)
+                                 linear action term when --wm-action-response is residual or noop);
+                                 with `wm_finetune_steps` = N > 0, rounds r >= 1 start from round
+                                 r-1's world model and train N steps (SimPLe's continued training)
     DIR/round_<r>/fidelity.json  its fidelity (worldmodel/fidelity.py) on the held-out and training groups
     DIR/round_<r>/policy         policy trained by PPO in that world model
     DIR/summary.json             per round: runs, held-out world-model loss, fidelity, the
@@ -49,6 +51,7 @@ class SimpleConfig:
     spec: str = "v1"  # observation spec of the world model and the policy (v1, v2, v3)
     fidelity_samples: int = 8  # world-model samples per run for each round's fidelity section (0: skip it)
     seed: int = 0  # job seed of the rounds' collections
+    wm_finetune_steps: int = 0  # > 0: rounds >= 1 continue the previous round's world model for this many steps (0: from scratch)
 
     def __post_init__(self):
         for name in ("rounds", "runs_per_round", "parallel"):
@@ -60,8 +63,9 @@ class SimpleConfig:
             raise ValueError(f"SimpleConfig.family: unknown family {self.family!r}; expected one of {', '.join(FAMILIES)}")
         if self.spec not in SPECS:
             raise ValueError(f"SimpleConfig.spec: unknown spec {self.spec!r}; expected one of {', '.join(SPECS)}")
-        if self.fidelity_samples < 0:
-            raise ValueError(f"SimpleConfig.fidelity_samples must be >= 0, got {self.fidelity_samples}")
+        for name in ("fidelity_samples", "wm_finetune_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"SimpleConfig.{name} must be >= 0, got {getattr(self, name)}")
 
 
 def real_comparison(traj: Trajectories) -> dict | None:
@@ -123,8 +127,10 @@ def run(out: str | Path, cfg: SimpleConfig, wm_cfg: WorldModelConfig, pol_cfg: P
     out, spec = Path(out), SPECS[cfg.spec]
     out.mkdir(parents=True, exist_ok=True)
     summary_path = out / "summary.json"
-    summary = read_json(summary_path) if summary_path.exists() else {"config": dataclasses.asdict(cfg), "rounds": []}
+    summary = read_json(summary_path) if summary_path.exists() else {"rounds": []}
+    summary["config"] = dataclasses.asdict(cfg)  # the latest invocation's; each round records its world model's start
     prev_policy: str | None = cfg.initial_policy
+    prev_wm: Path | None = None
     data_dirs = [str(d) for d in cfg.initial_data]
     base_mix = V2_MIX if FAMILIES[cfg.family].draws == "v2" else DEFAULT_MIX
     for r in range(cfg.rounds):
@@ -142,9 +148,17 @@ def run(out: str | Path, cfg: SimpleConfig, wm_cfg: WorldModelConfig, pol_cfg: P
         traj = load_dir(data_dirs, spec)
         wm_path = rd / "worldmodel"
         if not checkpoints.exists(wm_path):
-            log(f"[simple] round {r}: training the world model on {len(traj)} runs")
-            wm_trainer.train(traj, wm_cfg, wm_path, progress=progress, log=log,
-                             meta={"data": data_dirs, "round": r, "spec": cfg.spec})
+            r_cfg, init = wm_cfg, None
+            if cfg.wm_finetune_steps and prev_wm is not None:
+                steps = cfg.wm_finetune_steps
+                r_cfg = dataclasses.replace(wm_cfg, steps=steps, select_after=min(wm_cfg.select_after, steps),
+                                            warmup=min(wm_cfg.warmup, steps - 1))
+                init = checkpoints.load(prev_wm, kind="worldmodel").params
+            log(f"[simple] round {r}: training the world model on {len(traj)} runs"
+                + (f" ({r_cfg.steps} steps from {prev_wm})" if init is not None else ""))
+            wm_trainer.train(traj, r_cfg, wm_path, progress=progress, log=log, init_params=init,
+                             meta={"data": data_dirs, "round": r, "spec": cfg.spec,
+                                   "init": None if init is None else str(prev_wm)})
         fid_path = rd / "fidelity.json"
         if cfg.fidelity_samples and not fid_path.exists():
             log(f"[simple] round {r}: the world model's fidelity")
@@ -156,8 +170,10 @@ def run(out: str | Path, cfg: SimpleConfig, wm_cfg: WorldModelConfig, pol_cfg: P
                                  meta={"data": data_dirs, "round": r})
         wm_meta = checkpoints.load(wm_path, kind="worldmodel").meta
         pol_meta = checkpoints.load(pol_path, kind="policy").meta
-        entry = {"round": r, "runs_total": len(traj), "runs_this_round": cfg.runs_per_round,
-                 "worldmodel_heldout_loss": wm_meta.get("best_heldout_loss"),
+        seen = [wm_meta.get(k) for k in ("n_train_runs", "n_val_runs", "n_heldout_runs")]
+        entry = {"round": r, "runs_total": sum(n or 0 for n in seen) if seen[0] is not None else len(traj),
+                 "runs_this_round": cfg.runs_per_round,  # runs_total: the runs its world model trained and was judged on
+                 "worldmodel_heldout_loss": wm_meta.get("best_heldout_loss"), "worldmodel_init": wm_meta.get("init"),
                  "fidelity": _brief(read_json(fid_path) if fid_path.exists() else None),
                  "sim_eval": pol_meta.get("sim_eval"),
                  "real_runs": {"driven_by": prev_policy, "vs_exploration": real_comparison(
@@ -167,15 +183,16 @@ def run(out: str | Path, cfg: SimpleConfig, wm_cfg: WorldModelConfig, pol_cfg: P
         write_json(summary_path, summary)
         write_text(out / "summary.md", summary_markdown(summary))
         log(f"[simple] {round_line(entry)}")
-        prev_policy = str(pol_path)
+        prev_policy, prev_wm = str(pol_path), wm_path
     return summary
+
+
+def _num(x, fmt: str = ".3f") -> str:
+    return "-" if x is None else format(x, fmt)
 
 
 def summary_markdown(summary: dict) -> str:
     """summary.json as a table, one row per round."""
-    def num(x, fmt=".3f"):
-        return "-" if x is None else format(x, fmt)
-
     lines = ["| round | runs (this round) | held-out Spearman | action-effect ratio | high-LR ratio | "
              "sim: policy - best constant | sim: policy - best cosine | real: policy-driven - exploration, final val / val0 (groups) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -186,10 +203,10 @@ def summary_markdown(summary: dict) -> str:
         c, k = sim[e["sim_eval"]["best_constant"]], sim[e["sim_eval"]["best_cosine"]]
         real = e["real_runs"]["vs_exploration"]
         rl = "-" if not real else (f"{real['final_val_rel']['policy_minus_explore']:+.4f} ± "
-                                   f"{num(real['final_val_rel']['stderr'], '.4f')} ({real['n_groups']})")
-        lines.append(f"| {e['round']} | {e['runs_total']} ({e['runs_this_round']}) | {num(sp.get('mean'))}"
-                     f"{' ± ' + num(sp.get('stderr')) if sp.get('stderr') else ''} | {num(h.get('action_effect_ratio'), '.2f')} | "
-                     f"{num(h.get('high_lr_cost_ratio'), '.2f')} | {c['mean']:+.4f} ± {c['stderr']:.4f} | "
+                                   f"{_num(real['final_val_rel']['stderr'], '.4f')} ({real['n_groups']})")
+        lines.append(f"| {e['round']} | {e['runs_total']} ({e['runs_this_round']}) | {_num(sp.get('mean'))}"
+                     f"{' ± ' + _num(sp.get('stderr')) if sp.get('stderr') else ''} | {_num(h.get('action_effect_ratio'), '.2f')} | "
+                     f"{_num(h.get('high_lr_cost_ratio'), '.2f')} | {c['mean']:+.4f} ± {c['stderr']:.4f} | "
                      f"{k['mean']:+.4f} ± {k['stderr']:.4f} | {rl} |")
     lines += ["", "Round r's real runs were driven by round r-1's policy (round 0: --initial-policy); negative: the "
               "policy-driven runs ended lower than the exploration runs of their groups."]
@@ -205,9 +222,8 @@ def round_line(e: dict) -> str:
     if e.get("fidelity"):
         h = e["fidelity"]["heldout"]
         sp = h["within_group_spearman"]["mean"]
-        num = lambda x: "-" if x is None else f"{x:.3f}"
-        line += (f"; held-out Spearman {num(sp)}, action-effect ratio {num(h['action_effect_ratio'])}, "
-                 f"high-LR ratio {num(h['high_lr_cost_ratio'])}")
+        line += (f"; held-out Spearman {_num(sp)}, action-effect ratio {_num(h['action_effect_ratio'])}, "
+                 f"high-LR ratio {_num(h['high_lr_cost_ratio'])}")
     real = e["real_runs"]["vs_exploration"]
     if real:
         f = real["final_val_rel"]

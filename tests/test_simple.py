@@ -17,17 +17,17 @@ from lrpilot.io import read_json
 from lrpilot.spec import DEFAULT_SPEC
 from lrpilot.trajectories import load_dir
 
-TINY = ["--rounds", "1", "--initial-policy", "pretrained", "--runs-per-round", "4", "--parallel", "2", "--family", "tiny", "--tasks", "python_docs",
+TINY = ["--rounds", "2", "--wm-finetune-steps", "10", "--initial-policy", "pretrained", "--runs-per-round", "4", "--parallel", "2", "--family", "tiny", "--tasks", "python_docs",
         "--fidelity-samples", "2", "--wm-n-layer", "1", "--wm-d-model", "16", "--wm-n-head", "2", "--wm-steps", "20",
         "--wm-eval-every", "10", "--wm-select", "nll", "--wm-select-after", "0", "--wm-batch-size", "4",
         "--ppo-iterations", "2", "--ppo-n-envs", "8", "--ppo-n-minibatches", "2", "--ppo-eval-envs", "8", "--quiet"]
 
 
-def test_a_round_end_to_end_and_resume(tmp_path, capsys):
+def test_two_rounds_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "loop"
     assert main(["simple", "--out", str(out), *TINY]) == 0
-    (e,) = read_json(out / "summary.json")["rounds"]
-    assert e["runs_total"] == 4
+    e, e1 = read_json(out / "summary.json")["rounds"]
+    assert e["runs_total"] == 4 and e1["runs_total"] == 8
     shipped = str(checkpoints.pretrained("policy"))
     assert e["real_runs"]["driven_by"] == shipped  # round 0's policy share: --initial-policy
     ctrl = [m["controller"] for m in load_dir(out / "round_0" / "data", DEFAULT_SPEC).meta]
@@ -38,11 +38,17 @@ def test_a_round_end_to_end_and_resume(tmp_path, capsys):
     assert "[simple] round 0: 4 runs" in capsys.readouterr().out
     md = (out / "summary.md").read_text().splitlines()
     assert md[2].startswith("| 0 | 4 (4) |") and len(md[2].split("|")) == 10
+    # round 1: driven by round 0's policy; its world model continued round 0's for --wm-finetune-steps
+    assert e1["real_runs"]["driven_by"] == e["policy"]
+    assert e["worldmodel_init"] is None and e1["worldmodel_init"] == e["worldmodel"]
+    log1 = checkpoints.load(e1["worldmodel"], kind="worldmodel").meta["log"]
+    assert max(h["step"] for h in log1) == 10
+    assert log1[0]["heldout_loss"] < checkpoints.load(e["worldmodel"], kind="worldmodel").meta["log"][0]["heldout_loss"]
     # a rerun finds every artifact and trains nothing
-    stamp = (out / "round_0" / "policy").stat().st_mtime_ns
+    stamp = (out / "round_1" / "policy").stat().st_mtime_ns
     assert main(["simple", "--out", str(out), *TINY]) == 0
-    assert (out / "round_0" / "policy").stat().st_mtime_ns == stamp
-    assert read_json(out / "summary.json")["rounds"] == [e]
+    assert (out / "round_1" / "policy").stat().st_mtime_ns == stamp
+    assert read_json(out / "summary.json")["rounds"] == [e, e1]
 
 
 def _traj(rows):
@@ -74,6 +80,7 @@ def test_real_comparison_pairs_policy_and_exploration_within_groups():
 @pytest.mark.parametrize("argv, match", [
     (["--family", "huge"], "--family: unknown family 'huge'"),
     (["--spec", "v9"], "--spec: unknown spec 'v9'"),
+    (["--wm-finetune-steps", "-1"], "--wm-finetune-steps must be >= 0"),
     (["--tasks", "shakespeare_char"], "held out"),
     (["--spec", "v2", "--initial-policy", "pretrained"], "pretrained|policy"),
 ])

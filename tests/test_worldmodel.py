@@ -215,6 +215,33 @@ def test_training_lowers_heldout_loss_and_resumes(tmp_path):
     assert [h["step"] for h in res2.log] == [0, 20, 40, 60, 80]
 
 
+def test_warm_start_continues_from_the_given_parameters():
+    """init_params (SimPLe's continued training): step 0's held-out loss is the given model's, not a
+    fresh one's; an ensemble's stacked parameters give each member its own; another architecture is refused."""
+    from conftest import synthetic_trajectories
+
+    from lrpilot.worldmodel.model import WorldModelConfig
+    from lrpilot.worldmodel.train import train, warm_params
+
+    traj = synthetic_trajectories(n_runs=24, noise=0.0)
+    cfg = WorldModelConfig(n_layer=1, d_model=16, n_head=2, dropout=0.0, steps=40, eval_every=20, batch_size=8,
+                           learning_rate=3e-3, warmup=5, heldout_frac=0.3, base=16, digits=2, select="nll")
+    quiet = dict(progress=False, log=lambda *_: None)
+    first = train(traj, cfg, None, **quiet)
+    assert first.best_heldout < first.log[0]["heldout_loss"] - 0.3
+    warm = train(traj, dataclasses.replace(cfg, steps=20), None, init_params=first.params, **quiet)
+    assert warm.log[0]["heldout_loss"] == pytest.approx(first.best_heldout, abs=1e-4)
+    stacked = jax.tree.map(lambda a: np.stack([np.asarray(a), np.asarray(a) + 1.0]), first.params)
+    got = warm_params(first.params, {**stacked, "action_linear": {"w": np.zeros(3)}}, member=1)
+    for a, b in zip(jax.tree.leaves(first.params), jax.tree.leaves(got)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a) + 1.0)
+    wider = train(traj, dataclasses.replace(cfg, d_model=32, steps=1), None, **quiet)
+    with pytest.raises(ValueError, match="init_params: .* has shape"):
+        warm_params(first.params, wider.params)
+    with pytest.raises(ValueError, match="init_params: the parameters' structure"):
+        warm_params(first.params, {"other": np.zeros(2)})
+
+
 def test_history_mask_still_learns_and_changes_what_is_learned(tmp_path):
     """With history_mask the model still learns (it predicts every loss digit from a history with
     holes), and what it learns differs from the unmasked model's."""

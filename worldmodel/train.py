@@ -88,15 +88,18 @@ class TrainResult:
 
 
 def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = None, log=print,
-          progress: bool = True, meta: dict | None = None, only_member: int | None = None) -> TrainResult | None:
-    """Trains (or resumes) a world model; saves the selected parameters at `out`. An ensemble
+          progress: bool = True, meta: dict | None = None, only_member: int | None = None,
+          init_params: dict | None = None) -> TrainResult | None:
+    """Trains (or resumes) a world model; saves the selected parameters at `out`. `init_params`
+    (a trained model's parameters, e.g. the previous SimPLe round's) replace the random
+    initialisation: see `warm_params`. An ensemble
     (cfg.ensemble = K > 1) trains K members one after the other (member i: seed + i, a bootstrap of
     the training groups; each saved at OUT.members/<i>, so a rerun skips finished members) and
     saves them stacked on a leading member axis in one checkpoint. `only_member=i` trains member i
     alone and returns None (members can then train in parallel processes; a run without it
     stacks them)."""
     if cfg.ensemble == 1:
-        return _train_member(traj, cfg, out, log, progress, meta)
+        return _train_member(traj, cfg, out, log, progress, meta, init_params=init_params)
     one = dataclasses.replace(cfg, ensemble=1)
     if only_member is not None:
         if not 0 <= only_member < cfg.ensemble or out is None:
@@ -105,7 +108,7 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
         if checkpoints.exists(path):
             log(f"[worldmodel] member {only_member}: finished before ({path})")
         else:
-            _train_member(traj, one, path, log, progress, meta, member=only_member)
+            _train_member(traj, one, path, log, progress, meta, member=only_member, init_params=init_params)
         return None
     results = []
     for i in range(cfg.ensemble):
@@ -117,7 +120,7 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
             log(f"[worldmodel] member {i}: finished before, loaded from {path}")
             continue
         log(f"[worldmodel] member {i} of {cfg.ensemble}")
-        results.append(_train_member(traj, one, path, log, progress, meta, member=i))
+        results.append(_train_member(traj, one, path, log, progress, meta, member=i, init_params=init_params))
     params = jax.tree.map(lambda *xs: np.stack(xs), *[r.params for r in results])
     best = float(np.mean([r.best_heldout for r in results]))
     if out is not None:
@@ -161,7 +164,30 @@ def bootstrap(traj: Trajectories, idx: np.ndarray, seed: int) -> np.ndarray:
     return np.concatenate([idx[keys == uniq[j]] for j in pick])
 
 
-def _train_member(traj: Trajectories, cfg: WorldModelConfig, out, log, progress, meta, member: int | None = None):
+def warm_params(fresh: dict, init: dict, member: int | None = None) -> dict:
+    """`init` in place of the fresh initialisation `fresh`: its fitted linear action term is
+    dropped (it is refit after training); an ensemble's stacked parameters give member i's
+    (member 0's for a single model). Parameters of another architecture are refused, naming the
+    first leaf that differs."""
+    init = {k: v for k, v in init.items() if k != "action_linear"}
+    f_leaves, f_tree = jax.tree.flatten_with_path(fresh)
+    i_leaves, i_tree = jax.tree.flatten_with_path(init)
+    if f_tree != i_tree:
+        raise ValueError("init_params: the parameters' structure differs from this WorldModelConfig's model "
+                         f"({sorted(init)} vs {sorted(fresh)}); warm start needs the same architecture")
+    stacked = all(np.ndim(b) == np.ndim(a) + 1 for (_, a), (_, b) in zip(f_leaves, i_leaves))
+    out = []
+    for (path, a), (_, b) in zip(f_leaves, i_leaves):
+        b = np.asarray(b)[member or 0] if stacked else np.asarray(b)
+        if b.shape != np.shape(a):
+            raise ValueError(f"init_params: {jax.tree_util.keystr(path)} has shape {b.shape}, this model's "
+                             f"{np.shape(a)}; warm start needs the same architecture")
+        out.append(jnp.asarray(b, dtype=jnp.asarray(a).dtype))
+    return jax.tree.unflatten(f_tree, out)
+
+
+def _train_member(traj: Trajectories, cfg: WorldModelConfig, out, log, progress, meta, member: int | None = None,
+                  init_params: dict | None = None):
     spec: EnvSpec = traj.spec
     model, ser = build(cfg, spec)
     if cfg.select == "fidelity":
@@ -188,6 +214,8 @@ def _train_member(traj: Trajectories, cfg: WorldModelConfig, out, log, progress,
     key = jax.random.key(seed)
     aux = cfg.aux_weight > 0
     params = model.init(key, seq_tr[:1], with_change=aux)["params"]
+    if init_params is not None:
+        params = warm_params(params, init_params, member)
     change_at, change_sd = change_targets(ser, obs_tr, len_tr, cfg.aux_scale == "interval")
 
     def loss_fn(p, s_in, s, wt, k, obs, length):
