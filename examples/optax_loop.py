@@ -85,13 +85,15 @@ def main(argv=None) -> int:
     train = jnp.asarray(data.train.astype(np.int32))
     val = jnp.asarray(data.val.astype(np.int32))
     warmup = args.iters // 20 if args.warmup is None else args.warmup
-    driver = LoopDriver(make(args.controller), base_lr=args.lr, max_iters=args.iters, min_lr=args.min_lr,
-                        warmup_iters=warmup, eval_interval=args.eval_every, seed=args.seed)
-    lr_ctl = OptaxLR(driver)
-
     key = jax.random.key(args.seed)
     key, k_init = jax.random.split(key)
     params = init_params(k_init, data.vocab_size, args.context, emb=24, hidden=256)
+    n_params = sum(x.size for x in jax.tree.leaves(params))
+    # the run's context (parameter count, targets per update): policies of spec v2+ observe it
+    driver = LoopDriver(make(args.controller), base_lr=args.lr, max_iters=args.iters, min_lr=args.min_lr,
+                        warmup_iters=warmup, eval_interval=args.eval_every, seed=args.seed,
+                        n_params=n_params, tokens_per_update=args.batch_size)
+    lr_ctl = OptaxLR(driver)
     opt = optax.chain(optax.clip_by_global_norm(1.0),
                       optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, weight_decay=0.1))
     opt_state = opt.init(params)

@@ -131,9 +131,6 @@ def main(argv=None) -> int:
     train = torch.from_numpy(data.train.astype(np.int64))
     val = torch.from_numpy(data.val.astype(np.int64))
     warmup = args.iters // 20 if args.warmup is None else args.warmup
-    driver = LoopDriver(make(args.controller), base_lr=args.lr, max_iters=args.iters, min_lr=args.min_lr,
-                        warmup_iters=warmup, eval_interval=args.eval_every, seed=args.seed)
-
     with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
         torch.manual_seed(args.seed)
         model = GPT(data.vocab_size, args.block_size, args.n_layer, args.n_head, args.n_embd)
@@ -143,9 +140,12 @@ def main(argv=None) -> int:
     optimizer = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
                                    {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
                                   lr=args.lr, betas=(0.9, 0.99))
-    lr_ctl = TorchLR(driver, optimizer)
-
     n_params = sum(p.numel() for p in params)
+    # the run's context (parameter count, tokens per update): policies of spec v2+ observe it
+    driver = LoopDriver(make(args.controller), base_lr=args.lr, max_iters=args.iters, min_lr=args.min_lr,
+                        warmup_iters=warmup, eval_interval=args.eval_every, seed=args.seed,
+                        n_params=n_params, tokens_per_update=args.batch_size * args.block_size)
+    lr_ctl = TorchLR(driver, optimizer)
     print(f"{data.name}: vocab {data.vocab_size}, {len(data.train):,} train chars; GPT {n_params / 1e3:.0f}k params; "
           f"controller {args.controller}, {args.iters} updates, observes at {len(driver.observe_points)} points")
     t0 = time.perf_counter()

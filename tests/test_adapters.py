@@ -182,22 +182,32 @@ def test_spec_controller_observes_every_decision_and_stops_on_divergence():
     assert it == 10 and c.terminated
 
 
-def test_learned_policy_through_the_driver(tmp_path):
-    """A tiny random policy checkpoint, loaded as `policy:PATH`, driven to the end of a run."""
+def _random_policy(path, spec_name: str = "v1"):
+    """A tiny randomly initialised policy checkpoint of observation spec `spec_name`."""
     jax = pytest.importorskip("jax")
     from lrpilot import checkpoints
     from lrpilot.policy.network import build, init_params
-    from lrpilot.spec import DEFAULT_SPEC
+    from lrpilot.spec import SPECS
     from lrpilot.worldmodel.model import WorldModelConfig
 
-    cfg = WorldModelConfig(n_layer=1, d_model=16, n_head=2)
-    shapes = jax.eval_shape(lambda k: init_params(build(cfg, DEFAULT_SPEC), k), jax.random.key(0))  # no compile
+    cfg, spec = WorldModelConfig(n_layer=1, d_model=16, n_head=2), SPECS[spec_name]
+    shapes = jax.eval_shape(lambda k: init_params(build(cfg, spec), k), jax.random.key(0))  # no compile
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda s: rng.normal(0.0, 0.3, s.shape).astype(s.dtype), shapes)
-    path = checkpoints.save(tmp_path / "pol", kind="policy", params=params, spec=DEFAULT_SPEC,
-                            model_config={"trunk": cfg.to_dict(), "policy": {}})
+    return checkpoints.save(path, kind="policy", params=params, spec=spec, model_config={"trunk": cfg.to_dict(), "policy": {}})
+
+
+@pytest.mark.parametrize("spec_name", ["v1", "v2"])
+def test_learned_policy_through_the_driver(tmp_path, spec_name):
+    """A tiny random policy checkpoint, loaded as `policy:PATH`, driven to the end of a run. A spec-v2
+    policy observes the run's context: without the parameter count and tokens per update the driver
+    refuses at construction, naming the argument."""
+    path = _random_policy(tmp_path / "pol", spec_name)
+    if spec_name == "v2":
+        with pytest.raises(ValueError, match="n_params and tokens_per_update"):
+            LoopDriver(make(f"policy:{path}"), base_lr=1e-3, max_iters=20)
     c = make(f"policy:{path}")
-    d = LoopDriver(c, base_lr=1e-3, max_iters=20)
+    d = LoopDriver(c, base_lr=1e-3, max_iters=20, n_params=100_000, tokens_per_update=768)
     lrs = drive(d, 20, loss=lambda j: 3.0, val=lambda it: 3.0)
     assert len(c.actions) == 20 and d.finished and all(math.isfinite(x) and x > 0 for x in lrs)
 
@@ -291,6 +301,13 @@ def test_optax_example_runs():
     pytest.importorskip("jax")
     out = _run_example("optax_loop.py")
     assert "iter    40  lr 3.000e-04" in out and "done in" in out  # cosine ends at min_lr = lr / 10
+
+
+def test_optax_example_passes_the_run_context_a_spec_v2_policy_needs(tmp_path):
+    path = _random_policy(tmp_path / "pol", "v2")
+    out = _run_example("optax_loop.py", "--controller", f"policy:{path}")
+    # a random policy may drive the LR up until the run diverges: then it stops the run, as defined
+    assert "done in" in out and ("iter    40" in out or "the controller stopped the run" in out), out
 
 
 def test_torch_example_runs():
