@@ -36,12 +36,11 @@ class Validation:
     scale: str = "small"  # protocol scale of the runs
 
     def __post_init__(self):
-        from lrpilot.data import HELD_OUT_TASKS, OFFLINE_TASKS
+        from lrpilot.data import OFFLINE_TASKS, misplaced_tasks
 
-        held = [t for t in self.tasks if t in HELD_OUT_TASKS]
+        held, other = misplaced_tasks(self.tasks)
         if held:
             raise ValueError(f"select: {held} are test tasks; candidates are never chosen on them")
-        other = [t for t in self.tasks if t not in OFFLINE_TASKS and not t.startswith("file:")]
         if other or not self.tasks:
             raise ValueError(f"select: validation tasks must be offline corpora ({', '.join(OFFLINE_TASKS)}) or file:PATH, "
                              f"got {list(self.tasks)}")

@@ -23,7 +23,7 @@ from lrpilot import data as datasets, trajectories as tfmt
 from lrpilot.collect import edges, explore
 from lrpilot.collect.edges import V2_MIX
 from lrpilot.collect.tasks import DEFAULT_TASKS, FAMILIES, GroupPlan, sample_base_mult, sample_group
-from lrpilot.data import HELD_OUT_TASKS, OFFLINE_TASKS
+from lrpilot.data import OFFLINE_TASKS, misplaced_tasks
 from lrpilot.io import read_json, write_json
 from lrpilot.progress import progress_bar
 from lrpilot.spec import DEFAULT_SPEC, EnvSpec
@@ -50,10 +50,9 @@ class Job:
         # the corrected command would then be refused as a different job
         if not self.tasks:
             raise ValueError("collect: --tasks needs at least one task")
-        held = [t for t in self.tasks if t in HELD_OUT_TASKS]
+        held, unknown = misplaced_tasks(self.tasks)
         if held:
             raise ValueError(f"collect: {held} are held out for zero-shot evaluation and are never collected from")
-        unknown = [t for t in self.tasks if t not in OFFLINE_TASKS and not t.startswith("file:")]
         if unknown:
             raise ValueError(f"collect: unknown task(s) {unknown}; expected {', '.join(OFFLINE_TASKS)} or file:PATH")
         kinds = {"walk", "cosine", "wsd", "constant", "policy"} | (set(V2_MIX) if FAMILIES[self.family].draws == "v2" else set())

@@ -24,7 +24,7 @@ import math
 import random
 
 from lrpilot import corpora
-from lrpilot.data import HELD_OUT_TASKS, PYTHON_TASKS
+from lrpilot.data import PYTHON_TASKS, misplaced_tasks
 from lrpilot.trainers.config import SMALL, TrainConfig
 
 
@@ -97,7 +97,7 @@ def _collect_cfg(fam: Family, n_layer, n_embd, n_head, block, batch, iters, drop
 
 def sample_group(rng: random.Random, family: str, tasks: tuple[str, ...]) -> GroupPlan:
     fam = FAMILIES[family]
-    bad = [t for t in tasks if t in HELD_OUT_TASKS]
+    bad = misplaced_tasks(tasks)[0]
     if bad:
         raise ValueError(f"collect: {bad} are held out for zero-shot evaluation and are never collected from")
     if fam.draws == "v2" and rng.random() < fam.protocol_share:

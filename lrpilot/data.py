@@ -52,6 +52,15 @@ PYTHON_TASKS = ("python_docs", "python_docstrings", "python_stdlib", "unicode_na
 OFFLINE_TASKS = PYTHON_TASKS + corpora.NAMES  # the corpora collection may draw from, all built offline
 
 
+def misplaced_tasks(tasks) -> tuple[list[str], list[str]]:
+    """(held out, unknown) among `tasks`, for the stages that train on or choose by tasks: test
+    tasks (never collected from nor chosen on) and names neither an offline corpus nor file:PATH.
+    Each caller words its own refusal."""
+    held = [t for t in tasks if t in HELD_OUT_TASKS]
+    unknown = [t for t in tasks if t not in HELD_OUT_TASKS and t not in OFFLINE_TASKS and not t.startswith("file:")]
+    return held, unknown
+
+
 class DatasetError(RuntimeError):
     """A dataset file is missing, corrupt or unreadable; the message says how to fix it."""
 

@@ -243,3 +243,10 @@ def test_offline_corpora(isolated, name, min_chars, min_vocab):
     again = data.load(name)
     assert again.meta["sha256"] == ds.meta["sha256"]
     np.testing.assert_array_equal(again.val, ds.val)
+
+
+def test_misplaced_tasks_names_test_tasks_and_unknown_names():
+    from lrpilot.data import misplaced_tasks
+
+    assert misplaced_tasks(["python_docs", "licenses", "file:/x.txt"]) == ([], [])
+    assert misplaced_tasks(["text8", "python_docs", "klingon", "enwik8"]) == (["text8", "enwik8"], ["klingon"])
