@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrpilot.trajectories import Trajectories
+from lrpilot.worldmodel.model import member
 
 N_FEATURES = 7
 RIDGE = 1e-3  # ridge strength per row, on standardised columns (as fidelity's linear baseline)
@@ -163,6 +164,5 @@ def with_action_linear(model, wm_params, ser, traj: Trajectories) -> dict:
     core = {k: v for k, v in wm_params.items() if k != "action_linear"}
     if K == 1:
         return {**core, "action_linear": fit(model, core, ser, traj, level)}
-    one = model.clone(cfg=dataclasses.replace(model.cfg, ensemble=1))
-    fits = [fit(one, jax.tree.map(lambda x, m=m: x[m], core), ser, traj, level) for m in range(K)]
+    fits = [fit(*member(model, core, m), ser, traj, level) for m in range(K)]
     return {**core, "action_linear": {k: np.stack([f[k] for f in fits]) for k in ("w", "b")}}

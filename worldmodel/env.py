@@ -17,7 +17,6 @@ and divergence come from the decoded observations exactly as in the real environ
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -29,7 +28,7 @@ from lrpilot.controllers.schedules import cosine_decay
 from lrpilot.env import Environment, EnvState
 from lrpilot.trajectories import Trajectories
 from lrpilot.worldmodel import correction
-from lrpilot.worldmodel.model import WorldModel, action_log2, init_cache
+from lrpilot.worldmodel.model import WorldModel, action_log2, init_cache, member
 from lrpilot.worldmodel.serialization import Serializer
 
 
@@ -224,12 +223,11 @@ def per_member(env: SimEnv, params: EnvParams, n_samples: int, key, fn) -> np.nd
     K = env.members
     if K == 1:
         return fn(env, params, n_samples, key)
-    one = SimEnv(env.model.clone(cfg=dataclasses.replace(env.model.cfg, ensemble=1)), env.ser)
     parts = []
     for m in range(min(K, n_samples)):
         n_m = len(range(m, n_samples, K))
-        p_m = params.replace(wm_params=jax.tree.map(lambda x, m=m: x[m], params.wm_params))
-        parts.append(np.asarray(fn(one, p_m, n_m, jax.random.fold_in(key, m))))
+        one, wm_m = member(env.model, params.wm_params, m)
+        parts.append(np.asarray(fn(SimEnv(one, env.ser), params.replace(wm_params=wm_m), n_m, jax.random.fold_in(key, m))))
     return np.concatenate(parts, axis=1)
 
 

@@ -229,6 +229,11 @@ class WorldModel(nn.Module):
         return logits, cache
 
 
+def member(model: WorldModel, params: dict, m: int) -> tuple[WorldModel, dict]:
+    """Member m of an ensemble (params stacked on a leading member axis) as a single model."""
+    return model.clone(cfg=dataclasses.replace(model.cfg, ensemble=1)), jax.tree.map(lambda x: x[m], params)
+
+
 def mixture_logits(params_xP, n_bins: int):
     """(..., 3M + 1) head outputs -> (..., n_bins) log-probabilities of the bins of u in [0, 1]: the
     top bin (the coding's divergence) with probability sigmoid(d), the other n_bins - 1 bins a
