@@ -68,6 +68,7 @@ class LoopDriver:
         n_bad_lr: how many times the controller returned a non-finite or negative LR (replaced by
         the previous LR, or 0.0 before the first good one). n_observed: observations delivered.
         host_seconds: time spent inside the controller (its `observe` and `lr` calls).
+        n_estimated: observations whose val loss the driver estimated (`Controller.val_estimate`).
     """
 
     def __init__(self, controller: Controller, base_lr: float, max_iters: int, min_lr: float | None = None,
@@ -96,6 +97,12 @@ class LoopDriver:
                              f"outside [0, {run.max_iters}]")
         self.observe_points: tuple[int, ...] = tuple(pts)
         self._observe_set = frozenset(pts)
+        self._estimate = bool(controller.needs_val and getattr(controller, "val_estimate", False))
+        self._protocol = frozenset(run.eval_iters())
+        self._span = int(np.diff(pts).max()) if len(pts) > 1 else run.max_iters  # an interval's length
+        self._tail = np.zeros(0)  # the last `_span` train losses (val_estimate: the gap's train mean)
+        self._gap: float | None = None  # last measured val - mean train loss over an interval's span
+        self.n_estimated = 0
         self._losses: list = []  # train losses (floats or arrays) passed since the last observation
         self._health: list = []  # (grad_norm, clipped, update_ratio) arrays passed since then
         self._last_it: int | None = None
@@ -111,8 +118,12 @@ class LoopDriver:
         return bool(self.controller.stop)
 
     def wants_eval(self, it: int) -> bool:
-        """True when iteration `it` is an observe point and the controller needs a validation loss there."""
-        return it in self._observe_set and bool(self.controller.needs_val)
+        """True when iteration `it` is an observe point and the controller needs a validation loss
+        there (with `val_estimate`: only before the protocol's first evaluation after iteration 0,
+        or where the protocol evaluates anyway)."""
+        if it not in self._observe_set or not self.controller.needs_val:
+            return False
+        return not self._estimate or it < self.run.eval_interval or it in self._protocol
 
     # ---- one iteration at a time (a user's loop) --------------------------------------------------
     def step(self, it: int, train_loss: Any = None, val_loss: Any = None) -> float:
@@ -132,6 +143,7 @@ class LoopDriver:
         tl = _to_float(train_loss, "train_loss")
         if tl is not None:
             self._losses.append(tl)
+            self._keep_tail(tl)
         self.observe(it, val_loss)
         return self.lrs(it, 1)[0]
 
@@ -141,6 +153,7 @@ class LoopDriver:
         optionally their health metrics (arrays of the same length): the global gradient norm
         before clipping, whether each update was clipped, the update / parameter RMS ratio."""
         self._losses.append(np.asarray(losses))
+        self._keep_tail(losses)
         if grad_norm is not None:
             self._health.append((np.asarray(grad_norm), np.asarray(clipped), np.asarray(update_ratio)))
 
@@ -167,15 +180,31 @@ class LoopDriver:
     def observe(self, it: int, val_loss: Any = None) -> bool:
         """At an observe point, hands the controller the mean train loss (and health metrics) since
         the last one and `val_loss`; elsewhere does nothing. Returns whether it observed."""
-        if it not in self._observe_set:
-            return False
         val = _to_float(val_loss, "val_loss")
+        if it not in self._observe_set:
+            if self._estimate and val is not None and len(self._tail):
+                self._set_gap(val, float(np.mean(self._tail)))
+            return False
         summary = self._summary()
+        if self._estimate and it > 0 and "train_loss" in summary:
+            if val is not None:
+                self._set_gap(val, summary["train_loss"])
+            elif self._gap is not None:  # NaN train losses give a NaN estimate: the controller's divergence
+                val = summary["train_loss"] + self._gap
+                self.n_estimated += 1
         t0 = time.perf_counter()
         self.controller.observe(Observation(it, val_loss=val, lr=self.last_lr, **summary))
         self.host_seconds += time.perf_counter() - t0
         self.n_observed += 1
         return True
+
+    def _keep_tail(self, losses) -> None:
+        if self._estimate:
+            self._tail = np.concatenate([self._tail, np.ravel(np.asarray(losses, np.float64))])[-self._span:]
+
+    def _set_gap(self, val: float, train_mean: float) -> None:
+        if math.isfinite(val) and math.isfinite(train_mean):
+            self._gap = val - train_mean
 
     def diverged(self, it: int) -> None:
         """The run diverged before iteration `it` and stops: the controller learns of it as NaN

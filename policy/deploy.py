@@ -42,9 +42,11 @@ class PolicyController(SpecController):
     name = "policy"
 
     def __init__(self, net: PolicyNet, params, spec: EnvSpec, wm_cfg: WorldModelConfig, greedy: bool = True,
-                 seed: int = 0, source: str = "", lr_support: tuple[float, float] | None = None):
+                 seed: int = 0, source: str = "", lr_support: tuple[float, float] | None = None,
+                 val_estimate: bool = False):
         super().__init__(spec)
         self.net, self.params, self.greedy, self.seed, self.source = net, params, greedy, seed, source
+        self.val_estimate = val_estimate  # Controller.val_estimate: no evaluation of its own after the first ones
         self.lr_support = lr_support
         self.ser = wm_cfg.serializer(spec)
         self._f = _forward(net)
@@ -78,20 +80,24 @@ class PolicyController(SpecController):
         return self.act(self.obs, self.actions, self.lr_rel)
 
     def describe(self):
-        return {"name": self.name, "checkpoint": self.source, "greedy": self.greedy, "lr_support": self.lr_support}
+        return {"name": self.name, "checkpoint": self.source, "greedy": self.greedy, "lr_support": self.lr_support,
+                "val_estimate": self.val_estimate}
 
 
 def load_controller(path: str | Path = "pretrained", spec: EnvSpec | None = None, greedy: bool = True,
-                    seed: int = 0) -> PolicyController:
+                    seed: int = 0, val_estimate: bool = False) -> PolicyController:
     """A controller from a policy checkpoint ('pretrained': the one shipped with lrpilot). It
     observes the run under the checkpoint's own spec (saved in it); with `spec` given, a
-    checkpoint trained under another spec raises SpecMismatch naming the field."""
+    checkpoint trained under another spec raises SpecMismatch naming the field. `val_estimate`:
+    see `Controller.val_estimate` (the loop evaluates only where the protocol does, after the
+    first decisions)."""
     p = checkpoints.pretrained("policy") if str(path) == "pretrained" else Path(path)
     ck = checkpoints.load(p, kind="policy", spec=spec)
     wm_cfg = WorldModelConfig.from_dict(ck.model_config["trunk"])
     net = build(wm_cfg, ck.spec)
     params = jax.tree.map(jnp.asarray, ck.params)
-    ctrl = PolicyController(net, params, ck.spec, wm_cfg, greedy, seed, str(path), lr_support(ck.model_config))
+    ctrl = PolicyController(net, params, ck.spec, wm_cfg, greedy, seed, str(path), lr_support(ck.model_config),
+                            val_estimate)
     ctrl._f(params, jnp.zeros(ctrl.ser.seq_len, jnp.int32), 0)  # compile now, not during the first run
     return ctrl
 
@@ -104,4 +110,10 @@ def _from_spec(path: str = "") -> PolicyController:
     return load_controller(path or "pretrained")
 
 
+def _from_spec_estimate(path: str = "") -> PolicyController:
+    """`policy_est:PATH`: the policy with `val_estimate` (no evaluation of its own after the first decisions)."""
+    return load_controller(path or "pretrained", val_estimate=True)
+
+
 controllers.register("policy", _from_spec, path_arg=True)
+controllers.register("policy_est", _from_spec_estimate, path_arg=True)

@@ -77,6 +77,38 @@ def test_defaults_and_reset():
     assert LoopDriver(Recorder(points=(0, 7)), base_lr=1.0, max_iters=7).run.eval_interval == 1
 
 
+def test_val_estimate_asks_for_evaluations_only_early_and_estimates_the_rest():
+    """Controller.val_estimate: evaluations are wanted before the protocol's first one after 0 and
+    where the protocol evaluates; elsewhere val = the interval's mean train loss + the last
+    measured gap (val - mean train loss over an interval's span), from observe points and from
+    the protocol's other evaluations alike; a NaN train loss gives a NaN estimate."""
+    c = Recorder(points=range(0, 101, 10))
+    c.val_estimate = True
+    d = LoopDriver(c, base_lr=1.0, max_iters=100, eval_interval=25)
+    assert [p for p in d.observe_points if d.wants_eval(p)] == [0, 10, 20, 50, 100]
+    loss = lambda j: 3.0 - 0.01 * j
+    val = {0: 4.0, 10: 3.5, 20: 3.4, 25: 3.3, 50: 2.9, 75: 2.5, 100: 2.2}  # where the loop evaluates
+    for it in range(101):
+        d.step(it, train_loss=None if it == 0 else loss(it - 1), val_loss=val.get(it))
+    seen = {o.iter: o.val_loss for o in c.seen}
+    mean = lambda a, b: float(np.mean([loss(j) for j in range(a, b)]))  # updates a..b-1
+    assert [seen[i] for i in (0, 10, 20, 50, 100)] == [val[i] for i in (0, 10, 20, 50, 100)]
+    assert seen[30] == pytest.approx(mean(20, 30) + val[25] - mean(15, 25))  # the gap at 25: its last 10 updates
+    assert seen[40] == pytest.approx(mean(30, 40) + val[25] - mean(15, 25))
+    assert seen[60] == pytest.approx(mean(50, 60) + val[50] - mean(40, 50))  # an observe point's own gap
+    assert seen[80] == pytest.approx(mean(70, 80) + val[75] - mean(65, 75))
+    assert d.n_estimated == 6  # 30, 40, 60, 70, 80, 90
+    # without val_estimate every observe point is evaluated; with NaN train losses the estimate is NaN
+    assert all(LoopDriver(Recorder(points=range(0, 101, 10)), base_lr=1.0, max_iters=100,
+                          eval_interval=25).wants_eval(p) for p in range(0, 101, 10))
+    c2 = Recorder(points=range(0, 101, 10))
+    c2.val_estimate = True
+    d2 = LoopDriver(c2, base_lr=1.0, max_iters=100, eval_interval=25)
+    for it in range(41):
+        d2.step(it, train_loss=None if it == 0 else (math.nan if it > 30 else 3.0), val_loss=val.get(it))
+    assert math.isnan(c2.seen[-1].val_loss) and c2.seen[-1].iter == 40
+
+
 def test_means_of_train_losses_at_observe_points():
     c = Recorder()
     d = LoopDriver(c, base_lr=1.0, max_iters=10)

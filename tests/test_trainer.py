@@ -150,8 +150,9 @@ def test_other_runs_in_the_group_finish_normally(group):
         fi = res.final_info
         assert fi["diverged"] is False and fi["diverged_at"] is None and fi["stopped_at"] is None
         assert [p["iter"] for p in res.curves if p["protocol"]] == protocol
-        losses = [p[k] for p in res.curves for k in ("train_loss", "val_loss")]
+        losses = [p["val_loss"] for p in res.curves] + [p["train_loss"] for p in res.curves if p["protocol"]]
         assert all(math.isfinite(x) for x in losses)
+        assert all(p["train_loss"] is None for p in res.curves if not p["protocol"])  # controller-only: val alone
         assert res.curves[-1]["val_loss"] < res.curves[0]["val_loss"] - 0.3  # it learned
         assert fi["runs_batched"] == 3
 
@@ -342,3 +343,22 @@ def test_get_batch_start_range():
         np.testing.assert_array_equal(np.asarray(x), np.asarray(x[:, :1]) + np.arange(block))
         np.testing.assert_array_equal(np.asarray(y), np.asarray(x) + 1)
     assert starts == set(range(n - block))
+
+
+def test_val_estimate_runs_cost_no_evaluation_of_their_own_and_ignore_their_batchmates(ds):
+    """`policy_est`: evaluated only before the protocol's first evaluation after 0 (decisions every
+    2 updates, the protocol every 20); the evaluations a batchmate (the same policy without
+    estimates) asks for are not shown to it: beside it or beside cosine (same batch width), it
+    trains bit for bit the same. Controller-only evaluations skip the train split."""
+    est = controllers.make("policy_est:pretrained")
+    both = train(ds, tiny_cfg(), [RunSpec(0, controllers.make("policy:pretrained"), "policy"), RunSpec(0, est, "policy_est")],
+                 progress=False)
+    (_, quiet) = train(ds, tiny_cfg(), [RunSpec(1, Cosine(), "cosine"), RunSpec(0, controllers.make("policy_est:pretrained"),
+                                                                               "policy_est")], progress=False)
+    assert [c["iter"] for c in both[0].curves] == list(range(0, 41, 2))
+    assert [c["iter"] for c in both[1].curves] == [*range(0, 21, 2), 40]
+    assert [c["train_loss"] is None for c in both[0].curves] == [c["iter"] not in (0, 20, 40) for c in both[0].curves]
+    assert [(c["iter"], c["val_loss"], c["lr"]) for c in quiet.curves] == [(c["iter"], c["val_loss"], c["lr"]) for c in both[1].curves]
+    assert [r["val_loss"] is not None for r in est.trajectory()] == [True] * len(est.trajectory())  # estimated ones too
+    assert both[1].final_info["controller_options"]["val_estimate"] is True
+    assert both[1].final_info["controller_eval_ms"] < both[0].final_info["controller_eval_ms"]

@@ -108,7 +108,7 @@ class RunGroup:
         seeds_u32 = np.asarray([s % 2**32 for s in seeds], np.uint32)  # any int seed; those below 2**32 unchanged
         self.state = self._put(jax.jit(jax.vmap(self._init_run))(jnp.asarray(seeds_u32)))
         self._chunk = xla.jit(self._train_chunk, donate_argnums=0)
-        self._eval = xla.jit(self._evaluate)
+        self._eval = xla.jit(self._evaluate, static_argnums=4)
 
     # ---- placement -------------------------------------------------------------------
     def _put(self, tree):
@@ -173,8 +173,9 @@ class RunGroup:
         eff_N = jax.vmap(partial(optim.effective_lr, self.kind))(state["opt"], lrs_CxN[-1])
         return state, metrics_CxN, eff_N
 
-    def _evaluate(self, state, it, train_data, val_data):
-        """Mean loss over eval_iters batches of each split, dropout off: (N,), (N,)."""
+    def _evaluate(self, state, it, train_data, val_data, with_train: bool = True):
+        """Mean loss over eval_iters batches of each split, dropout off: (N,), (N,) (train NaN
+        without `with_train` or `cfg.eval_train`)."""
 
         def one(run):
             _, _, _, k_eval = _keys(jax.random.wrap_key_data(run["key"]))
@@ -190,7 +191,7 @@ class RunGroup:
                 total, _ = jax.lax.scan(body, jnp.float32(0.0), keys)
                 return total / self.cfg.eval_iters
 
-            train = split_loss(train_data, 0) if self.cfg.eval_train else jnp.float32(jnp.nan)
+            train = split_loss(train_data, 0) if self.cfg.eval_train and with_train else jnp.float32(jnp.nan)
             return train, split_loss(val_data, 1)
 
         return jax.vmap(one)(state)
@@ -205,7 +206,7 @@ class RunGroup:
 
     def evaluate_state(self, state, it: int, train_data, val_data):
         """Train and val loss estimates (N,), (N,) of `state` at iteration `it`."""
-        return self._eval(state, jnp.int32(it), train_data, val_data)
+        return self._eval(state, jnp.int32(it), train_data, val_data, True)
 
     # ---- the group's own state -------------------------------------------------------------------
     def train_chunk(self, lrs_NxC: np.ndarray, it0: int, train_data) -> "Chunk":
@@ -220,8 +221,10 @@ class RunGroup:
         loss, g_norm, upd = (np.asarray(m).T[: self.n] for m in metrics_CxN)
         return Chunk(loss, np.asarray(eff_N)[: self.n], g_norm, g_norm > self.cfg.grad_clip, upd)
 
-    def evaluate(self, it: int, train_data, val_data) -> tuple[np.ndarray, np.ndarray]:
-        tr, va = self._eval(self.state, jnp.int32(it), train_data, val_data)
+    def evaluate(self, it: int, train_data, val_data, with_train: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Train and val loss estimates (N,), (N,) of the group's runs; `with_train=False` skips the
+        train split (NaN): an evaluation only controllers asked for, which observe val alone."""
+        tr, va = self._eval(self.state, jnp.int32(it), train_data, val_data, with_train)
         return np.asarray(tr)[: self.n], np.asarray(va)[: self.n]
 
     @property

@@ -110,8 +110,7 @@ class _Group:
         self.protocol = set(run_info(cfg, 0).eval_iters())
         self.eval_pts = set(self.protocol)
         for r in self.runs:
-            if r.spec.controller.needs_val:
-                self.eval_pts |= set(r.driver.observe_points)
+            self.eval_pts |= {p for p in r.driver.observe_points if r.driver.wants_eval(p)}
         stops = sorted(self.eval_pts | {p for r in self.runs for p in r.driver.observe_points} | {0, cfg.max_iters})
         self.chunk = int(np.gcd.reduce(np.diff(stops))) if len(stops) > 1 else cfg.max_iters
         self.losses = np.full((len(specs), cfg.max_iters), np.nan, np.float32)
@@ -128,7 +127,7 @@ class _Group:
         evals = None
         if it in self.eval_pts:
             t0 = time.perf_counter()
-            evals = self.group.evaluate(it, train_arr, val_arr)
+            evals = self.group.evaluate(it, train_arr, val_arr, with_train=it in self.protocol)
             if it not in self.protocol:  # an evaluation only controllers asked for: charge it to them
                 share = (time.perf_counter() - t0) / len(self.runs)
                 for r in self.runs:
@@ -137,10 +136,12 @@ class _Group:
         for i, r in enumerate(self.runs):
             if r.stopped_at is not None:
                 continue
-            tl, vl = (float(evals[0][i]), float(evals[1][i])) if evals is not None else (None, None)
-            tl = tl if self.cfg.eval_train else None
-            observes = it in r.driver.observe_points
-            if evals is not None and (it in self.protocol or observes):
+            # a run sees the protocol's evaluations and those it asked for, never its batchmates': its
+            # result does not depend on what it was batched with (val_estimate runs beside others)
+            seen = evals is not None and (it in self.protocol or r.driver.wants_eval(it))
+            tl, vl = (float(evals[0][i]), float(evals[1][i])) if seen else (None, None)
+            tl = tl if self.cfg.eval_train and it in self.protocol else None
+            if seen:
                 lr = r.driver.last_lr
                 r.curves.append({"iter": it, "train_loss": tl, "val_loss": vl, "lr": lr,
                                  "effective_lr": r.eff_lr if self.kind == "prodigy" else lr,

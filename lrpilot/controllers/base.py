@@ -92,6 +92,11 @@ class Controller:
         (schedule-free AdamW) or "prodigy" (the LR is Prodigy's multiplier).
     needs_val: whether observation points outside the protocol's evaluations need a
         validation-loss estimate (the trainer then evaluates there too).
+    val_estimate: with needs_val, only observation points before the protocol's first evaluation
+        after iteration 0 (and those that are protocol evaluations) ask for an evaluation; at the
+        others `LoopDriver` estimates val as the interval's mean train loss plus the last measured
+        gap (val - mean train loss over an interval's span), so the controller costs no evaluation
+        of its own after the first ones.
     stop: set to True by a controller that ends the run early (e.g. a policy whose episode
         terminated); the loop then stops updating. stop_reason says why, for the records.
     """
@@ -99,6 +104,7 @@ class Controller:
     name: str = "controller"
     optimizer: str = "adamw"
     needs_val: bool = True
+    val_estimate: bool = False
     stop: bool = False
     stop_reason: str | None = None
 
