@@ -26,6 +26,7 @@ import numpy as np
 from lrpilot.io import write_json, write_text
 
 REFERENCE = "cosine"
+LEARNED = ("policy:", "policy_est:")  # controller specs a candidate may be given as (else: a checkpoint path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,13 +98,14 @@ def selection_markdown(sel: dict) -> str:
 
 def select(candidates: dict[str, str], out: str | Path, validation: Validation = VALIDATION, max_batch: int = 0,
            progress: bool = True, log=print) -> dict:
-    """Trains what is missing of the validation grid for `candidates` ({name: policy checkpoint}) and
-    cosine, and writes selection.json / selection.md under `out`."""
+    """Trains what is missing of the validation grid for `candidates` ({name: policy checkpoint, or
+    a learned controller's spec `policy:CKPT` / `policy_est:CKPT`}) and cosine, and writes
+    selection.json / selection.md under `out`."""
     from lrpilot.app.evaluate import Grid, evaluate
 
     if not candidates:
         raise ValueError("select: give at least one candidate, NAME=POLICY_CHECKPOINT")
-    ctrls = {name: f"policy:{path}" for name, path in candidates.items()}
+    ctrls = {name: c if c.startswith(LEARNED) else f"policy:{c}" for name, c in candidates.items()}
     grid = Grid(tasks=list(validation.tasks), controllers=[REFERENCE, *ctrls.values()], seeds=list(validation.seeds),
                 scale=validation.scale, lr_mults=list(validation.lr_mults))
     results = evaluate(grid, Path(out), max_batch=max_batch, progress=progress, log=log)
@@ -124,9 +126,10 @@ def _candidates(items: list[str]) -> dict[str, str]:
             raise ValueError(f"--candidates: expected NAME=POLICY_CHECKPOINT, got {it!r}")
         if name in out:
             raise ValueError(f"--candidates: the name {name!r} is given twice")
-        path = resolve_ckpt(path, kind="policy")
+        kind = next((k for k in LEARNED if path.startswith(k)), "")
+        path = resolve_ckpt(path[len(kind):], kind="policy")
         checkpoints.load(path, kind="policy")  # a missing or wrong checkpoint is named before any run
-        out[name] = path
+        out[name] = kind + path
     return out
 
 
@@ -143,7 +146,8 @@ def register(sub) -> None:
     from lrpilot.trainers.config import SCALES
 
     s = sub.add_parser("select", help="compare candidate policies on real runs of a validation set (never a test task)")
-    s.add_argument("--candidates", nargs="+", required=True, metavar="NAME=CKPT", help="policy checkpoints to compare")
+    s.add_argument("--candidates", nargs="+", required=True, metavar="NAME=CKPT",
+                   help="policy checkpoints to compare (CKPT, policy:CKPT, or policy_est:CKPT for its val-estimate mode)")
     s.add_argument("--out", required=True, help="the grid's directory (resumable: finished runs are kept)")
     s.add_argument("--tasks", nargs="+", default=list(VALIDATION.tasks), help="validation corpora (offline corpora only)")
     s.add_argument("--lr-mults", nargs="+", type=float, default=list(VALIDATION.lr_mults), help="base-LR multipliers")

@@ -31,12 +31,15 @@ def test_select_on_real_runs_and_add_a_candidate(tmp_path, capsys):
     # a second candidate trains only its own runs; the first's are kept
     first = (out / "runs").rglob("final_info.json")
     stamps = {p: p.stat().st_mtime_ns for p in first}
-    assert main(["select", "--candidates", f"shipped={shipped}", f"again={shipped}/", "--out", str(out), *TINY]) == 0
+    assert main(["select", "--candidates", f"shipped={shipped}", f"again={shipped}/", "est=policy_est:pretrained",
+                 "--out", str(out), *TINY]) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     sel2 = read_json(out / "selection.json")
-    assert set(sel2["candidates"]) == {"shipped", "again"}
+    assert set(sel2["candidates"]) == {"shipped", "again", "est"}
+    assert sel2["candidates"]["est"]["controller"] == f"policy_est:{shipped}" and sel2["candidates"]["est"]["score"] > 0
     assert sel2["candidates"]["again"]["score"] == pytest.approx(sel["candidates"]["shipped"]["score"])  # same policy, same seeds
-    assert "| shipped (chosen) |" in (out / "selection.md").read_text()
+    best = min(sel2["candidates"], key=lambda n: sel2["candidates"][n]["score"])
+    assert sel2["chosen"] == best and f"| {best} (chosen) |" in (out / "selection.md").read_text()
 
 
 def test_score_ranks_by_mean_and_reports_margins():
@@ -59,6 +62,7 @@ def test_score_ranks_by_mean_and_reports_margins():
     (["--candidates", "apretrained"], "NAME=POLICY_CHECKPOINT"),
     (["--candidates", "a=pretrained", "a=pretrained"], "given twice"),
     (["--candidates", "a=/no/such/policy"], "/no/such/policy"),
+    (["--candidates", "a=policy_est:/no/such/policy"], "/no/such/policy"),
 ])
 def test_bad_arguments_fail_before_any_run(tmp_path, capsys, argv, match):
     assert main(["select", "--out", str(tmp_path / "sel"), *argv]) == 2
