@@ -58,7 +58,8 @@ def cmd_quickstart(args) -> int:
     print(f"\n  {'controller':20s} {'best val loss':>14s} {'final train loss':>17s}  diverged")
     for r in results:
         fi = r.final_info
-        print(f"  {r.controller:20s} {fi['best_val_loss']:14.4f} {fi['final_train_loss']:17.4f}  {fi['diverged']}")
+        train = "-" if fi["final_train_loss"] is None else f"{fi['final_train_loss']:.4f}"  # None: stopped where only val was evaluated
+        print(f"  {r.controller:20s} {fi['best_val_loss']:14.4f} {train:>17s}  {fi['diverged']}")
     a, b = (r.final_info["best_val_loss"] for r in results)
     verdict = "the policy is ahead" if a < b else "cosine is ahead"
     print(f"\n  difference (policy - cosine): {a - b:+.4f} nats/char: {verdict} on this one seed "
