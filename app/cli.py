@@ -46,6 +46,7 @@ def _seeds(s: str) -> list[int]:
 
 def cmd_train(args) -> int:
     from lrpilot import controllers, data
+    from lrpilot.app.evaluate import fmt
     from lrpilot.io import write_json
     from lrpilot.trainers.loop import RunSpec, train
 
@@ -62,7 +63,7 @@ def cmd_train(args) -> int:
     write_json(out / "final_info.json", res.final_info)
     fi = res.final_info
     print(f"{args.task} {args.controller} seed {args.seed}: best_val_loss {fi['best_val_loss']:.4f}  "
-          f"final_train_loss {'-' if fi['final_train_loss'] is None else format(fi['final_train_loss'], '.4f')}  {fi['total_train_time']:.1f} s  "
+          f"final_train_loss {fmt(fi['final_train_loss'])}  {fi['total_train_time']:.1f} s  "
           f"{fi['ms_per_iter']:.1f} ms/iter{' (compilation included)' if fi['ms_per_iter_includes_compile'] else ''}  "
           f"diverged {fi['diverged']}  -> {out}/final_info.json")
     if fi["stop_reason"]:

@@ -162,7 +162,8 @@ def evaluate(grid: Grid, out: Path, max_batch: int = 0, progress: bool = True, l
     return results
 
 
-def _fmt(m, s, digits=4):
+def fmt(m, s=None, digits=4):
+    """m (and ± s when given) with `digits` decimals; "-" for a missing m."""
     if m is None:
         return "-"
     return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if s is not None else "")
@@ -178,9 +179,9 @@ def results_markdown(results: dict) -> str:
             ranked = sorted(rows.items(), key=lambda kv: kv[1]["best_val_loss_mean"] if kv[1]["best_val_loss_mean"] is not None else math.inf)
             for spec, r in ranked:
                 lines.append(
-                    f"| `{spec}` | {_fmt(r['best_val_loss_mean'], r['best_val_loss_stderr'])} | "
-                    f"{_fmt(r['final_train_loss_mean'], r['final_train_loss_stderr'])} | {_fmt(r['total_train_time_mean'], None, 1)} | "
-                    f"{_fmt(r['ms_per_iter_mean'], None, 1)} | {_fmt(r['controller_overhead_ms_mean'], None, 3)} | "
+                    f"| `{spec}` | {fmt(r['best_val_loss_mean'], r['best_val_loss_stderr'])} | "
+                    f"{fmt(r['final_train_loss_mean'], r['final_train_loss_stderr'])} | {fmt(r['total_train_time_mean'], None, 1)} | "
+                    f"{fmt(r['ms_per_iter_mean'], None, 1)} | {fmt(r['controller_overhead_ms_mean'], None, 3)} | "
                     f"{r['n_diverged']}/{r['n_seeds']} |")
             lines.append("")
     cells = [r for by_task in results["by_lr_mult"].values() for rows in by_task.values() for r in rows.values()]

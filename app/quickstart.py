@@ -26,7 +26,7 @@ STARTER_CORPORA = ("python_docs", "python_docstrings", "python_stdlib", "unicode
 def cmd_quickstart(args) -> int:
     from lrpilot import controllers, data
     from lrpilot.app import checks, plots
-    from lrpilot.app.evaluate import safe_name
+    from lrpilot.app.evaluate import fmt, safe_name
     from lrpilot.io import write_json
     from lrpilot.trainers.config import scale_config
     from lrpilot.trainers.loop import RunSpec, device_info, train
@@ -58,8 +58,8 @@ def cmd_quickstart(args) -> int:
     print(f"\n  {'controller':20s} {'best val loss':>14s} {'final train loss':>17s}  diverged")
     for r in results:
         fi = r.final_info
-        train = "-" if fi["final_train_loss"] is None else f"{fi['final_train_loss']:.4f}"  # None: stopped where only val was evaluated
-        print(f"  {r.controller:20s} {fi['best_val_loss']:14.4f} {train:>17s}  {fi['diverged']}")
+        # final_train_loss is None for a run stopped where only val was evaluated
+        print(f"  {r.controller:20s} {fi['best_val_loss']:14.4f} {fmt(fi['final_train_loss']):>17s}  {fi['diverged']}")
     a, b = (r.final_info["best_val_loss"] for r in results)
     verdict = "the policy is ahead" if a < b else "cosine is ahead"
     print(f"\n  difference (policy - cosine): {a - b:+.4f} nats/char: {verdict} on this one seed "

@@ -187,12 +187,10 @@ def run(out: str | Path, cfg: SimpleConfig, wm_cfg: WorldModelConfig, pol_cfg: P
     return summary
 
 
-def _num(x, fmt: str = ".3f") -> str:
-    return "-" if x is None else format(x, fmt)
-
-
 def summary_markdown(summary: dict) -> str:
     """summary.json as a table, one row per round."""
+    from lrpilot.app.evaluate import fmt
+
     lines = ["| round | runs (this round) | held-out Spearman | action-effect ratio | high-LR ratio | "
              "sim: policy - best constant | sim: policy - best cosine | real: policy-driven - exploration, final val / val0 (groups) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -203,10 +201,10 @@ def summary_markdown(summary: dict) -> str:
         c, k = sim[e["sim_eval"]["best_constant"]], sim[e["sim_eval"]["best_cosine"]]
         real = e["real_runs"]["vs_exploration"]
         rl = "-" if not real else (f"{real['final_val_rel']['policy_minus_explore']:+.4f} ± "
-                                   f"{_num(real['final_val_rel']['stderr'], '.4f')} ({real['n_groups']})")
-        lines.append(f"| {e['round']} | {e['runs_total']} ({e['runs_this_round']}) | {_num(sp.get('mean'))}"
-                     f"{' ± ' + _num(sp.get('stderr')) if sp.get('stderr') else ''} | {_num(h.get('action_effect_ratio'), '.2f')} | "
-                     f"{_num(h.get('high_lr_cost_ratio'), '.2f')} | {c['mean']:+.4f} ± {c['stderr']:.4f} | "
+                                   f"{fmt(real['final_val_rel']['stderr'], None, 4)} ({real['n_groups']})")
+        lines.append(f"| {e['round']} | {e['runs_total']} ({e['runs_this_round']}) | {fmt(sp.get('mean'), None, 3)}"
+                     f"{' ± ' + fmt(sp.get('stderr'), None, 3) if sp.get('stderr') else ''} | {fmt(h.get('action_effect_ratio'), None, 2)} | "
+                     f"{fmt(h.get('high_lr_cost_ratio'), None, 2)} | {c['mean']:+.4f} ± {c['stderr']:.4f} | "
                      f"{k['mean']:+.4f} ± {k['stderr']:.4f} | {rl} |")
     lines += ["", "Round r's real runs were driven by round r-1's policy (round 0: --initial-policy); negative: the "
               "policy-driven runs ended lower than the exploration runs of their groups."]
@@ -215,6 +213,8 @@ def summary_markdown(summary: dict) -> str:
 
 def round_line(e: dict) -> str:
     """One round of the summary in words."""
+    from lrpilot.app.evaluate import fmt
+
     sim = e["sim_eval"]["returns"]
     line = (f"round {e['round']}: {e['runs_total']} runs; world model held-out loss {e['worldmodel_heldout_loss']:.4f}; "
             f"simulator return policy {sim['policy (greedy)']['mean']:.4f} vs best constant "
@@ -222,8 +222,8 @@ def round_line(e: dict) -> str:
     if e.get("fidelity"):
         h = e["fidelity"]["heldout"]
         sp = h["within_group_spearman"]["mean"]
-        line += (f"; held-out Spearman {_num(sp)}, action-effect ratio {_num(h['action_effect_ratio'])}, "
-                 f"high-LR ratio {_num(h['high_lr_cost_ratio'])}")
+        line += (f"; held-out Spearman {fmt(sp, None, 3)}, action-effect ratio {fmt(h['action_effect_ratio'], None, 3)}, "
+                 f"high-LR ratio {fmt(h['high_lr_cost_ratio'], None, 3)}")
     real = e["real_runs"]["vs_exploration"]
     if real:
         f = real["final_val_rel"]
