@@ -180,11 +180,12 @@ class LoopDriver:
     def observe(self, it: int, val_loss: Any = None) -> bool:
         """At an observe point, hands the controller the mean train loss (and health metrics) since
         the last one and `val_loss`; elsewhere does nothing. Returns whether it observed."""
-        val = _to_float(val_loss, "val_loss")
-        if it not in self._observe_set:
-            if self._estimate and val is not None and len(self._tail):
+        if it not in self._observe_set:  # val is ignored here, except as a gap measurement for an estimate
+            val = _to_float(val_loss, "val_loss") if self._estimate else None
+            if val is not None and len(self._tail):
                 self._set_gap(val, float(np.mean(self._tail)))
             return False
+        val = _to_float(val_loss, "val_loss")
         summary = self._summary()
         if self._estimate and it > 0 and "train_loss" in summary:
             if val is not None:

@@ -169,6 +169,12 @@ def test_misuse_raises_clearly():
         d.step(1, train_loss=np.ones(3))
     with pytest.raises(ValueError, match=r"outside \[0, 10\]"):
         LoopDriver(Recorder(points=(0, 11)), base_lr=1.0, max_iters=10)
+    # val_loss is read only at observe points: a non-scalar elsewhere is ignored, at one it raises
+    d = LoopDriver(Recorder(points=(0, 4)), base_lr=1.0, max_iters=10)
+    d.step(0, val_loss=1.0)
+    d.step(1, train_loss=1.0, val_loss=np.ones(3))
+    with pytest.raises(TypeError, match="val_loss must be a scalar"):
+        d.step(4, train_loss=1.0, val_loss=np.ones(3))
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, -1e-3, None, "0.1x"])
