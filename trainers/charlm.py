@@ -108,7 +108,7 @@ class RunGroup:
         seeds_u32 = np.asarray([s % 2**32 for s in seeds], np.uint32)  # any int seed; those below 2**32 unchanged
         self.state = self._put(jax.jit(jax.vmap(self._init_run))(jnp.asarray(seeds_u32)))
         self._chunk = xla.jit(self._train_chunk, donate_argnums=0)
-        self._eval = xla.jit(self._evaluate, static_argnums=4)
+        self._eval_split = xla.jit(self._split_loss)  # one compile per split's shape: val-only evaluations reuse it
 
     # ---- placement -------------------------------------------------------------------
     def _put(self, tree):
@@ -173,28 +173,32 @@ class RunGroup:
         eff_N = jax.vmap(partial(optim.effective_lr, self.kind))(state["opt"], lrs_CxN[-1])
         return state, metrics_CxN, eff_N
 
-    def _evaluate(self, state, it, train_data, val_data, with_train: bool = True):
-        """Mean loss over eval_iters batches of each split, dropout off: (N,), (N,) (train NaN
-        without `with_train` or `cfg.eval_train`)."""
+    def _split_loss(self, state, it, data, split_id):
+        """Mean loss over eval_iters batches of one split (split_id 0: train, 1: val), dropout off: (N,)."""
 
         def one(run):
             _, _, _, k_eval = _keys(jax.random.wrap_key_data(run["key"]))
             params = optim.eval_params(self.kind, run["opt"], run["params"])
             k_it = jax.random.fold_in(k_eval, it)
 
-            def split_loss(data, split_id):
-                def body(acc, k):
-                    x, y = get_batch(data, k, self.cfg.batch_size, self.cfg.block_size)
-                    return acc + cross_entropy(self.model.apply({"params": params}, x), y), None
+            def body(acc, k):
+                x, y = get_batch(data, k, self.cfg.batch_size, self.cfg.block_size)
+                return acc + cross_entropy(self.model.apply({"params": params}, x), y), None
 
-                keys = jax.random.split(jax.random.fold_in(k_it, split_id), self.cfg.eval_iters)
-                total, _ = jax.lax.scan(body, jnp.float32(0.0), keys)
-                return total / self.cfg.eval_iters
-
-            train = split_loss(train_data, 0) if self.cfg.eval_train and with_train else jnp.float32(jnp.nan)
-            return train, split_loss(val_data, 1)
+            keys = jax.random.split(jax.random.fold_in(k_it, split_id), self.cfg.eval_iters)
+            total, _ = jax.lax.scan(body, jnp.float32(0.0), keys)
+            return total / self.cfg.eval_iters
 
         return jax.vmap(one)(state)
+
+    def _evaluate(self, state, it, train_data, val_data, with_train: bool = True):
+        """Train and val losses (N,), (N,) (train NaN without `with_train` or `cfg.eval_train`): the
+        same compiled per-split function for both, so a val-only evaluation compiles nothing new."""
+        it = jnp.int32(it)
+        val = self._eval_split(state, it, val_data, jnp.int32(1))
+        if not (self.cfg.eval_train and with_train):
+            return jnp.full(val.shape, jnp.nan, jnp.float32), val
+        return self._eval_split(state, it, train_data, jnp.int32(0)), val
 
     # ---- functional API (state in, state out), for environments that carry the state ------------
     def train_state(self, state, lrs_CxN, it0: int, train_data):
@@ -206,7 +210,7 @@ class RunGroup:
 
     def evaluate_state(self, state, it: int, train_data, val_data):
         """Train and val loss estimates (N,), (N,) of `state` at iteration `it`."""
-        return self._eval(state, jnp.int32(it), train_data, val_data, True)
+        return self._evaluate(state, it, train_data, val_data, True)
 
     # ---- the group's own state -------------------------------------------------------------------
     def train_chunk(self, lrs_NxC: np.ndarray, it0: int, train_data) -> "Chunk":
@@ -224,7 +228,7 @@ class RunGroup:
     def evaluate(self, it: int, train_data, val_data, with_train: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Train and val loss estimates (N,), (N,) of the group's runs; `with_train=False` skips the
         train split (NaN): an evaluation only controllers asked for, which observe val alone."""
-        tr, va = self._eval(self.state, jnp.int32(it), train_data, val_data, with_train)
+        tr, va = self._evaluate(self.state, it, train_data, val_data, with_train)
         return np.asarray(tr)[: self.n], np.asarray(va)[: self.n]
 
     @property
