@@ -218,9 +218,12 @@ def derive_observations(where: str, table: pa.Table, meta: dict, spec: EnvSpec) 
 
 def pack(paths, out: str | Path, spec: EnvSpec) -> int:
     """Merges per-run files (or directories of them) into one Parquet dataset at `out`
-    (atomically): the same columns plus `run_id` (the file's stem), rows grouped by run, the
+    (atomically): the columns of `spec` plus `run_id` (the file's stem), rows grouped by run, the
     runs' metadata in `lrpilot.runs` (a JSON list keyed by run_id). Format-1 runs get the raw
-    health columns as nulls. Returns the number of runs."""
+    health columns as nulls; runs written under another spec with the same dynamics (e.g. the
+    SimPLe rounds' spec-v2 runs) get their observation columns re-derived under `spec` from their
+    raw metrics (the run context is not a column: readers derive it from the metadata). Returns
+    the number of runs."""
     files = _files(paths)
     if not files:
         raise FileNotFoundError(f"{paths}: no trajectory files to pack")
@@ -228,7 +231,13 @@ def pack(paths, out: str | Path, spec: EnvSpec) -> int:
     tables, metas, seen = [], [], {}
     for f in files:
         for where, table, meta, own in read_runs(f, spec):
-            spec.check_same(own, where=where)  # a packed dataset holds one spec's columns
+            if not spec.same_dynamics(own):
+                spec.check_same(own, where=where)  # raises, naming the fields
+            if own.fields != spec.fields:  # a packed dataset holds one spec's observation columns
+                obs = derive_observations(where, table, meta, spec).astype(np.float32)
+                table = table.drop_columns([c for c in table.schema.names if c.startswith("obs_")])
+                for j, name in enumerate(spec.names):
+                    table = table.append_column(pa.field(f"obs_{name}", pa.float32(), nullable=False), pa.array(obs[:, j]))
             rid = where.split("#", 1)[1] if "#" in where else Path(where).stem
             if rid in seen:
                 raise TrajectoryFileError(f"{where}: run '{rid}' also comes from {seen[rid]}")

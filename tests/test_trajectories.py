@@ -153,6 +153,28 @@ def test_packed_dataset_reads_like_its_files_and_refuses_bad_ones(tmp_path):
         load_dir(bad, DEFAULT_SPEC)
 
 
+
+def test_pack_rederives_runs_of_another_spec(tmp_path):
+    """A run written under a spec with other observation fields (same dynamics) is packed with its
+    observations re-derived from its raw metrics: read back, it equals the run read from its file."""
+    from lrpilot.spec import SPEC_V3, EnvSpec
+
+    other = EnvSpec(fields=SPEC_V3.fields, version=3)  # log10 absolute LR as a field, no run context
+    write_run(tmp_path / "v1" / "run_a.parquet", _episode(seed=5), META, DEFAULT_SPEC)
+    write_run(tmp_path / "v3" / "run_b.parquet", _episode(other, seed=6), META, other)
+    srcs = [tmp_path / "v1", tmp_path / "v3"]
+    out = tmp_path / "packed.parquet"
+    assert pack(srcs, out, DEFAULT_SPEC) == 2
+    assert [c for c in pq.read_table(out).column_names if c.startswith("obs_")] == [f"obs_{n}" for n in DEFAULT_SPEC.names]
+    for spec in (DEFAULT_SPEC, other):
+        a, b = load_dir(srcs, spec), load_dir(out, spec)
+        np.testing.assert_allclose(a.obs, b.obs, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(a.actions, b.actions)
+    with pytest.raises(SpecMismatch, match="n_decisions"):
+        spec10 = dataclasses.replace(DEFAULT_SPEC, n_decisions=10)
+        write_run(tmp_path / "d10" / "run_c.parquet", _drive(Scripted([3] * 10, spec10), [4.0] * 11), META, spec10)
+        pack([tmp_path / "v1", tmp_path / "d10"], tmp_path / "bad.parquet", DEFAULT_SPEC)  # other dynamics: refused
+
 # ---- schema and spec errors -------------------------------------------------------------------
 
 def _good_file(path: Path) -> Path:
