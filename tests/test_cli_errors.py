@@ -172,7 +172,8 @@ def test_a_policy_without_any_loss_holds_the_lr_and_says_so():
     from lrpilot.controllers import make
     from lrpilot.driver import LoopDriver
 
-    d = LoopDriver(make("policy:pretrained"), base_lr=1e-3, max_iters=200, warmup_iters=0)
+    d = LoopDriver(make("policy:pretrained"), base_lr=1e-3, max_iters=200, warmup_iters=0, n_params=29_056,
+                   tokens_per_update=256)  # the run context a spec-v2 policy observes
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         lrs = [d.step(it) for it in range(201)]  # no train loss, no val loss, ever

@@ -129,7 +129,8 @@ def policy_ckpt(tmp_path_factory, tiny_wm):
 
 
 def _run(ctrl, vals, max_iters=200):
-    ctrl.reset(RunInfo(base_lr=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=max_iters, eval_interval=50))
+    ctrl.reset(RunInfo(base_lr=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=max_iters, eval_interval=50,
+                       n_params=808_960, tokens_per_update=768))  # the small scale's run context
     pts = ctrl.observe_iters()
     lrs = []
     for k, it in enumerate(pts):
@@ -208,14 +209,14 @@ def test_shipped_checkpoints_load_and_drive_a_run():
     from lrpilot import policy
     from lrpilot.policy.deploy import PolicyController
 
-    wm = checkpoints.load(checkpoints.pretrained("worldmodel"), kind="worldmodel", spec=SPEC)
-    pol = checkpoints.load(checkpoints.pretrained("policy"), kind="policy", spec=SPEC)
+    wm = checkpoints.load(checkpoints.pretrained("worldmodel"), kind="worldmodel")
+    pol = checkpoints.load(checkpoints.pretrained("policy"), kind="policy", spec=wm.spec)  # the spec it was trained in
     assert pol.model_config["trunk"] == wm.model_config  # the policy's trunk is the shipped world model's
     assert pol.meta["sim_eval"]["returns"]["policy (greedy)"]["mean"] > 0
     ctrl = policy.load("pretrained")
     assert isinstance(ctrl, PolicyController)
     lrs = _run(ctrl, lambda k: 4.0 * (0.97 ** k), max_iters=2000)
-    lo, hi = (x * 1e-3 for x in SPEC.lr_range)
+    lo, hi = (x * 1e-3 for x in pol.spec.lr_range)
     assert all(lo * (1 - 1e-9) <= x <= hi * (1 + 1e-9) for x in lrs)
 
 
