@@ -121,9 +121,12 @@ def main() -> None:
     from lrpilot import data, policy
     from lrpilot.trainers.config import scale_config
     from lrpilot.trainers.loop import run_info
+    from lrpilot.trajectories import gpt_params
 
     cfg = scale_config(a.task, "small")
-    info = run_info(cfg, a.seed)
+    ds = data.load(a.task)
+    n_params = gpt_params(ds.vocab_size, cfg.n_layer, cfg.n_embd, cfg.block_size, cfg.bias)
+    info = run_info(cfg, a.seed, n_params=n_params)  # the run context a spec-v2 policy observes
     print_header(f"bench_controller: deployed policy overhead per decision{' (quick)' if a.quick else ''}")
 
     with tempfile.TemporaryDirectory(prefix="bench_controller_") as tmp:
@@ -141,7 +144,6 @@ def main() -> None:
           f"{episodes} episodes, {reps} chunks of {chunk} iterations", flush=True)
     print(f"policy.load (build + jit compile, once per process): {1e3 * t_load:.0f} ms", flush=True)
 
-    ds = data.load(a.task)
     steps = StepTimer(cfg, ds, chunk)
     rng = np.random.default_rng(a.seed)
     run_episode(ctrl, info, rng)  # warm-up episode (first dispatches)
