@@ -73,12 +73,16 @@ def run_dir(out: Path, task: str, lr_mult: float, ctrl: str, seed: int) -> Path:
     return out / "runs" / safe_name(task) / f"lr_x{mult_key(lr_mult)}" / safe_name(ctrl) / f"seed{seed}"
 
 
-def _finished(out: Path, task: str, m: float, spec: str, seed: int, cfg_dict: dict) -> dict | None:
-    """The run's final_info when it finished under the same training config, else None."""
+def _finished(out: Path, task: str, m: float, spec: str, seed: int, cfg_dict: dict, fingerprint: str | None = None) -> dict | None:
+    """The run's final_info when it finished under the same training config (and, for a learned
+    controller whose record names its checkpoint's fingerprint, the same checkpoint), else None."""
     fi = run_dir(out, task, m, spec, seed) / "final_info.json"
     if not fi.exists():
         return None
     info = read_json(fi)
+    recorded = (info.get("controller_options") or {}).get("fingerprint")
+    if fingerprint is not None and recorded is not None and recorded != fingerprint:
+        return None  # another checkpoint now lives at that path: train it again
     return info if info.get("config") == cfg_dict else None
 
 
@@ -88,8 +92,7 @@ def evaluate(grid: Grid, out: Path, max_batch: int = 0, progress: bool = True, l
     from lrpilot.trainers.loop import RunSpec, device_info, train as train_runs
 
     # fail fast: every controller spec, task and config, and the output folder, before any training
-    for spec in grid.controllers:
-        controllers.make(spec)
+    fingerprints = {spec: controllers.make(spec).describe().get("fingerprint") for spec in grid.controllers}
     for task in grid.tasks:
         datasets.check_task(task)
         scale_config(task, grid.scale, **grid.overrides)
@@ -102,7 +105,7 @@ def evaluate(grid: Grid, out: Path, max_batch: int = 0, progress: bool = True, l
         for m in grid.lr_mults:
             for spec in grid.controllers:
                 for seed in grid.seeds:
-                    if (info := _finished(out, task, m, spec, seed, cfg_dict)) is not None:
+                    if (info := _finished(out, task, m, spec, seed, cfg_dict, fingerprints[spec])) is not None:
                         done[task, m, spec, seed] = info
                         n_done += 1
                         continue

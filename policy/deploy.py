@@ -15,6 +15,7 @@ key. Actions that would move the LR further outside the checkpoint's LR support
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 
 import jax
@@ -48,6 +49,7 @@ class PolicyController(SpecController):
         self.net, self.params, self.greedy, self.seed, self.source = net, params, greedy, seed, source
         self.val_estimate = val_estimate  # Controller.val_estimate: no evaluation of its own after the first ones
         self.lr_support = lr_support
+        self.fingerprint: str | None = None  # of the checkpoint it was loaded from (load_controller sets it)
         self.ser = wm_cfg.serializer(spec)
         self._f = _forward(net)
         self._key = jax.random.key(seed)
@@ -80,8 +82,8 @@ class PolicyController(SpecController):
         return self.act(self.obs, self.actions, self.lr_rel)
 
     def describe(self):
-        return {"name": self.name, "checkpoint": self.source, "greedy": self.greedy, "lr_support": self.lr_support,
-                "val_estimate": self.val_estimate}
+        return {"name": self.name, "checkpoint": self.source, "fingerprint": self.fingerprint, "greedy": self.greedy,
+                "lr_support": self.lr_support, "val_estimate": self.val_estimate}
 
 
 def load_controller(path: str | Path = "pretrained", spec: EnvSpec | None = None, greedy: bool = True,
@@ -98,6 +100,8 @@ def load_controller(path: str | Path = "pretrained", spec: EnvSpec | None = None
     params = jax.tree.map(jnp.asarray, ck.params)
     ctrl = PolicyController(net, params, ck.spec, wm_cfg, greedy, seed, str(path), lr_support(ck.model_config),
                             val_estimate)
+    # which checkpoint, not only where: a resumed evaluation must not reuse runs of another one saved at the same path
+    ctrl.fingerprint = hashlib.sha256((p / "checkpoint.json").read_bytes()).hexdigest()[:16]
     ctrl._f(params, jnp.zeros(ctrl.ser.seq_len, jnp.int32), 0)  # compile now, not during the first run
     return ctrl
 

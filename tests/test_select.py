@@ -68,3 +68,29 @@ def test_bad_arguments_fail_before_any_run(tmp_path, capsys, argv, match):
     assert main(["select", "--out", str(tmp_path / "sel"), *argv]) == 2
     assert match in capsys.readouterr().err
     assert not (tmp_path / "sel").exists()
+
+
+def test_a_resumed_run_is_not_reused_for_another_checkpoint_at_the_same_path(tmp_path):
+    """Runs are found again by controller spec, i.e. by the checkpoint's path: the record's checkpoint
+    fingerprint tells a new checkpoint saved at that path from the one that trained them."""
+    import shutil
+
+    from lrpilot import controllers
+    from lrpilot.app.evaluate import _finished, run_dir
+    from lrpilot.io import write_json
+
+    ckpt = tmp_path / "policy"
+    shutil.copytree(checkpoints.pretrained("policy"), ckpt)
+    spec, cfg = f"policy:{ckpt}", {"max_iters": 10}
+    fp = controllers.make(spec).describe()["fingerprint"]
+    assert isinstance(fp, str) and len(fp) == 16
+    info = {"config": cfg, "controller_options": {"name": "policy", "fingerprint": fp}}
+    write_json(run_dir(tmp_path, "python_docs", 1.0, spec, 0) / "final_info.json", info)
+    assert _finished(tmp_path, "python_docs", 1.0, spec, 0, cfg, fp) == info
+    header = ckpt / "checkpoint.json"  # another checkpoint saved at the same path
+    header.write_text(header.read_text().replace('"saved_at": "', '"saved_at": "x', 1))
+    fp2 = controllers.make(spec).describe()["fingerprint"]
+    assert fp2 != fp and _finished(tmp_path, "python_docs", 1.0, spec, 0, cfg, fp2) is None
+    legacy = {"config": cfg, "controller_options": {"name": "policy"}}  # recorded before fingerprints: kept
+    write_json(run_dir(tmp_path, "python_docs", 1.0, spec, 0) / "final_info.json", legacy)
+    assert _finished(tmp_path, "python_docs", 1.0, spec, 0, cfg, fp2) == legacy
