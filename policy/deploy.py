@@ -44,12 +44,12 @@ class PolicyController(SpecController):
 
     def __init__(self, net: PolicyNet, params, spec: EnvSpec, wm_cfg: WorldModelConfig, greedy: bool = True,
                  seed: int = 0, source: str = "", lr_support: tuple[float, float] | None = None,
-                 val_estimate: bool = False):
+                 val_estimate: bool = False, fingerprint: str | None = None):
         super().__init__(spec)
         self.net, self.params, self.greedy, self.seed, self.source = net, params, greedy, seed, source
         self.val_estimate = val_estimate  # Controller.val_estimate: no evaluation of its own after the first ones
         self.lr_support = lr_support
-        self.fingerprint: str | None = None  # of the checkpoint it was loaded from (load_controller sets it)
+        self.fingerprint = fingerprint  # of the checkpoint it came from: which one, not only where (`source`)
         self.ser = wm_cfg.serializer(spec)
         self._f = _forward(net)
         self._key = jax.random.key(seed)
@@ -98,10 +98,10 @@ def load_controller(path: str | Path = "pretrained", spec: EnvSpec | None = None
     wm_cfg = WorldModelConfig.from_dict(ck.model_config["trunk"])
     net = build(wm_cfg, ck.spec)
     params = jax.tree.map(jnp.asarray, ck.params)
-    ctrl = PolicyController(net, params, ck.spec, wm_cfg, greedy, seed, str(path), lr_support(ck.model_config),
-                            val_estimate)
     # which checkpoint, not only where: a resumed evaluation must not reuse runs of another one saved at the same path
-    ctrl.fingerprint = hashlib.sha256((p / "checkpoint.json").read_bytes()).hexdigest()[:16]
+    fingerprint = hashlib.sha256((p / "checkpoint.json").read_bytes()).hexdigest()[:16]
+    ctrl = PolicyController(net, params, ck.spec, wm_cfg, greedy, seed, str(path), lr_support(ck.model_config),
+                            val_estimate, fingerprint)
     ctrl._f(params, jnp.zeros(ctrl.ser.seq_len, jnp.int32), 0)  # compile now, not during the first run
     return ctrl
 
