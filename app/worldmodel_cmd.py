@@ -132,12 +132,12 @@ def cmd_fit_action(args) -> int:
     out_parent(args.out)
     ck = checkpoints.load(src, kind="worldmodel")
     cfg = dataclasses.replace(WorldModelConfig.from_dict(ck.model_config), action_response=args.response,
-                              action_level=args.level)
+                              action_level=args.level, action_fit=args.fit)
     model, ser = build(cfg, ck.spec)
     full = load_dir(data_dirs(args.data), ck.spec)
     tr = training_runs(full, cfg)
-    params = with_action_linear(model, ck.params, ser, full.subset(tr))
-    print(f"[worldmodel] action_response {args.response}: linear term fit on {len(tr)} training runs, weights {params['action_linear']['w'].round(5).tolist()}, "
+    params = with_action_linear(model, ck.params, ser, full.subset(tr), cfg.action_fit)
+    print(f"[worldmodel] action_response {args.response}: linear term fit ({args.fit}) on {len(tr)} training runs, weights {params['action_linear']['w'].round(5).tolist()}, "
           f"b {params['action_linear']['b'].round(5).tolist()}")
     checkpoints.save(args.out, kind="worldmodel", params=params, spec=ck.spec,
                      model_config=cfg.to_dict(),
@@ -185,6 +185,8 @@ def register(sub) -> None:
     a.add_argument("--out", required=True, help="the new checkpoint")
     a.add_argument("--level", action="store_true", help="the linear term also corrects the model's response to the LR "
                    "level (log LR, log absolute LR, their squares and products with progress), at every step")
+    a.add_argument("--fit", choices=["all", "exogenous"], default="all", help="the decisions it is fit on: every run's "
+                   "pooled (all), or only random-walk and fork runs' within each run (exogenous: run fixed effects)")
     a.set_defaults(func=cmd_fit_action)
     c = ws.add_parser("compare", help="a markdown table of the fidelity of several `worldmodel eval` outputs")
     c.add_argument("evals", nargs="+", help="output directories of lrpilot worldmodel eval (each with forecast.json)")

@@ -264,3 +264,21 @@ def test_non_finite_loss_is_divergence():
     assert len(rows) == 4 and rows[-1]["terminated"] and not rows[2]["terminated"]
     assert rows[2]["obs_val"] == pytest.approx(1.45)
 
+
+
+def test_the_shipped_packed_dataset_v2_holds_2000_runs_with_the_raw_metrics():
+    """The file the package ships (collect/data/v2/README.md): one run_id per run, every run with
+    the training-health metrics, its metadata listing each run once."""
+    from lrpilot.collect import shipped_dataset
+    from lrpilot.trajectories import PACKED_KEY
+
+    path = shipped_dataset("v2")
+    if path.is_dir():
+        pytest.skip("collect/data/v2.parquet is not packed in this checkout")
+    table = pq.read_table(path, columns=["run_id", *RAW_COLUMNS])
+    ids = table.column("run_id").to_numpy(zero_copy_only=False)
+    runs = json.loads(pq.read_metadata(path).metadata[PACKED_KEY])
+    assert len(runs) >= 2000 and sorted(m["run_id"] for m in runs) == sorted(set(ids))
+    for c in RAW_COLUMNS:  # per run, each metric measured at least once (the first row has no interval)
+        seen = {i for i, v in zip(ids, table.column(c).is_valid().to_numpy(zero_copy_only=False)) if v}
+        assert seen == set(ids), f"{c}: {len(set(ids) - seen)} runs without it"

@@ -75,6 +75,58 @@ def test_fit_recovers_a_known_action_effect(response):
         correction.fit(model, params, ser, dataclasses.replace(runs.subset([0]), length=np.array([2], np.int32)))
 
 
+def _confounded_runs(n_runs: int, seed: int = 1) -> Trajectories:
+    """Runs of a reactive controller ("ramp") that always doubles the LR in the runs whose val falls
+    fastest by themselves (drift -0.03 per step against -0.005, noise 0.02) and holds it in the
+    others; the action itself does nothing. Pooled with random walks, the drift poses as an action
+    effect."""
+    rng = np.random.default_rng(seed)
+    n, up, hold = SPEC.n_decisions, SPEC.actions.index(2.0), SPEC.noop_action
+    obs = np.zeros((n_runs, n + 1, SPEC.n_obs), np.float32)
+    actions = np.zeros((n_runs, n), np.int32)
+    for r in range(n_runs):
+        fast = r % 2 == 0
+        actions[r] = up if fast else hold
+        lr, val = 1.0, 1.0
+        obs[r, 0] = SPEC.observation(0, 1.0, 4.0, None, 4.0)[0]
+        for k in range(n):
+            lr = min(SPEC.next_lr_rel(lr, int(actions[r, k])), 90.0)
+            val = max(val - (0.03 if fast else 0.005) + rng.normal(0, 0.02), 0.05)  # noisy: the last change hides the drift
+            obs[r, k + 1] = SPEC.observation(k + 1, lr, 4.0 * val, 4.0 * val, 4.0)[0]
+    metas = [{"task": "t", "group": 100 + r, "job_seed": 0, "family": "test", "controller": {"name": "ramp"}} for r in range(n_runs)]
+    return Trajectories(SPEC, obs, actions, np.full(n_runs, n + 1, np.int32), np.zeros(n_runs, bool), metas,
+                        [f"ramp{r}.parquet" for r in range(n_runs)], np.full((n_runs, n + 1), np.nan))
+
+
+def test_within_runs_removes_each_runs_mean():
+    run = np.array([3, 3, 7, 7, 7])
+    M = np.array([[1.0, 2.0], [3.0, 2.0], [0.0, 1.0], [3.0, 1.0], [6.0, 4.0]])
+    np.testing.assert_allclose(correction.within_runs(run, M), [[-1, 0], [1, 0], [-3, -1], [0, -1], [3, 2]])
+    np.testing.assert_allclose(correction.within_runs(run, M[:, 0]), [-1, 1, -3, 0, 3])
+
+
+def test_exogenous_fit_ignores_reactive_runs_whose_actions_follow_their_dynamics():
+    model, ser, params = _tiny(action_response="noop")
+    params = {**params, "digit_head": jax.tree.map(jnp.zeros_like, params["digit_head"])}
+    walks = _linear_runs(64, effect=0.004)  # the model knows nothing: its sampled digits add noise to the residuals
+    ramps = _confounded_runs(24)
+    runs = Trajectories(SPEC, *(np.concatenate([getattr(walks, f), getattr(ramps, f)]) for f in ("obs", "actions", "length", "terminated")),
+                        walks.meta + ramps.meta, walks.files + ramps.files, np.concatenate([walks.val_loss, ramps.val_loss]))
+    o = walks.obs[:, 1:-1].reshape(-1, SPEC.n_obs)
+    a = LOG2[walks.actions[:, 1:].reshape(-1)]
+
+    def slope(lin):
+        return np.polyfit(a, correction.action_features(SPEC, a, o, np.zeros(len(a))) @ lin["w"], 1)[0]
+
+    exo = correction.with_action_linear(model, params, ser, runs, "exogenous")["action_linear"]
+    assert slope(exo) == pytest.approx(0.004, rel=0.15)
+    assert slope(correction.fit(model, params, ser, runs)) < 0.002  # pooled: the fast runs' drift counts as the doubling's
+    with pytest.raises(ValueError, match="random_walk or fork runs"):
+        correction.fit(model, params, ser, _confounded_runs(4), rows_from="exogenous")
+    with pytest.raises(ValueError, match="action_fit must be one of all, exogenous"):
+        WorldModelConfig(action_fit="walks")
+
+
 def test_level_terms_correct_every_step_centred_on_the_training_decisions():
     model, ser, params = _tiny(action_response="noop", action_level=True)
     params = {**params, "digit_head": jax.tree.map(jnp.zeros_like, params["digit_head"])}

@@ -22,7 +22,15 @@ The fit: ridge least squares of val_{k+1} - E_model[val_{k+1}] (the transformer'
 val from the real history under the real action, or the no-op: `expected_next_val`) on
 [1, state, run context, phi], over the decisions k >= 1 of the training runs that did not diverge
 into k + 1, standardised columns; the simulator keeps phi's weights only (the rest is the
-transformer's business). With `action_level` the linear term also corrects the transformer's
+transformer's business). Which decisions (`WorldModelConfig.action_fit`):
+
+* "all": every run's, pooled. Explorers that react to the loss (ramps until it stalls, policies)
+  make the action depend on the state, and runs differ in ways the state does not show: the
+  pooled slope understates the causal effect (a one-step model fit so recovers about 0.4 of the
+  real effect of halving on the training groups' random walks).
+* "exogenous": only runs whose actions do not depend on their state (random walks and forked
+  branches, `EXOGENOUS`), within each run (run fixed effects: every column and the target less
+  its run mean), so that a run's own level of difficulty cannot pose as an action's effect. With `action_level` the linear term also corrects the transformer's
 response to the LR level: psi (log_lr, log_abs_lr, their squares and products with progress),
 centred on the training decisions (`b`), is added to phi, applied at every step (the no-op too).
 The weights live in the parameters as `params["action_linear"]` = {"w": (7,) or (13,), "b": ()}
@@ -42,6 +50,7 @@ from lrpilot.worldmodel.model import member
 
 N_FEATURES = 7
 RIDGE = 1e-3  # ridge strength per row, on standardised columns (as fidelity's linear baseline)
+EXOGENOUS = ("random_walk", "fork")  # controllers whose actions do not depend on the run's state (action_fit = exogenous)
 
 
 def ridge(X: np.ndarray, y: np.ndarray):
@@ -124,17 +133,29 @@ def expected_next_val(model, wm_params, ser, traj: Trajectories, samples: int = 
     return np.where(np.arange(n + 1)[None] >= length[:, None], np.nan, out)
 
 
-def fit(model, wm_params, ser, traj: Trajectories, level: bool = False) -> dict:
+def within_runs(run: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """M (n, ...) less the mean of its rows of the same run (run: (n,) ids): run fixed effects."""
+    _, inv, count = np.unique(run, return_inverse=True, return_counts=True)
+    sums = np.zeros((len(count), *M.shape[1:]))
+    np.add.at(sums, inv, M)
+    return M - (sums / count.reshape(-1, *[1] * (M.ndim - 1)))[inv]
+
+
+def fit(model, wm_params, ser, traj: Trajectories, level: bool = False, rows_from: str = "all") -> dict:
     """{"w": (7,) phi's weights, or (13,) phi's and psi's with `level`; "b": () the centring of
     psi} fit on the training runs `traj` (module docstring) against the model's expected next val
-    under the real action (action_response = residual) or the no-op (noop). One model."""
+    under the real action (action_response = residual) or the no-op (noop); `rows_from`: the
+    decisions it is fit on, "all" or "exogenous" (module docstring). One model."""
     sp = traj.spec
     vi, ratio = sp.index("val"), sp.divergence_ratio
+    if rows_from == "exogenous":
+        traj = traj.subset([i for i, m in enumerate(traj.meta) if (m.get("controller") or {}).get("name") in EXOGENOUS])
     rows = [(r, k) for r in range(len(traj)) for k in range(1, traj.length[r] - 1)
             if traj.actions[r, k] >= 0 and traj.obs[r, k + 1, vi] < ratio and traj.obs[r, k, vi] < ratio]
     n_lin = N_FEATURES + 6 * level
     if len(rows) < 2 * n_lin:
-        raise ValueError(f"action_linear: {len(rows)} training decisions, need at least {2 * n_lin}")
+        which = "" if rows_from == "all" else f" of {' or '.join(EXOGENOUS)} runs (action_fit = {rows_from})"
+        raise ValueError(f"action_linear: {len(rows)} training decisions{which}, need at least {2 * n_lin}")
     r, k = np.array([x for x, _ in rows]), np.array([x for _, x in rows])
     noop = model.cfg.action_response == "noop"
     y = traj.obs[r, k + 1, vi].astype(np.float64) - expected_next_val(model, wm_params, ser, traj, noop=noop)[r, k + 1]
@@ -146,23 +167,27 @@ def fit(model, wm_params, ser, traj: Trajectories, level: bool = False) -> dict:
         state += [o[:, sp.index("log_lr")], o[:, sp.index("log_lr")] + lb]
     ctx = traj.static[r].astype(np.float64) if traj.static is not None else np.zeros((len(r), 0))
     X = np.concatenate([np.stack(state, 1), ctx, action_features(sp, a, o, lb, level)], 1)
+    psi_mean = X[:, -n_lin:][:, N_FEATURES:].mean(0)
+    if rows_from == "exogenous":  # run fixed effects (the context, constant within a run, drops out)
+        X, y = within_runs(r, X), within_runs(r, y)
     mu, sd, keep, coef = ridge(X, y)
     full = np.zeros(X.shape[1])
     full[keep] = coef / sd[keep]  # raw units
     w = full[-n_lin:]
     # phi uncentred (the no-op's phi is 0); psi centred on the training decisions; the intercept and the state terms dropped
-    b = -float(w[N_FEATURES:] @ mu[-n_lin:][N_FEATURES:])
+    b = -float(w[N_FEATURES:] @ psi_mean)
     return {"w": w.astype(np.float32), "b": np.float32(b)}
 
 
-def with_action_linear(model, wm_params, ser, traj: Trajectories) -> dict:
+def with_action_linear(model, wm_params, ser, traj: Trajectories, rows_from: str = "all") -> dict:
     """The parameters with `action_linear` fit on `traj` for the model's `action_response` (residual
-    or noop) and `action_level`; each member's on its own residuals for an ensemble, stacked."""
+    or noop) and `action_level`, on the decisions `rows_from` (the config's `action_fit`); each
+    member's on its own residuals for an ensemble, stacked."""
     if model.cfg.action_response not in ("residual", "noop"):
         raise ValueError(f"action_linear: the model's action_response must be residual or noop, got {model.cfg.action_response!r}")
     K, level = model.cfg.ensemble, model.cfg.action_level
     core = {k: v for k, v in wm_params.items() if k != "action_linear"}
     if K == 1:
-        return {**core, "action_linear": fit(model, core, ser, traj, level)}
-    fits = [fit(*member(model, core, m), ser, traj, level) for m in range(K)]
+        return {**core, "action_linear": fit(model, core, ser, traj, level, rows_from)}
+    fits = [fit(*member(model, core, m), ser, traj, level, rows_from) for m in range(K)]
     return {**core, "action_linear": {k: np.stack([f[k] for f in fits]) for k in ("w", "b")}}

@@ -43,6 +43,7 @@ class WorldModelConfig:
     aux_scale: str = "global"  # the change's unit in that loss: its std over all intervals, or per interval of the run ("interval")
     action_response: str = "model"  # model: the transformer's; residual: + a linear term fit on its residuals; noop: its no-op's + that term
     action_level: bool = False  # that linear term also corrects the transformer's response to the LR level (correction.py)
+    action_fit: str = "all"  # that term's fit: "all" decisions pooled, or "exogenous" (random-walk and fork runs, run fixed effects)
     # training
     learning_rate: float = 1e-3  # peak AdamW learning rate (warmup, then cosine to a tenth)
     weight_decay: float = 0.1  # AdamW weight decay on 2-D weights
@@ -74,6 +75,8 @@ class WorldModelConfig:
             raise ValueError(f"WorldModelConfig.history_mask must be in [0, 1), got {self.history_mask}")
         if self.action_response not in RESPONSES:
             raise ValueError(f"WorldModelConfig.action_response must be one of {', '.join(RESPONSES)}, got {self.action_response!r}")
+        if self.action_fit not in ACTION_FITS:
+            raise ValueError(f"WorldModelConfig.action_fit must be one of {', '.join(ACTION_FITS)}, got {self.action_fit!r}")
         if self.aux_scale not in ("global", "interval"):
             raise ValueError(f"WorldModelConfig.aux_scale must be global or interval, got {self.aux_scale!r}")
         if not self.aux_weight >= 0:
@@ -108,6 +111,7 @@ class WorldModelConfig:
 
 HEADS = ("categorical", "mixture")
 RESPONSES = ("model", "residual", "noop")
+ACTION_FITS = ("all", "exogenous")
 LEGACY = {"val_frac": 0.0, "select": "nll", "patience": 5}
 """How a checkpoint saved before checkpoint selection by fidelity was trained (its missing fields)."""
 

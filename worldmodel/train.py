@@ -298,7 +298,7 @@ def _train_member(traj: Trajectories, cfg: WorldModelConfig, out, log, progress,
     if cfg.action_response != "model":
         from lrpilot.worldmodel.correction import with_action_linear
 
-        best_params = with_action_linear(model, best_params, ser, traj.subset(tr_idx))
+        best_params = with_action_linear(model, best_params, ser, traj.subset(tr_idx), cfg.action_fit)
         log(f"[worldmodel] action_linear: weights of phi {np.round(best_params['action_linear']['w'], 5).tolist()}")
     run_meta = {"best_heldout_loss": best, "best_step": best_step, "log": history, "n_train_runs": len(tr_idx),
                 "selected_on": cfg.select, "n_val_runs": len(va_idx),
