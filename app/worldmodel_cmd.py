@@ -147,7 +147,7 @@ def cmd_fit_action(args) -> int:
 
 
 def register(sub) -> None:
-    from lrpilot.worldmodel.model import WorldModelConfig
+    from lrpilot.worldmodel.model import ACTION_FITS, WorldModelConfig
 
     w = sub.add_parser("worldmodel", help="train or evaluate the world model")
     ws = w.add_subparsers(dest="wm_command", required=True)
@@ -185,7 +185,7 @@ def register(sub) -> None:
     a.add_argument("--out", required=True, help="the new checkpoint")
     a.add_argument("--level", action="store_true", help="the linear term also corrects the model's response to the LR "
                    "level (log LR, log absolute LR, their squares and products with progress), at every step")
-    a.add_argument("--fit", choices=["all", "exogenous"], default="all", help="the decisions it is fit on: every run's "
+    a.add_argument("--fit", choices=list(ACTION_FITS), default="all", help="the decisions it is fit on: every run's "
                    "pooled (all), or only random-walk and fork runs' within each run (exogenous: run fixed effects)")
     a.set_defaults(func=cmd_fit_action)
     c = ws.add_parser("compare", help="a markdown table of the fidelity of several `worldmodel eval` outputs")

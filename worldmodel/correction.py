@@ -30,9 +30,11 @@ transformer's business). Which decisions (`WorldModelConfig.action_fit`):
   real effect of halving on the training groups' random walks).
 * "exogenous": only runs whose actions do not depend on their state (random walks and forked
   branches, `EXOGENOUS`), within each run (run fixed effects: every column and the target less
-  its run mean), so that a run's own level of difficulty cannot pose as an action's effect. With `action_level` the linear term also corrects the transformer's
-response to the LR level: psi (log_lr, log_abs_lr, their squares and products with progress),
-centred on the training decisions (`b`), is added to phi, applied at every step (the no-op too).
+  its run mean), so that a run's own level of difficulty cannot pose as an action's effect.
+
+With `action_level` the linear term also corrects the transformer's response to the LR level:
+psi (log_lr, log_abs_lr, their squares and products with progress), centred on the decisions it
+is fit on (`b`), is added to phi, applied at every step (the no-op too).
 The weights live in the parameters as `params["action_linear"]` = {"w": (7,) or (13,), "b": ()}
 (a leading member axis for an ensemble: one fit per member); the model's layers never read them.
 """
