@@ -48,7 +48,7 @@ import numpy as np
 from lrpilot.collect.edges import Fork
 from lrpilot.trajectories import Trajectories
 from lrpilot.worldmodel import onestep
-from lrpilot.worldmodel.correction import ridge
+from lrpilot.worldmodel.correction import ridge, within_runs
 from lrpilot.worldmodel.env import SimEnv, per_member
 from lrpilot.worldmodel.forecast import sample_futures
 from lrpilot.worldmodel.train import group_key
@@ -132,11 +132,7 @@ def _action_rows(traj: Trajectories):
 
 def _fe_slope(run: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """OLS slope of y on x with a fixed effect per run, and its standard error."""
-    xd, yd = x.astype(float).copy(), y.astype(float).copy()
-    for r in np.unique(run):
-        sel = run == r
-        xd[sel] -= xd[sel].mean()
-        yd[sel] -= yd[sel].mean()
+    xd, yd = within_runs(run, x.astype(float)), within_runs(run, y.astype(float))
     b = float(xd @ yd / (xd @ xd))
     resid = yd - b * xd
     dof = max(len(y) - 1 - len(np.unique(run)), 1)
