@@ -45,11 +45,16 @@ class PolicyConfig:
     lr_max_rel: float = 10.0  # LR support: highest LR / base LR (with support_mask)
     # pessimism (MOPO): the simulator's reward minus pessimism x the ensemble's spread on the step's val
     pessimism: float = 0.0  # weight of the world-model ensemble's disagreement subtracted from each reward
+    # halting (MOReL): an episode ends where the members disagree on a step's val by more than this
+    # spread (normalised val); it is terminated there, so the return it would have gone on to earn is lost
+    halt_spread: float = 0.0  # end a simulated episode where the ensemble's spread on the step's val exceeds this (0: never)
     def __post_init__(self):
         if self.init not in ("worldmodel", "scratch"):
             raise ValueError(f"PolicyConfig.init must be 'worldmodel' or 'scratch', got {self.init!r}")
         if not 0 < self.lr_min_rel <= 1.0 <= self.lr_max_rel:
             raise ValueError(f"PolicyConfig: need 0 < lr_min_rel <= 1 <= lr_max_rel, got {self.lr_min_rel}, {self.lr_max_rel}")
+        if self.pessimism < 0 or self.halt_spread < 0:
+            raise ValueError(f"PolicyConfig: pessimism and halt_spread must be >= 0, got {self.pessimism}, {self.halt_spread}")
         if self.n_envs % self.n_minibatches:
             raise ValueError(f"PolicyConfig: n_envs={self.n_envs} not divisible by n_minibatches={self.n_minibatches}")
 

@@ -8,7 +8,9 @@ objective, value and entropy terms over `update_epochs` x `n_minibatches` (neste
 key, vmappable over seeds.
 
 Episodes start after a random real prefix and end by divergence (termination) or when the
-budget is spent (truncation). GAE treats them separately: termination bootstraps with 0,
+budget is spent (truncation); with an ensemble world model, also where its members disagree on
+a step's val by more than `PolicyConfig.halt_spread` (termination, MOReL's halt), and every
+reward is lessened by `pessimism` x that spread (MOPO). GAE treats them separately: termination bootstraps with 0,
 truncation with the value of the final state, which for the budget's end is 0 by definition
 (no decision is left), so `truncation_value` is zero here.
 """
@@ -44,6 +46,7 @@ class Rollout(NamedTuple):
     active: jax.Array  # (N, T) bool: a decision was taken at this step
     k: jax.Array  # (N, T) int32 observation index of the decision
     mask: jax.Array  # (N, T, A) bool: the actions allowed at the decision (PolicyConfig's LR support)
+    halted: jax.Array  # (N, T) bool: the episode was halted at this step (PolicyConfig.halt_spread)
     tokens: jax.Array  # (N, S) final symbol sequences
 
 
@@ -105,11 +108,16 @@ def make_rollout(net: PolicyNet, env: SimEnv, cfg: PolicyConfig, greedy: bool = 
             a = a.astype(jnp.int32)
             logp = jax.nn.log_softmax(lg)[a]
             _, st2, r, term, trunc, info = env.step(ks, st, a, env_params)
-            r = r - cfg.pessimism * info.get("spread", 0.0)  # MOPO: penalised where the ensemble's members disagree
+            spread = info.get("spread", jnp.float32(0.0))
+            r = r - cfg.pessimism * spread  # MOPO: penalised where the ensemble's members disagree
+            halt = jnp.asarray(False)
+            if cfg.halt_spread > 0:  # MOReL: the episode ends (terminated) where they disagree too much
+                halt = (spread > cfg.halt_spread) & ~st2.done
+                term, st2 = term | halt, st2.replace(done=st2.done | halt)
             start = st2.pos - ser.step_len
             chunk = jax.lax.dynamic_slice_in_dim(st2.tokens, start, ser.step_len)
             lg2, v2, cache2 = net.apply({"params": params}, chunk[None], start, cache)
-            out = (a, logp, v, r, term, trunc, ~st.done, st.k, mask)
+            out = (a, logp, v, r, term, trunc, ~st.done, st.k, mask, halt)
             return (st2, cache2, lg2[0, -1], v2[0, -1]), out
 
         (st, *_), outs = jax.lax.scan(body, carry, jax.random.split(k_steps, T))
@@ -176,7 +184,8 @@ def make_iteration(net: PolicyNet, env: SimEnv, cfg: PolicyConfig):
         ep_return = jnp.sum(jnp.where(ro.active, ro.reward, 0.0), axis=1)
         metrics = {k: v.mean() for k, v in aux.items()}
         metrics.update(return_mean=ep_return.mean(), episode_len=ro.active.sum(1).mean(),
-                       diverged=jnp.any(ro.terminated & ro.active, axis=1).mean())
+                       diverged=jnp.any(ro.terminated & ~ro.halted & ro.active, axis=1).mean(),
+                       halted=jnp.any(ro.halted & ro.active, axis=1).mean())
         return TrainState(params, opt_state, ts.iteration + 1), metrics
 
     return iteration, tx

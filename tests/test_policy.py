@@ -259,3 +259,38 @@ def test_lr_support_of_old_and_new_checkpoints():
     assert lr_support({"policy": old}) == (0.01, 10.0)
     assert lr_support({"policy": PolicyConfig().to_dict()}) is None
     assert lr_support({"policy": PolicyConfig(support_mask=True, lr_max_rel=4.0).to_dict()}) == (0.01, 4.0)
+
+
+def test_pessimism_and_halting_where_the_ensemble_disagrees(tiny_wm, traj):
+    """MOPO: each reward is lessened by pessimism x the members' spread, nothing else changes;
+    MOReL: an episode ends (terminated, marked halted) at the first step whose spread passes halt_spread."""
+    import dataclasses
+
+    from lrpilot.policy.ppo import make_rollout
+    from lrpilot.worldmodel.model import WorldModel
+
+    cfg, _, ser, wm_params = tiny_wm
+    model = WorldModel(dataclasses.replace(cfg, ensemble=2), ser.vocab_size, ser.seq_len)
+    other = model.init(jax.random.key(7), jnp.zeros((1, ser.seq_len), jnp.int32))["params"]
+    env = SimEnv(model, ser)
+    ep = env.params(jax.tree.map(lambda a, b: jnp.stack([a, b]), wm_params, other), traj)
+    net = build(cfg, SPEC)
+    params = init_params(net, jax.random.key(0), wm_params)
+    roll = lambda **kw: make_rollout(net, env, PolicyConfig(n_envs=8, n_minibatches=2, **kw))(params, ep, jax.random.key(1), 8)
+    base, pess = roll(), roll(pessimism=2.0)
+    assert bool(jnp.all(base.action == pess.action)) and bool(jnp.all(base.active == pess.active))
+    cut = (base.reward - pess.reward) / 2.0  # the spread of each step
+    assert bool(jnp.all(jnp.where(base.active, cut >= 0, cut == 0))) and float(cut[base.active].mean()) > 1e-3
+    assert not bool(jnp.any(base.halted))
+    thr = float(jnp.median(cut[base.active]))
+    over = np.asarray(base.active & (cut > thr))
+    assert over.any(1).all()
+    first = np.argmax(over, axis=1)  # the step each episode halts at
+    halted = roll(halt_spread=thr)
+    np.testing.assert_array_equal(np.asarray(halted.active.sum(1)), first + 1)
+    at = lambda x: np.asarray(x)[np.arange(8), first]
+    assert at(halted.halted).all() and at(halted.terminated).all() and np.asarray(halted.halted.sum(1) == 1).all()
+    never = roll(halt_spread=float(cut.max()) * 2)  # no step's passes it: the same episodes as without halting
+    assert bool(jnp.all(never.active == base.active)) and not bool(jnp.any(never.halted))
+    with pytest.raises(ValueError, match="halt_spread"):
+        PolicyConfig(halt_spread=-1.0)
