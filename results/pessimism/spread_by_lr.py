@@ -1,0 +1,42 @@
+"""Per-step spread of the round-3 ensemble's members on val, under the lambda-0 policy's sampled
+rollouts, by the LR / base LR at the step: the scale a halt threshold (PolicyConfig.halt_spread) is set on."""
+import dataclasses
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lrpilot import checkpoints
+from lrpilot.policy.network import PolicyConfig, build
+from lrpilot.policy.ppo import make_rollout
+from lrpilot.policy.train import load_world_model
+from lrpilot.trajectories import load_dir
+from lrpilot.worldmodel.env import SimEnv
+from lrpilot.worldmodel.model import WorldModelConfig
+
+wm_path, pol_path = "results/simple_v2/round_3/worldmodel", sys.argv[1] if len(sys.argv) > 1 else "results/pessimism/round3_lambda0"
+data = ["collect/data/starter", "collect/data/v2"] + [f"results/simple_v2/round_{i}/data" for i in range(4)]
+wm_ck, wm_cfg, wm, ser = load_world_model(wm_path)
+traj = load_dir(data, wm_ck.spec)
+env = SimEnv(wm, ser)
+ep = env.params(jax.tree.map(jnp.asarray, wm_ck.params), traj, 5, 1.0)
+ck = checkpoints.load(pol_path, kind="policy", spec=wm_ck.spec)
+net = build(dataclasses.replace(WorldModelConfig.from_dict(ck.model_config["trunk"]), ensemble=1), ck.spec)
+params = jax.tree.map(jnp.asarray, ck.params)
+n = 128
+r0 = make_rollout(net, env, PolicyConfig(n_envs=n))(params, ep, jax.random.key(0), n)
+r1 = make_rollout(net, env, PolicyConfig(n_envs=n, pessimism=1.0))(params, ep, jax.random.key(0), n)
+spread = np.asarray(r0.reward - r1.reward)
+act = np.asarray(r0.active)
+s = spread[act]
+print(f"{pol_path}: {act.sum()} steps of {n} episodes; spread of val (normalised): mean {s.mean():.4f}, "
+      "quantiles 50/75/90/95/99: " + " ".join(f"{q:.4f}" for q in np.quantile(s, [.5, .75, .9, .95, .99])))
+log2f = np.log2(np.asarray(wm_ck.spec.actions))
+lr = np.cumsum(np.where(act, log2f[np.asarray(r0.action)], 0.0), 1)  # log2 LR change from the episode's start
+for lo, hi in ((-99, -1), (-1, 1), (1, 3), (3, 99)):
+    m = act & (lr >= lo) & (lr < hi)
+    if m.sum():
+        print(f"  LR x2^[{lo},{hi}) from the start: {m.sum()} steps, mean spread {spread[m].mean():.4f}")
+ret = lambda ro: np.where(np.asarray(ro.active), np.asarray(ro.reward), 0).sum(1)
+print(f"  episode return {ret(r0).mean():.4f}, spread summed over an episode {np.where(act, spread, 0).sum(1).mean():.4f}")
