@@ -10,9 +10,9 @@ key, vmappable over seeds.
 Episodes start after a random real prefix and end by divergence (termination) or when the
 budget is spent (truncation); with an ensemble world model, also where its members disagree on
 a step's val by more than `PolicyConfig.halt_spread` (termination, MOReL's halt), and every
-reward is lessened by `pessimism` x that spread (MOPO). GAE treats them separately: termination bootstraps with 0,
-truncation with the value of the final state, which for the budget's end is 0 by definition
-(no decision is left), so `truncation_value` is zero here.
+reward is lessened by `pessimism` x that spread (MOPO). GAE treats them separately: termination
+bootstraps with 0, truncation with the value of the final state, which for the budget's end is
+0 by definition (no decision is left), so `truncation_value` is zero here.
 """
 
 from __future__ import annotations

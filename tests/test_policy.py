@@ -264,8 +264,6 @@ def test_lr_support_of_old_and_new_checkpoints():
 def test_pessimism_and_halting_where_the_ensemble_disagrees(tiny_wm, traj):
     """MOPO: each reward is lessened by pessimism x the members' spread, nothing else changes;
     MOReL: an episode ends (terminated, marked halted) at the first step whose spread passes halt_spread."""
-    import dataclasses
-
     from lrpilot.policy.ppo import make_rollout
     from lrpilot.worldmodel.model import WorldModel
 
