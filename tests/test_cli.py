@@ -169,6 +169,27 @@ def test_cli_evaluate_grid_and_resume(tmp_path, capsys):
     assert json.loads((out / "results.json").read_text())["results"] == res["results"]
 
 
+def test_worldmodel_eval_writes_forecasts_fidelity_and_which_checkpoint(tmp_path, tiny_wm):
+    from lrpilot import checkpoints
+    from lrpilot.spec import DEFAULT_SPEC
+
+    cfg, _, _, params = tiny_wm
+    ckpt, out = tmp_path / "wm", tmp_path / "eval"
+    checkpoints.save(ckpt, kind="worldmodel", params=params, spec=DEFAULT_SPEC, model_config=cfg.to_dict())
+    assert main(["worldmodel", "eval", "--ckpt", str(ckpt), "--data", "starter", "--out", str(out),
+                 "--contexts", "3", "--samples", "2"]) == 0
+    res = json.loads((out / "forecast.json").read_text())
+    assert res["checkpoint"] == str(ckpt)  # as given, and when that checkpoint was saved ('pretrained' changes)
+    assert res["checkpoint_saved_at"] == checkpoints.load(ckpt, kind="worldmodel").meta["saved_at"]
+    assert len(res["forecasters"]["worldmodel"]["mae"]) == len(res["horizons"]) == 10
+    held = res["fidelity"]["heldout"]
+    assert held["n_groups"] > 0 and held["samples"] == 2 and set(res["fidelity"]) == {"heldout", "train"}
+    for field in ("within_group_spearman", "regression_spearman", "final_val_mae", "final_val_mae_train_mean",
+                  "action_effect", "high_lr_cost"):
+        assert field in held, field
+    assert (out / "fan_context3.png").exists() and (out / "fidelity_heldout.png").exists()
+
+
 def test_worldmodel_compare_tabulates_each_eval_directory(tmp_path, capsys):
     def section(rho, fork):
         return {"n_groups": 9, "within_group_spearman": {"mean": rho, "stderr": 0.05}, "regression_spearman": {"mean": 0.3},

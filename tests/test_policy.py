@@ -211,7 +211,10 @@ def test_shipped_checkpoints_load_and_drive_a_run():
 
     wm = checkpoints.load(checkpoints.pretrained("worldmodel"), kind="worldmodel")
     pol = checkpoints.load(checkpoints.pretrained("policy"), kind="policy", spec=wm.spec)  # the spec it was trained in
-    assert pol.model_config["trunk"] == wm.model_config  # the policy's trunk is the shipped world model's
+    arch = ("n_layer", "d_model", "n_head", "base", "digits", "coding", "action_response", "action_level")
+    # the policy's trunk is one member of the shipped world model (an ensemble)
+    assert {k: pol.model_config["trunk"][k] for k in arch} == {k: wm.model_config[k] for k in arch}
+    assert wm.model_config["ensemble"] >= 3 and pol.meta["world_model"].endswith("worldmodel")
     assert pol.meta["sim_eval"]["returns"]["policy (greedy)"]["mean"] > 0
     ctrl = policy.load("pretrained")
     assert isinstance(ctrl, PolicyController)
