@@ -15,7 +15,8 @@ from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel.env import SimEnv
 from lrpilot.worldmodel.model import WorldModelConfig
 
-wm_path, pol_path = "results/simple_v2/round_3/worldmodel", sys.argv[1] if len(sys.argv) > 1 else "results/pessimism/round3_lambda0"
+pol_path = sys.argv[1] if len(sys.argv) > 1 else "results/pessimism/round3_lambda0"
+wm_path = sys.argv[2] if len(sys.argv) > 2 else "results/simple_v2/round_3/worldmodel"  # usage: [POLICY [WORLD_MODEL]]
 data = ["collect/data/starter", "collect/data/v2"] + [f"results/simple_v2/round_{i}/data" for i in range(4)]
 wm_ck, wm_cfg, wm, ser = load_world_model(wm_path)
 traj = load_dir(data, wm_ck.spec)
