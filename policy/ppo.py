@@ -47,6 +47,7 @@ class Rollout(NamedTuple):
     k: jax.Array  # (N, T) int32 observation index of the decision
     mask: jax.Array  # (N, T, A) bool: the actions allowed at the decision (PolicyConfig's LR support)
     halted: jax.Array  # (N, T) bool: the episode was halted at this step (PolicyConfig.halt_spread)
+    spread: jax.Array  # (N, T) the ensemble members' spread of the step's val (normalised; 0 for one model)
     tokens: jax.Array  # (N, S) final symbol sequences
 
 
@@ -117,7 +118,7 @@ def make_rollout(net: PolicyNet, env: SimEnv, cfg: PolicyConfig, greedy: bool = 
             start = st2.pos - ser.step_len
             chunk = jax.lax.dynamic_slice_in_dim(st2.tokens, start, ser.step_len)
             lg2, v2, cache2 = net.apply({"params": params}, chunk[None], start, cache)
-            out = (a, logp, v, r, term, trunc, ~st.done, st.k, mask, halt)
+            out = (a, logp, v, r, term, trunc, ~st.done, st.k, mask, halt, spread)
             return (st2, cache2, lg2[0, -1], v2[0, -1]), out
 
         (st, *_), outs = jax.lax.scan(body, carry, jax.random.split(k_steps, T))
@@ -185,7 +186,8 @@ def make_iteration(net: PolicyNet, env: SimEnv, cfg: PolicyConfig):
         metrics = {k: v.mean() for k, v in aux.items()}
         metrics.update(return_mean=ep_return.mean(), episode_len=ro.active.sum(1).mean(),
                        diverged=jnp.any(ro.terminated & ~ro.halted & ro.active, axis=1).mean(),
-                       halted=jnp.any(ro.halted & ro.active, axis=1).mean())
+                       halted=jnp.any(ro.halted & ro.active, axis=1).mean(),
+                       spread=jnp.where(ro.active, ro.spread, 0.0).sum() / jnp.maximum(ro.active.sum(), 1))
         return TrainState(params, opt_state, ts.iteration + 1), metrics
 
     return iteration, tx

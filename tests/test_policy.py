@@ -280,7 +280,8 @@ def test_pessimism_and_halting_where_the_ensemble_disagrees(tiny_wm, traj):
     roll = lambda **kw: make_rollout(net, env, PolicyConfig(n_envs=8, n_minibatches=2, **kw))(params, ep, jax.random.key(1), 8)
     base, pess = roll(), roll(pessimism=2.0)
     assert bool(jnp.all(base.action == pess.action)) and bool(jnp.all(base.active == pess.active))
-    cut = (base.reward - pess.reward) / 2.0  # the spread of each step
+    cut = (base.reward - pess.reward) / 2.0  # the spread of each step, as the rollout reports it
+    np.testing.assert_allclose(np.asarray(cut), np.asarray(jnp.where(base.active, base.spread, 0.0)), atol=1e-6)
     assert bool(jnp.all(jnp.where(base.active, cut >= 0, cut == 0))) and float(cut[base.active].mean()) > 1e-3
     assert not bool(jnp.any(base.halted))
     thr = float(jnp.median(cut[base.active]))
