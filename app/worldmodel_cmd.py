@@ -67,7 +67,7 @@ def cmd_eval(args) -> int:
         result["fidelity"], details = fidelity.evaluate(model, ck.params, ser, traj, full.subset(tr), args.samples, args.seed)
         plots.fidelity_groups(details, out / "fidelity_heldout.png")
     result["checkpoint"] = str(args.ckpt)
-    result["checkpoint_saved_at"] = ck.meta.get("saved_at")  # which model 'pretrained' was when this ran
+    result["checkpoint_saved_at"] = ck.meta["saved_at"]  # which model 'pretrained' was when this ran
     import lrpilot
 
     result["lrpilot_version"] = lrpilot.__version__
