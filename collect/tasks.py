@@ -14,6 +14,9 @@ A "family" fixes the ranges:
 * `fork`: forked groups (`collect.edges.Fork`): the runs of a group share the seed, the base LR
   and the schedule up to a fork decision, where each takes another action; smaller and shorter
   runs than `cpu2` (many groups per hour), base LR drawn as in `cpu2`.
+* `fork_high`: `fork` with the configured base LR at x3 to x30 of the model's default, where one
+  doubling of the LR costs the most and the pooled data hold the fewest decisions (the fidelity
+  issue's measurement: the held-out action effect comes mostly from runs above x10).
 * `tiny`, `tiny_fork`: tests.
 """
 
@@ -50,6 +53,10 @@ class Family:
         return float(f"{self.base_lr * math.sqrt(128 / cfg.n_embd):.4g}")
 
 
+_FORK = Family(sizes=((1, 32, 2), (2, 48, 2), (2, 64, 4), (3, 96, 4), (4, 128, 4)), blocks=(32, 64),
+               batches=(8, 12, 16), iters=(300, 500, 800), dropouts=(0.0, 0.0, 0.1), base_lr=1e-3, eval_iters=40,
+               max_cost=400.0, base_mult=(1 / 30, 30), draws="v2", fork=True)
+
 FAMILIES = {
     "cpu": Family(sizes=((1, 32, 2), (2, 48, 2), (2, 64, 4), (3, 96, 4), (4, 128, 4)), blocks=(32, 64),
                   batches=(8, 12, 16), iters=(300, 400, 600, 800, 1000, 1500), dropouts=(0.0, 0.0, 0.0, 0.1),
@@ -61,9 +68,8 @@ FAMILIES = {
     "gpu": Family(sizes=((4, 128, 4), (4, 256, 4), (6, 256, 8), (6, 384, 6)), blocks=(64, 128, 256),
                   batches=(16, 32, 64), iters=(1000, 2000, 3000, 5000), dropouts=(0.0, 0.1, 0.2),
                   base_lr=1e-3, eval_iters=50, max_cost=4e5, base_mult=(1 / 30, 30), protocol_share=0.1, draws="v2"),
-    "fork": Family(sizes=((1, 32, 2), (2, 48, 2), (2, 64, 4), (3, 96, 4), (4, 128, 4)), blocks=(32, 64),
-                   batches=(8, 12, 16), iters=(300, 500, 800), dropouts=(0.0, 0.0, 0.1), base_lr=1e-3, eval_iters=40,
-                   max_cost=400.0, base_mult=(1 / 30, 30), draws="v2", fork=True),
+    "fork": _FORK,
+    "fork_high": dataclasses.replace(_FORK, base_mult=(3, 30)),
     "tiny": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),
                    base_lr=3e-3, eval_iters=2, max_cost=1e9),
     "tiny_fork": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),

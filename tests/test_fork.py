@@ -26,6 +26,14 @@ def test_a_forked_group_shares_its_seed_base_lr_and_schedule():
     assert [d["action"] for d in descr] == [0, 1, 2, 3, 4, 5, 6, None]  # one action each; the last walks
 
 
+
+def test_fork_high_draws_its_groups_base_lr_from_x3_to_x30_of_the_default():
+    job = Job(family="fork_high", tasks=("python_docs",), parallel=8)
+    mults = [[job.explorer(g * 8 + b, DEFAULT_SPEC)[1] for b in range(8)] for g in range(40)]
+    assert all(len(set(m)) == 1 for m in mults)  # one base LR per forked group
+    first = np.array([m[0] for m in mults])
+    assert first.min() >= 3 and first.max() <= 30 and (first > 10).sum() >= 10
+
 def test_fork_follows_its_schedule_except_at_the_fork():
     import random
 
