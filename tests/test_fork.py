@@ -34,6 +34,14 @@ def test_fork_high_draws_its_groups_base_lr_from_x3_to_x30_of_the_default():
     first = np.array([m[0] for m in mults])
     assert first.min() >= 3 and first.max() <= 30 and (first > 10).sum() >= 10
 
+def test_walk_high_draws_each_runs_base_lr_from_x3_to_x30_of_the_default_and_walks_as_asked():
+    job = Job(family="walk_high", tasks=("python_docs",), parallel=8, mix=(("walk", 1.0),))
+    drawn = [job.explorer(i, DEFAULT_SPEC) for i in range(64)]
+    mults = np.array([m for _, m in drawn])
+    assert mults.min() >= 3 and mults.max() <= 30 and len(set(mults)) == 64  # one draw per run, not per group
+    assert {type(c).__name__ for c, _ in drawn} == {"RandomWalk"}
+
+
 def test_fork_follows_its_schedule_except_at_the_fork():
     import random
 
