@@ -314,7 +314,37 @@ def test_fidelity_section_has_every_field(tiny_wm):
     assert set(h["high_lr_cost"]) == {"real", "sim", "ratio"}
     assert h["fork_effect"]["n_rows"] == 0 and h["fork_effect"]["ratio"] is None  # no forked group here
     assert "spread" not in h and h["action_effect"]["linear_ratio"] is not None  # one model: no spread to judge
+    paired = h["action_effect"]["paired"]
+    assert paired["n_rows"] == 120
+    assert paired["per_doubling"] == pytest.approx((paired["doubling"] - paired["halving"]) / 2, abs=1e-6)
     assert details["sim"].shape == (12,) and np.all((details["sim"] > 0) & (details["sim"] <= 1.5))
+
+
+def test_paired_walk_response_forces_each_action_from_the_same_prefix(tiny_wm):
+    """The simulator's own response inside walks: each row's real prefix, then halving, the no-op or
+    doubling, whatever the run did; the caller's runs are left as they were."""
+    from conftest import synthetic_trajectories
+
+    from lrpilot.worldmodel import fidelity
+
+    cfg, model, ser, params = tiny_wm
+    traj = synthetic_trajectories(n_runs=4, seed=3)
+    rows = [(r, k) for r in range(4) for k in (10, 13)]
+    env = SimEnv(model, ser)
+    prm = env.params(params, traj, 1)
+    before = traj.actions.copy()
+    out = fidelity.paired_walk_response(env, prm, traj, rows, 2, jax.random.key(0))
+    assert np.array_equal(traj.actions, before) and out["n_rows"] == 8
+
+    def next_val(factor):
+        forced = traj.actions.copy()
+        forced[[r for r, _ in rows], [k for _, k in rows]] = list(SPEC.actions).index(factor)
+        return fidelity._sim_next(env, prm, dataclasses.replace(traj, actions=forced), rows, 2, jax.random.key(0))
+
+    noop = next_val(1.0)
+    assert out["doubling"] == pytest.approx(float(np.mean(next_val(2.0) - noop)), abs=1e-6)
+    assert out["halving"] == pytest.approx(float(np.mean(next_val(0.5) - noop)), abs=1e-6)
+    assert fidelity.paired_walk_response(env, prm, traj, [], 2, jax.random.key(0)) is None
 
 
 def test_fork_effect_pairs_each_branch_with_the_noop_branch(tiny_wm):

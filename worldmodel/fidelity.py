@@ -24,7 +24,11 @@ final value is the spec's divergence ratio.
   products) fit on the training runs: what the data teach a simple model. (Within a run, a random
   walk's LR level, less its run mean, falls as the step's increment rises, so the slope also
   carries the change's dependence on the LR level; it does so alike for real, simulated and
-  linear changes.)
+  linear changes.) paired: the simulator's own response inside those walks, paired as in forked
+  groups: from each row's real prefix, the mean simulated next val under halving and doubling
+  minus under the no-op, whatever the run did (`paired_walk_response`); the slope above mixes it
+  with how the walk's recent actions (an action repeats the last with probability up to 0.8)
+  play out next.
 * spread (ensembles only): does the members' disagreement flag the simulator's errors?
   `spread_vs_error`.
 * high_lr_cost: final val of runs that held >= 30x their base LR through the second half minus
@@ -39,6 +43,7 @@ final value is the spec's divergence ratio.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -194,6 +199,26 @@ def _sim_next(env: SimEnv, params, traj: Trajectories, rows, n_samples: int, key
     return per_member(env, params, n_samples, key, member).mean(1)
 
 
+def paired_walk_response(env: SimEnv, params, traj: Trajectories, rows, n_samples: int, key) -> dict | None:
+    """The simulator's response to halving / doubling at the random-walk rows `rows` ((run, k) pairs), each
+    against the no-op from the same real prefix: {"halving", "doubling": mean simulated next val under that
+    action minus under the no-op (normalised val), "per_doubling": mean of (doubling - halving) / 2 and its
+    "per_doubling_stderr"}. None where the spec lacks one of the factors 0.5, 1, 2."""
+    acts = [float(a) for a in traj.spec.actions]
+    if not rows or not {0.5, 1.0, 2.0} <= set(acts):
+        return None
+    r, k = (np.array(v) for v in zip(*rows))
+    sim = {}
+    for a in (0.5, 1.0, 2.0):
+        forced = traj.actions.copy()
+        forced[r, k] = acts.index(a)
+        sim[a] = _sim_next(env, params, dataclasses.replace(traj, actions=forced), rows, n_samples, key)
+    d = (sim[2.0] - sim[0.5]) / 2
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None
+    return {"halving": float(np.mean(sim[0.5] - sim[1.0])), "doubling": float(np.mean(sim[2.0] - sim[1.0])),
+            "per_doubling": float(d.mean()), "per_doubling_stderr": se, "n_rows": len(rows)}
+
+
 def _fork_rows(traj: Trajectories):
     """(run, k, noop run) of the branches of forked groups that took a non-no-op action at their fork
     k and have an observation k + 1, with the no-op branch of the same group."""
@@ -299,6 +324,7 @@ def fidelity(env: SimEnv, params, traj: Trajectories, train_traj: Trajectories, 
             y_sim = _sim_next(env, params, traj, rows, n_samples, k_eff) - np.array([traj.obs[r, k, vi] for r, k in rows])
             s_slope, s_se = _fe_slope(run, x, y_sim)
             eff.update(sim=-s_slope, sim_stderr=s_se, ratio=s_slope / slope if slope else None)
+            eff["paired"] = paired_walk_response(env, params, traj, rows, n_samples, jax.random.fold_in(k_eff, 3))
         eff["linear_ratio"] = linear_action_ratio(traj, train_traj)
     out["action_effect"] = eff
     hr, hs = _high_lr_cost(traj, real, grps), _high_lr_cost(traj, sim_med, grps)
@@ -325,8 +351,9 @@ def evaluate(model, wm_params, ser, heldout: Trajectories, train: Trajectories, 
             f"{_fmt(f['onestep_spearman'])}); final-val MAE "
             f"{f['final_val_mae']:.4f} (train mean {f['final_val_mae_train_mean']:.4f}); action effect ratio "
             f"{_num(f['action_effect']['ratio'])} (real {_num(f['action_effect']['real'])}, linear one-step model "
-            f"{_num(f['action_effect']['linear_ratio'])}); high-LR cost ratio "
-            f"{_num(f['high_lr_cost']['ratio'])}; fork effect ratio {_num(f['fork_effect']['ratio'])} "
+            f"{_num(f['action_effect']['linear_ratio'])}" + ("" if not f["action_effect"].get("paired") else
+            f"; paired response inside the walks {_num(f['action_effect']['paired']['per_doubling'])} per doubling")
+            + f"); high-LR cost ratio {_num(f['high_lr_cost']['ratio'])}; fork effect ratio {_num(f['fork_effect']['ratio'])} "
             f"(real {_num(f['fork_effect']['real'])} per doubling, {f['fork_effect']['n_rows']} branches, corr "
             f"{_num(f['fork_effect']['corr'])})" + ("" if "spread" not in f else
             f"; ensemble spread vs final error: Spearman {_num(f['spread']['spearman_spread_error'])}, error "
