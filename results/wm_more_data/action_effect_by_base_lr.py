@@ -8,24 +8,13 @@ import sys
 
 import jax
 import numpy as np
+from _load import load
 
-from lrpilot import checkpoints
-from lrpilot.app.worldmodel_cmd import resolve_ckpt
-from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel import fidelity as F
-from lrpilot.worldmodel.env import SimEnv
-from lrpilot.worldmodel.model import WorldModelConfig, build
-from lrpilot.worldmodel.train import split_runs, training_runs
 
 ckpt = sys.argv[1]
 samples = int(sys.argv[2]) if len(sys.argv) > 2 else 8
-ck = checkpoints.load(resolve_ckpt(ckpt), kind="worldmodel")
-cfg = WorldModelConfig.from_dict(ck.model_config)
-model, ser = build(cfg, ck.spec)
-full = load_dir(["collect/data/starter", "collect/data/v2.parquet"], ck.spec)
-_, ho = split_runs(full, cfg.heldout_frac, cfg.seed)
-tr = training_runs(full, cfg)
-env = SimEnv(model, ser)
+ck, env, full, ho, tr = load(ckpt)
 vi = ck.spec.index("val")
 BINS = (("x0-1/3", 0, 1 / 3), ("x1/3-3", 1 / 3, 3), ("x3-10", 3, 10), ("x10-30", 10, 100), ("all", 0, 100),
         ("all below x10", 0, 10))

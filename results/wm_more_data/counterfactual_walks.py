@@ -10,27 +10,17 @@ import sys
 
 import jax
 import numpy as np
+from _load import load
 
-from lrpilot import checkpoints
-from lrpilot.app.worldmodel_cmd import resolve_ckpt
-from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel import fidelity as F
-from lrpilot.worldmodel.env import SimEnv
-from lrpilot.worldmodel.model import WorldModelConfig, build
-from lrpilot.worldmodel.train import split_runs, training_runs
 
 ckpt = sys.argv[1]
 samples = int(sys.argv[2]) if len(sys.argv) > 2 else 8
-ck = checkpoints.load(resolve_ckpt(ckpt), kind="worldmodel")
-cfg = WorldModelConfig.from_dict(ck.model_config)
-model, ser = build(cfg, ck.spec)
-full = load_dir(["collect/data/starter", "collect/data/v2.parquet"], ck.spec)
-_, ho = split_runs(full, cfg.heldout_frac, cfg.seed)
-env = SimEnv(model, ser)
+ck, env, full, ho, tr = load(ckpt)
 sp = ck.spec
 vi, acts = sp.index("val"), list(sp.actions)
 print(f"checkpoint {ckpt}; data starter + collect/data/v2.parquet; {samples} samples; next val / val0 minus val at k")
-for name, idx in (("held-out", ho), ("training", training_runs(full, cfg))):
+for name, idx in (("held-out", ho), ("training", tr)):
     traj = full.subset(idx)
     rows, x, y = F._action_rows(traj)
     run = np.array([r for r, _ in rows])
