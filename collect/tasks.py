@@ -20,6 +20,8 @@ A "family" fixes the ranges:
 * `walk_high`: `cpu2` with the configured base LR at x3 to x30 of the default, for random walks
   and ramps there (`--explore walk ramp`): the random-walk estimate of one action's effect above
   x10 rested on 58 held-out rows, against the paired (`fork_high`) estimate.
+* `fork_gpu`: forked groups of `gpu`'s models (at most 3,000 iterations), for an accelerator: the
+  paired effect of one action on models larger than the CPU families reach.
 * `tiny`, `tiny_fork`: tests.
 """
 
@@ -64,17 +66,20 @@ _CPU2 = Family(sizes=((1, 32, 2), (2, 48, 2), (2, 64, 4), (3, 96, 4), (4, 128, 4
                batches=(8, 12, 16), iters=(300, 500, 800, 1200, 2000), dropouts=(0.0, 0.0, 0.0, 0.1),
                base_lr=1e-3, eval_iters=20, max_cost=2500.0, base_mult=(1 / 30, 30), protocol_share=0.2, draws="v2")
 
+_GPU = Family(sizes=((4, 128, 4), (4, 256, 4), (6, 256, 8), (6, 384, 6)), blocks=(64, 128, 256),
+              batches=(16, 32, 64), iters=(1000, 2000, 3000, 5000), dropouts=(0.0, 0.1, 0.2),
+              base_lr=1e-3, eval_iters=50, max_cost=4e5, base_mult=(1 / 30, 30), protocol_share=0.1, draws="v2")
+
 FAMILIES = {
     "cpu": Family(sizes=((1, 32, 2), (2, 48, 2), (2, 64, 4), (3, 96, 4), (4, 128, 4)), blocks=(32, 64),
                   batches=(8, 12, 16), iters=(300, 400, 600, 800, 1000, 1500), dropouts=(0.0, 0.0, 0.0, 0.1),
                   base_lr=1e-3, eval_iters=20, max_cost=600.0),
     "cpu2": _CPU2,
-    "gpu": Family(sizes=((4, 128, 4), (4, 256, 4), (6, 256, 8), (6, 384, 6)), blocks=(64, 128, 256),
-                  batches=(16, 32, 64), iters=(1000, 2000, 3000, 5000), dropouts=(0.0, 0.1, 0.2),
-                  base_lr=1e-3, eval_iters=50, max_cost=4e5, base_mult=(1 / 30, 30), protocol_share=0.1, draws="v2"),
+    "gpu": _GPU,
     "fork": _FORK,
     "fork_high": dataclasses.replace(_FORK, base_mult=(3, 30)),
     "walk_high": dataclasses.replace(_CPU2, base_mult=(3, 30)),
+    "fork_gpu": dataclasses.replace(_GPU, iters=(1000, 2000, 3000), fork=True),
     "tiny": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),
                    base_lr=3e-3, eval_iters=2, max_cost=1e9),
     "tiny_fork": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),

@@ -26,13 +26,22 @@ def test_a_forked_group_shares_its_seed_base_lr_and_schedule():
     assert [d["action"] for d in descr] == [0, 1, 2, 3, 4, 5, 6, None]  # one action each; the last walks
 
 
-
 def test_fork_high_draws_its_groups_base_lr_from_x3_to_x30_of_the_default():
     job = Job(family="fork_high", tasks=("python_docs",), parallel=8)
     mults = [[job.explorer(g * 8 + b, DEFAULT_SPEC)[1] for b in range(8)] for g in range(40)]
     assert all(len(set(m)) == 1 for m in mults)  # one base LR per forked group
     first = np.array([m[0] for m in mults])
     assert first.min() >= 3 and first.max() <= 30 and (first > 10).sum() >= 10
+
+
+def test_fork_gpu_forks_groups_of_the_gpu_familys_models():
+    job = Job(family="fork_gpu", tasks=("python_docs",), parallel=8)
+    plans = [job.group(g) for g in range(40)]
+    assert {p.cfg.n_embd for p in plans} >= {256, 384} and max(p.cfg.max_iters for p in plans) <= 3000
+    assert len({job.run_seed(i) for i in range(8)}) == 1  # one seed per forked group
+    descr = [job.explorer(i, DEFAULT_SPEC)[0].describe() for i in range(8)]
+    assert [d["action"] for d in descr] == [0, 1, 2, 3, 4, 5, 6, None]
+
 
 def test_walk_high_draws_each_runs_base_lr_from_x3_to_x30_of_the_default_and_walks_as_asked():
     job = Job(family="walk_high", tasks=("python_docs",), parallel=8, mix=(("walk", 1.0),))
