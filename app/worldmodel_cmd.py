@@ -133,7 +133,7 @@ def cmd_fit_action(args) -> int:
     out_parent(args.out)
     ck = checkpoints.load(src, kind="worldmodel")
     cfg = dataclasses.replace(WorldModelConfig.from_dict(ck.model_config), action_response=args.response,
-                              action_level=args.level, action_fit=args.fit)
+                              action_level=args.level, action_fit=args.fit, action_convex=args.convex)
     model, ser = build(cfg, ck.spec)
     full = load_dir(data_dirs(args.data), ck.spec)
     tr = training_runs(full, cfg)
@@ -186,6 +186,8 @@ def register(sub) -> None:
     a.add_argument("--out", required=True, help="the new checkpoint")
     a.add_argument("--level", action="store_true", help="the linear term also corrects the model's response to the LR "
                    "level (log LR, log absolute LR, their squares and products with progress), at every step")
+    a.add_argument("--convex", action="store_true", help="the action's term gains a x (log10 absolute LR)^2: one "
+                   "doubling's effect grows with the LR in effect")
     a.add_argument("--fit", choices=list(ACTION_FITS), default="all", help="the decisions it is fit on: every run's "
                    "pooled (all), or only random-walk and fork runs' within each run (exogenous: run fixed effects)")
     a.set_defaults(func=cmd_fit_action)

@@ -27,8 +27,9 @@ def _tiny(seed=0, **kw):
     return model, ser, model.init(jax.random.key(seed), jnp.zeros((1, ser.seq_len), jnp.int32))["params"]
 
 
-def _linear_runs(n_runs: int, effect: float, noise: float = 0.002, seed: int = 0) -> Trajectories:
-    """Random-action runs whose val changes by -0.01 + effect * log2(action factor) + noise."""
+def _linear_runs(n_runs: int, effect: float, noise: float = 0.002, seed: int = 0, convex: float = 0.0) -> Trajectories:
+    """Random-action runs whose val changes by -0.01 + (effect + convex * L^2) * log2(action factor) + noise
+    (L: log10 of the LR before the action over the base LR, the runs' log absolute LR)."""
     rng = np.random.default_rng(seed)
     n = SPEC.n_decisions
     obs = np.zeros((n_runs, n + 1, SPEC.n_obs), np.float32)
@@ -37,8 +38,9 @@ def _linear_runs(n_runs: int, effect: float, noise: float = 0.002, seed: int = 0
         lr, val = 1.0, 1.0
         obs[r, 0] = SPEC.observation(0, 1.0, 4.0, None, 4.0)[0]
         for k in range(n):
+            L = np.log10(lr)
             lr = SPEC.next_lr_rel(lr, int(actions[r, k]))
-            val = val - 0.01 + effect * LOG2[actions[r, k]] + rng.normal(0, noise)
+            val = val - 0.01 + (effect + convex * L * L) * LOG2[actions[r, k]] + rng.normal(0, noise)
             obs[r, k + 1] = SPEC.observation(k + 1, lr, 4.0 * val, 4.0 * val, 4.0)[0]
     metas = [{"task": "t", "group": r, "job_seed": 0, "family": "test", "controller": {"name": "random_walk"}} for r in range(n_runs)]
     return Trajectories(SPEC, obs, actions, np.full(n_runs, n + 1, np.int32), np.zeros(n_runs, bool), metas,
@@ -73,6 +75,24 @@ def test_fit_recovers_a_known_action_effect(response):
     assert abs(np.polyfit(a, correction.action_features(SPEC, a, o, np.zeros(len(a))) @ none, 1)[0]) < 0.0008
     with pytest.raises(ValueError, match="training decisions"):
         correction.fit(model, params, ser, dataclasses.replace(runs.subset([0]), length=np.array([2], np.int32)))
+
+
+def test_convex_term_follows_an_effect_that_grows_with_the_lr_in_effect():
+    runs = _linear_runs(48, effect=0.002, convex=0.02, seed=3)
+    r, k = np.nonzero(np.arange(SPEC.n_decisions)[None] >= 1)
+    o, a = runs.obs[r, k], LOG2[runs.actions[r, k]]
+    true = (0.002 + 0.02 * o[:, SPEC.index("log_lr")] ** 2) * a
+    err = {}
+    for convex in (False, True):
+        model, ser, params = _tiny(action_response="noop", action_convex=convex)
+        params = {**params, "digit_head": jax.tree.map(jnp.zeros_like, params["digit_head"])}
+        w = correction.fit(model, params, ser, runs, convex=convex)["w"]
+        assert w.shape == (correction.n_phi(convex),)
+        err[convex] = np.sqrt(np.mean((correction.action_features(SPEC, a, o, np.zeros(len(a)), convex=convex) @ w - true) ** 2))
+    assert err[True] < 0.5 * err[False]  # a x L alone cannot follow the curve
+    with pytest.raises(ValueError, match="action_convex"):  # weights of another layout are refused, not misread
+        correction.correction(SPEC, {"w": jnp.zeros(correction.N_FEATURES), "b": jnp.float32(0)}, LOG2, 1,
+                              jnp.asarray(o[0]), 0.0, convex=True)
 
 
 def _confounded_runs(n_runs: int, seed: int = 1) -> Trajectories:
@@ -200,6 +220,22 @@ def test_noop_response_samples_the_noop_continuation_and_writes_the_action_taken
         correction.with_action_linear(alone.model, params, ser, traj)
     with pytest.raises(ValueError, match="action_response"):
         WorldModelConfig(action_response="both")
+
+
+def test_simulator_adds_the_convex_term_of_the_action_taken(traj):
+    model, ser, params = _tiny(action_response="residual", action_convex=True)
+    env = SimEnv(model, ser)
+    w = np.zeros(correction.n_phi(True), np.float32)
+    w[0], w[-1] = 0.01, 0.02  # a and a x A^2
+    ep = env.params({**params, "action_linear": {"w": w, "b": np.float32(0)}}, traj)
+    ep0 = env.params({**params, "action_linear": {"w": np.zeros_like(w), "b": np.float32(0)}}, traj)
+    _, st = env.reset_to(ep, 1, 5, 5)
+    double, key = jnp.int32(SPEC.actions.index(2.0)), jax.random.key(0)
+    *_, info = env.step(key, st, double, ep)
+    *_, info0 = env.step(key, st, double, ep0)
+    A = float(st.obs[SPEC.index("log_lr")] + ep.log_base[1])
+    if not bool(info["diverged"]):
+        assert float(info["mean_val"] - info0["mean_val"]) == pytest.approx(0.01 + 0.02 * A * A, abs=1e-5)
 
 
 def test_ensemble_members_each_correct_and_the_spread_shows_it(traj):

@@ -187,7 +187,8 @@ class SimEnv(Environment):
                 k1, lr_rel, det = self.advance(state, action)
                 obs = jnp.where(stoch, obs, det)
             delta_K = jnp.where(diverged, 0.0, jnp.reshape(correction.correction(
-                spec, params.wm_params["action_linear"], self._log2, action, state.obs, state.log_base_lr), (-1,)))
+                spec, params.wm_params["action_linear"], self._log2, action, state.obs, state.log_base_lr,
+                self.model.cfg.action_convex), (-1,)))
             vi, f = spec.index("val"), spec.field("val")
             cap = f.high - 2 * (f.high - f.low) / ser.n_bins if ser.coding == "level" else 0.99 * spec.divergence_ratio
             obs = obs.at[vi].set(jnp.where(diverged, obs[vi], jnp.clip(obs[vi] + delta_K[state.member], 1e-3, cap)))
