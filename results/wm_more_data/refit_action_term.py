@@ -87,6 +87,8 @@ def fit_data(traj, tag):
 shipped_fit = fit_data(full.subset(tr), "shipped")
 new_files = sorted(f for j in range(3, 13) for f in glob.glob(f"collect/data/v2/run_s{j}_*.parquet"))
 new = load_dir(new_files, sp)
+per_job = {j: sum(f"run_s{j}_" in f for f in new_files) for j in range(3, 13)}
+print(f"new runs: {len(new_files)} files of jobs 3-12 ({', '.join(f'job {j}: {n}' for j, n in per_job.items())})")
 new_tr = training_runs(new, WorldModelConfig.from_dict(ck.model_config))  # the same group hash as the shipped split
 more_fit = fit_data(new.subset(new_tr), "new")
 datasets = {"shipped training groups": shipped_fit,
