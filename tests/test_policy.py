@@ -214,7 +214,7 @@ def test_shipped_checkpoints_load_and_drive_a_run():
     pol = checkpoints.load(checkpoints.pretrained("policy"), kind="policy", spec=wm.spec)  # the spec it was trained in
     # the policy's trunk is the shipped world model's config with one member (the world model is an ensemble)
     trunk = dataclasses.replace(WorldModelConfig.from_dict(wm.model_config), ensemble=1).to_dict()
-    assert pol.model_config["trunk"] == trunk and wm.model_config["ensemble"] >= 3 and pol.meta["world_model"].endswith("worldmodel")
+    assert WorldModelConfig.from_dict(pol.model_config["trunk"]).to_dict() == trunk and wm.model_config["ensemble"] >= 3 and pol.meta["world_model"].endswith("worldmodel")
     assert pol.meta["sim_eval"]["returns"]["policy (greedy)"]["mean"] > 0
     ctrl = policy.load("pretrained")
     assert isinstance(ctrl, PolicyController)

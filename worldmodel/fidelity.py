@@ -200,9 +200,8 @@ def _sim_next(env: SimEnv, params, traj: Trajectories, rows, n_samples: int, key
 
 
 def forced_next(env: SimEnv, params, traj: Trajectories, rows, n_samples: int, key) -> dict | None:
-    """{0.5, 1.0, 2.0: (rows,) mean simulated val at k + 1 from the real prefix 0..k of each (run, k) in
-    `rows` under that LR factor instead of the real action k} (common keys across the three); None where
-    there are no rows or the spec lacks one of the factors."""
+    """{0.5, 1.0, 2.0: (rows,) mean simulated val at k + 1 from the real prefix 0..k of each (run, k) in `rows`
+    under that LR factor instead of action k} (common keys); None without rows or one of the factors."""
     acts = [float(a) for a in traj.spec.actions]
     if not rows or not {0.5, 1.0, 2.0} <= set(acts):
         return None
@@ -216,12 +215,11 @@ def forced_next(env: SimEnv, params, traj: Trajectories, rows, n_samples: int, k
 
 
 def paired_walk_response(env: SimEnv, params, traj: Trajectories, rows, n_samples: int, key) -> dict | None:
-    """The simulator's response to halving / doubling at the random-walk rows `rows` ((run, k) pairs), each
-    against the no-op from the same real prefix: {"halving", "doubling": mean simulated next val under that
-    action minus under the no-op (normalised val), "per_doubling": mean of (doubling - halving) / 2 and its
-    "per_doubling_stderr"}. None where the spec lacks one of the factors 0.5, 1, 2."""
+    """The simulator's response to halving / doubling at the rows `rows` ((run, k)), each against the no-op
+    from the same real prefix (`forced_next`): {"halving", "doubling": mean difference in normalised val,
+    "per_doubling": mean of (doubling - halving) / 2, "per_doubling_stderr", "n_rows"}; None as forced_next."""
     sim = forced_next(env, params, traj, rows, n_samples, key)
-    if sim is None:
+    if sim is None:  # no rows, or the spec lacks a factor
         return None
     d = (sim[2.0] - sim[0.5]) / 2
     se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None

@@ -7,26 +7,19 @@ and doubling, whatever the run really did. Beside it the fixed-effects slopes th
 """
 import sys
 
-import jax
 import numpy as np
-from _load import load
+from _load import load, walks
 
 from lrpilot.worldmodel import fidelity as F
 
 ckpt = sys.argv[1]
 samples = int(sys.argv[2]) if len(sys.argv) > 2 else 8
 ck, env, full, ho, tr = load(ckpt)
-vi = ck.spec.index("val")
 print(f"checkpoint {ckpt}; data starter + collect/data/v2.parquet; {samples} samples; next val / val0 minus val at k")
 for name, idx in (("held-out", ho), ("training", tr)):
-    traj = full.subset(idx)
-    rows, x, y = F._action_rows(traj)
-    run = np.array([r for r, _ in rows])
-    v0 = np.array([traj.obs[r, k, vi] for r, k in rows])
-    params = env.params(ck.params, traj, max_prefix=1)
-    key = jax.random.key(0)
-    taken = F._sim_next(env, params, traj, rows, samples, key) - v0
-    paired = F.paired_walk_response(env, params, traj, rows, samples, key)  # what worldmodel eval reports
+    w = walks(ck, env, full, idx, samples)
+    run, x, y, taken, rows = w.run, w.x, w.y, w.taken, w.rows
+    paired = F.paired_walk_response(env, w.params, w.traj, rows, samples, w.key)  # what worldmodel eval reports
     b_real, se_real = F._fe_slope(run, x, y)
     b_sim, se_sim = F._fe_slope(run, x, taken)
     print(f"{name}: {len(rows)} rows in {len(np.unique(run))} random walks")

@@ -106,20 +106,13 @@ def by_current_lr(paths):
 
 
 def with_simulator(ckpt, samples):
-    import jax
-    from _load import load
+    from _load import load, walks
 
     ck, env, full, ho, tr = load(ckpt)
-    vi = ck.spec.index("val")
     print(f"checkpoint {ckpt}; data starter + collect/data/v2.parquet; {samples} samples")
     for name, idx in (("held-out", ho), ("training", tr)):
-        traj = full.subset(idx)
-        rows, x, y = F._action_rows(traj)
-        run = np.array([r for r, _ in rows])
-        v0 = np.array([traj.obs[r, k, vi] for r, k in rows])
-        params = env.params(ck.params, traj, max_prefix=1)
-        key = jax.random.key(0)
-        sim = F._sim_next(env, params, traj, rows, samples, key) - v0
+        w = walks(ck, env, full, idx, samples)
+        traj, rows, x, y, run, params, key, sim = w.traj, w.rows, w.x, w.y, w.run, w.params, w.key, w.taken
         lag, level = design(traj, rows)
         print(f"{name}: {len(rows)} rows in {len(np.unique(run))} random walks "
               f"(the actions' autocorrelation at lag 1: {np.corrcoef(lag[:, 0], lag[:, 1])[0, 1]:.2f})")
