@@ -199,15 +199,15 @@ def _sim_next(env: SimEnv, params, traj: Trajectories, rows, n_samples: int, key
     return per_member(env, params, n_samples, key, member).mean(1)
 
 
-def forced_next(env: SimEnv, params, traj: Trajectories, rows, n_samples: int, key) -> dict | None:
-    """{0.5, 1.0, 2.0: (rows,) mean simulated val at k + 1 from the real prefix 0..k of each (run, k) in `rows`
-    under that LR factor instead of action k} (common keys); None without rows or one of the factors."""
+def forced_next(env: SimEnv, params, traj: Trajectories, rows, n_samples: int, key, factors=(0.5, 1.0, 2.0)) -> dict | None:
+    """{factor: (rows,) mean simulated val at k + 1 from the real prefix 0..k of each (run, k) in `rows` under
+    that LR factor instead of action k} (common keys); None without rows or one of the factors."""
     acts = [float(a) for a in traj.spec.actions]
-    if not rows or not {0.5, 1.0, 2.0} <= set(acts):
+    if not rows or not set(factors) <= set(acts):
         return None
     r, k = (np.array(v) for v in zip(*rows))
     sim = {}
-    for a in (0.5, 1.0, 2.0):
+    for a in factors:
         forced = traj.actions.copy()
         forced[r, k] = acts.index(a)
         sim[a] = _sim_next(env, params, dataclasses.replace(traj, actions=forced), rows, n_samples, key)

@@ -24,13 +24,13 @@ inside the env; not done here.
 
     python results/wm_more_data/refit_action_term.py [CKPT] [SAMPLES] > results/wm_more_data/refit_action_term.txt
 """
-import dataclasses
 import glob
 import sys
 
 import jax
 import numpy as np
-from _load import load
+from _load import load, walks
+from lagged_walks import design
 
 from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel import correction as C, fidelity as F
@@ -41,8 +41,7 @@ ckpt = sys.argv[1] if len(sys.argv) > 1 else "pretrained"
 samples = int(sys.argv[2]) if len(sys.argv) > 2 else 8
 ck, env, full, ho, tr = load(ckpt)
 sp = ck.spec
-vi, li = sp.index("val"), sp.index("log_lr")
-log2f = np.log2(np.asarray(sp.actions))
+vi = sp.index("val")
 key = jax.random.key(0)
 VARIANTS = {"phi": 7, "phi + conv": 8, "phi + conv + lags": 11}
 
@@ -52,20 +51,16 @@ def features(traj, rows):
     r, k = (np.array(v) for v in zip(*rows))
     o = traj.obs[r, k].astype(np.float64)
     lb = C.log_base(traj)[r].astype(np.float64)
-    a = log2f[traj.actions[r, k]]
-    A = o[:, li] + lb
-    prev = np.where(k >= 1, log2f[np.maximum(traj.actions[r, np.maximum(k - 1, 0)], 0)], 0.0)
-    return np.concatenate([C.action_features(sp, a, o, lb), np.stack([a * A * A, prev, prev * A, o[:, li]], 1)], 1)
+    lag, L = design(traj, rows)  # the action, the previous one (0 before the first), ...; log_lr at k
+    a, prev = lag[:, 0], lag[:, 1]
+    A = L + lb
+    return np.concatenate([C.action_features(sp, a, o, lb), np.stack([a * A * A, prev, prev * A, L], 1)], 1)
 
 
 def noop_next(traj, rows):
     """(rows,) the shipped simulator's mean next val from each real prefix under the no-op (its level term
     included, its action term 0)."""
-    r, k = (np.array(v) for v in zip(*rows))
-    forced = traj.actions.copy()
-    forced[r, k] = sp.noop_action
-    return F._sim_next(env, env.params(ck.params, traj, max_prefix=1), dataclasses.replace(traj, actions=forced), rows,
-                       samples, key)
+    return F.forced_next(env, env.params(ck.params, traj, max_prefix=1), traj, rows, samples, key, factors=(1.0,))[1.0]
 
 
 def exogenous_rows(traj):
@@ -105,12 +100,9 @@ for dname, (run, X, y) in datasets.items():
         print(f"  {dname}, {vname}: " + ", ".join(f"{nm} {v:+.5f}" for nm, v in zip(names, w)))
 
 for name, idx in (("held-out", ho), ("training", tr)):
-    traj = full.subset(idx)
-    rows, x, y = F._action_rows(traj)
-    run = np.array([r for r, _ in rows])
-    v0 = np.array([traj.obs[r, k, vi] for r, k in rows])
-    base, X = noop_next(traj, rows), features(traj, rows)
-    shipped = F._sim_next(env, env.params(ck.params, traj, max_prefix=1), traj, rows, samples, key)
+    w = walks(ck, env, full, idx, samples)
+    traj, rows, x, y, run, v0 = w.traj, w.rows, w.x, w.y, w.run, w.v0
+    base, X, shipped = noop_next(traj, rows), features(traj, rows), w.taken + v0
     b_real, se_real = F._fe_slope(run, x, y)
     print(f"{name}: {len(rows)} rows in {len(np.unique(run))} random walks; real slope per doubling {b_real:+.4f} ± {se_real:.4f}")
     b, se = F._fe_slope(run, x, shipped - v0)
