@@ -22,6 +22,9 @@ A "family" fixes the ranges:
   x10 rested on 58 held-out rows, against the paired (`fork_high`) estimate.
 * `fork_gpu`: forked groups of `gpu`'s models (at most 3,000 iterations), for an accelerator: the
   paired effect of one action on models larger than the CPU families reach.
+* `walk_gpu_high`: `gpu`'s models (at most 3,000 iterations) with each run's configured base LR at
+  x3 to x30 of the default, for random walks and ramps there (`--explore walk ramp`): `walk_high`
+  on the larger models, where one doubling costs about twice as much (the `fork_gpu` groups).
 * `tiny`, `tiny_fork`: tests.
 """
 
@@ -80,6 +83,7 @@ FAMILIES = {
     "fork_high": dataclasses.replace(_FORK, base_mult=(3, 30)),
     "walk_high": dataclasses.replace(_CPU2, base_mult=(3, 30)),
     "fork_gpu": dataclasses.replace(_GPU, iters=(1000, 2000, 3000), fork=True),
+    "walk_gpu_high": dataclasses.replace(_GPU, iters=(1000, 2000, 3000), base_mult=(3, 30)),
     "tiny": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),
                    base_lr=3e-3, eval_iters=2, max_cost=1e9),
     "tiny_fork": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),

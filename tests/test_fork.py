@@ -51,6 +51,17 @@ def test_walk_high_draws_each_runs_base_lr_from_x3_to_x30_of_the_default_and_wal
     assert {type(c).__name__ for c, _ in drawn} == {"RandomWalk"}
 
 
+def test_walk_gpu_high_walks_the_gpu_familys_models_from_x3_to_x30_of_the_default():
+    job = Job(family="walk_gpu_high", tasks=("python_docs",), parallel=8, mix=(("walk", 0.75), ("ramp", 0.25)))
+    plans = [job.group(g) for g in range(40)]
+    assert {p.cfg.n_embd for p in plans} >= {256, 384} and max(p.cfg.max_iters for p in plans) <= 3000
+    drawn = [job.explorer(i, DEFAULT_SPEC) for i in range(64)]
+    mults = np.array([m for _, m in drawn])
+    assert mults.min() >= 3 and mults.max() <= 30 and len(set(mults)) == 64
+    assert len({job.run_seed(i) for i in range(8)}) == 8  # not forked: a seed per run
+    assert {type(c).__name__ for c, _ in drawn} <= {"RandomWalk", "Ramp"} and len({type(c) for c, _ in drawn}) == 2
+
+
 def test_fork_follows_its_schedule_except_at_the_fork():
     import random
 

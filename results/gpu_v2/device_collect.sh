@@ -3,13 +3,13 @@
 # 5,000 iterations) and `fork_gpu` (forked groups of the same models), resumable jobs side by side on the one
 # GPU, each training groups of 8 runs in one batched step. JOBS: "family:seed" entries (a bare seed is
 # $FAMILY's); a job with runs in collect/data/v2 resumes from them (its job file and runs are copied in
-# first). Finished new runs are packed into $OUT every minute, so a lease that ends mid-job still returns
+# first). EXPLORE (e.g. "walk=0.75 ramp=0.25"): every job's --explore mix, as its job file records it. Finished new runs are packed into $OUT every minute, so a lease that ends mid-job still returns
 # every run that finished. Run from the repository root; BUDGET = seconds of collection.
 #   device: run(command="bash results/gpu_v2/device_collect.sh", carry=[".devcorp"], timeout_s=...)
 # .devcorp holds this repository's machine's system corpora (licenses, the MIME database, iso-codes'
 # JSON; gettext's 79 MB of catalogs do not travel), copied into /usr/share where the device lacks them.
 set -u
-OUT=${OUT:-/tmp/out}; BUDGET=${BUDGET:-400}; JOBS=${JOBS:-"4 5 6 7"}; FAMILY=${FAMILY:-gpu}; DATA=${DATA:-/tmp/v2gpu}
+OUT=${OUT:-/tmp/out}; BUDGET=${BUDGET:-400}; EXPLORE=${EXPLORE:-}; JOBS=${JOBS:-"4 5 6 7"}; FAMILY=${FAMILY:-gpu}; DATA=${DATA:-/tmp/v2gpu}
 # the corpora every GPU job was started with (the device has no gettext catalogs): explicit, so that the jobs resume anywhere
 TASKS="python_docs python_docstrings python_stdlib unicode_names licenses mime_xml iso_codes_json"
 mkdir -p "$OUT" "$DATA/jobs"
@@ -39,7 +39,7 @@ for j in $JOBS; do
   s=${j##*:}; f=$FAMILY; [ "$j" = "$s" ] || f=${j%%:*}
   # shellcheck disable=SC2086
   (cd /tmp && exec timeout "$BUDGET" python3 -m lrpilot.app.cli collect --family "$f" --seed "$s" --parallel 8 --runs 400 \
-    --out "$DATA" --tasks $TASKS --quiet) > "$OUT/collect_s$s.log" 2>&1 &
+    --out "$DATA" --tasks $TASKS ${EXPLORE:+--explore $EXPLORE} --quiet) > "$OUT/collect_s$s.log" 2>&1 &
   pids+=($!)
 done
 new() { find "$DATA" -maxdepth 1 -name 'run_s*.parquet' -newer "$DATA/.start" | wc -l; }
