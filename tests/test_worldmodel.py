@@ -283,14 +283,14 @@ def test_spearman_and_ranks():
 def test_real_action_effect_recovers_a_known_slope():
     from conftest import synthetic_trajectories
 
-    from lrpilot.worldmodel.fidelity import _action_rows, _fe_slope
+    from lrpilot.worldmodel.responses import action_rows, fe_slope
 
     traj = synthetic_trajectories(n_runs=30, seed=3, noise=0.0)
     for m in traj.meta:
         m["controller"] = {"name": "random_walk"}
-    rows, x, y = _action_rows(traj)
+    rows, x, y = action_rows(traj)
     assert len(rows) == 30 * 10 and set(np.round(x, 3)) <= set(np.round(np.log2(SPEC.actions), 3))
-    slope, se = _fe_slope(np.array([r for r, _ in rows]), x, y)
+    slope, se = fe_slope(np.array([r for r, _ in rows]), x, y)
     assert slope < 0 and se < abs(slope) / 3  # a higher LR lowers the next val in these curves: halving costs
 
 
@@ -325,7 +325,7 @@ def test_paired_walk_response_forces_each_action_from_the_same_prefix(tiny_wm):
     doubling, whatever the run did; the caller's runs are left as they were."""
     from conftest import synthetic_trajectories
 
-    from lrpilot.worldmodel import fidelity
+    from lrpilot.worldmodel import responses
 
     cfg, model, ser, params = tiny_wm
     traj = synthetic_trajectories(n_runs=4, seed=3)
@@ -333,18 +333,18 @@ def test_paired_walk_response_forces_each_action_from_the_same_prefix(tiny_wm):
     env = SimEnv(model, ser)
     prm = env.params(params, traj, 1)
     before = traj.actions.copy()
-    out = fidelity.paired_walk_response(env, prm, traj, rows, 2, jax.random.key(0))
+    out = responses.paired_walk_response(env, prm, traj, rows, 2, jax.random.key(0))
     assert np.array_equal(traj.actions, before) and out["n_rows"] == 8
 
     def next_val(factor):
         forced = traj.actions.copy()
         forced[[r for r, _ in rows], [k for _, k in rows]] = list(SPEC.actions).index(factor)
-        return fidelity._sim_next(env, prm, dataclasses.replace(traj, actions=forced), rows, 2, jax.random.key(0))
+        return responses.sim_next(env, prm, dataclasses.replace(traj, actions=forced), rows, 2, jax.random.key(0))
 
     noop = next_val(1.0)
     assert out["doubling"] == pytest.approx(float(np.mean(next_val(2.0) - noop)), abs=1e-6)
     assert out["halving"] == pytest.approx(float(np.mean(next_val(0.5) - noop)), abs=1e-6)
-    assert fidelity.paired_walk_response(env, prm, traj, [], 2, jax.random.key(0)) is None
+    assert responses.paired_walk_response(env, prm, traj, [], 2, jax.random.key(0)) is None
 
 
 def test_fork_effect_pairs_each_branch_with_the_noop_branch(tiny_wm):
@@ -352,7 +352,7 @@ def test_fork_effect_pairs_each_branch_with_the_noop_branch(tiny_wm):
     difference of their next vals; a world model that ignores actions has a simulated slope ~0."""
     from conftest import synthetic_trajectories
 
-    from lrpilot.worldmodel import fidelity
+    from lrpilot.worldmodel import fidelity, responses
     from lrpilot.worldmodel.env import SimEnv
 
     cfg, model, ser, params = tiny_wm
@@ -364,13 +364,13 @@ def test_fork_effect_pairs_each_branch_with_the_noop_branch(tiny_wm):
         traj.obs[i, : at + 1] = traj.obs[7 * g, : at + 1]
         traj.actions[i, :at], traj.actions[i, at] = traj.actions[7 * g, :at], a
         traj.obs[i, at + 1, vi] = traj.obs[7 * g, at, vi] - 0.01 * np.log2(SPEC.actions[a])  # doubling: -0.01
-    rows = fidelity._fork_rows(traj)
+    rows = responses.fork_rows(traj)
     assert fidelity.groups(traj) == []  # forked groups are judged by fork_effect, not ranked from prefix 1
     traj.meta[0]["controller"] = {"name": "random_walk"}
     assert fidelity.groups(traj, min_size=1)[0].tolist() == [0]
     traj.meta[0]["controller"] = {"name": "fork", "at": at, "action": 0}
     assert len(rows) == 12 and all(traj.meta[o]["controller"]["action"] == SPEC.noop_action for *_, o in rows)
-    out = fidelity.fork_effect(SimEnv(model, ser), SimEnv(model, ser).params(params, traj, 1), traj, 4, jax.random.key(0))
+    out = responses.fork_effect(SimEnv(model, ser), SimEnv(model, ser).params(params, traj, 1), traj, 4, jax.random.key(0))
     assert out["real"] == pytest.approx(-0.01, abs=1e-5) and out["n_groups"] == 2
     assert abs(out["sim"]) < 0.05 and out["ratio"] == pytest.approx(out["sim"] / out["real"])
 

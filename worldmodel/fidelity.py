@@ -26,7 +26,7 @@ final value is the spec's divergence ratio.
   carries the change's dependence on the LR level; it does so alike for real, simulated and
   linear changes.) paired: the simulator's own response inside those walks, paired as in forked
   groups: from each row's real prefix, the mean simulated next val under halving and doubling
-  minus under the no-op, whatever the run did (`paired_walk_response`); the slope above mixes it
+  minus under the no-op, whatever the run did (`responses.paired_walk_response`); the slope above mixes it
   with how the walk's recent actions (an action repeats the last with probability up to 0.8)
   play out next.
 * spread (ensembles only): does the members' disagreement flag the simulator's errors?
@@ -34,7 +34,7 @@ final value is the spec's divergence ratio.
 * high_lr_cost: final val of runs that held >= 30x their base LR through the second half minus
   their groupmates held within 0.5-2x, averaged over groups that have both; real and simulated
   (from prefix 1); ratio = sim / real.
-* fork_effect (forked groups, `collect.edges.Fork`: one seed and one history up to the fork,
+* fork_effect (`responses.fork_effect`; forked groups, `collect.edges.Fork`: one seed and one history up to the fork,
   then one action per branch): the next val of each branch minus the no-op branch's, against
   the action's LR change in doublings; the slope per doubling (real: noise-free, the branches
   share everything but the action; simulated: the mean next val from the shared real prefix),
@@ -43,7 +43,6 @@ final value is the spec's divergence ratio.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import jax
@@ -53,13 +52,13 @@ import numpy as np
 from lrpilot.collect.edges import Fork
 from lrpilot.trajectories import Trajectories
 from lrpilot.worldmodel import onestep
-from lrpilot.worldmodel.correction import ridge, within_runs
-from lrpilot.worldmodel.env import SimEnv, per_member
+from lrpilot.worldmodel.correction import ridge
+from lrpilot.worldmodel.env import SimEnv
 from lrpilot.worldmodel.forecast import sample_futures
+from lrpilot.worldmodel.responses import CHUNK, action_rows, fe_slope, fork_effect, paired_walk_response, sim_next
 from lrpilot.worldmodel.train import group_key
 
 HIGH_LR, MID_LR = 30.0, (0.5, 2.0)
-CHUNK = 64  # runs simulated together (x samples episodes)
 
 
 def rank(x: np.ndarray) -> np.ndarray:
@@ -123,27 +122,6 @@ def sim_final(env: SimEnv, params, traj: Trajectories, n_samples: int, key) -> n
     return np.concatenate(out)
 
 
-def _action_rows(traj: Trajectories):
-    """(run, k) rows of random-walk runs at decisions k >= n/2 with an observation k + 1, the LR
-    change of their action in doublings (log2 factor) and the real change of val."""
-    vi, n = traj.spec.index("val"), traj.spec.n_decisions
-    log2f = np.log2(np.asarray(traj.spec.actions))
-    rows = [(r, k) for r, m in enumerate(traj.meta) if m["controller"]["name"] == "random_walk"
-            for k in range(n // 2, traj.length[r] - 1)]
-    x = np.array([log2f[traj.actions[r, k]] for r, k in rows])
-    y = np.array([traj.obs[r, k + 1, vi] - traj.obs[r, k, vi] for r, k in rows], float)
-    return rows, x, y
-
-
-def _fe_slope(run: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """OLS slope of y on x with a fixed effect per run, and its standard error."""
-    xd, yd = within_runs(run, x.astype(float)), within_runs(run, y.astype(float))
-    b = float(xd @ yd / (xd @ xd))
-    resid = yd - b * xd
-    dof = max(len(y) - 1 - len(np.unique(run)), 1)
-    return b, float(math.sqrt(resid @ resid / dof / (xd @ xd)))
-
-
 def _one_step_features(traj: Trajectories, rows) -> np.ndarray:
     """(rows, 18) features of decision (run, k) for the one-step linear baseline: the state (progress,
     log LR, val, train, last change of val, the run's context where the spec has it) and the
@@ -163,7 +141,7 @@ def linear_action_ratio(traj: Trajectories, train_traj: Trajectories) -> float |
     """The action-effect ratio of a (ridge) least-squares one-step model of the change of val, fit on every
     decision k >= 1 of the training runs (not diverged into): what a simple model with the action
     and its interactions learns from the same data. None without random-walk rows."""
-    rows, x, y = _action_rows(traj)
+    rows, x, y = action_rows(traj)
     vi, ratio = train_traj.spec.index("val"), train_traj.spec.divergence_ratio
     fit = [(r, k) for r in range(len(train_traj)) for k in range(1, train_traj.length[r] - 1)
            if train_traj.actions[r, k] >= 0 and train_traj.obs[r, k + 1, vi] < ratio]
@@ -173,88 +151,9 @@ def linear_action_ratio(traj: Trajectories, train_traj: Trajectories) -> float |
     X = _one_step_features(train_traj, fit)
     mu, sd, keep, w = ridge(X, y_fit)
     run = np.array([r for r, _ in rows])
-    real, _ = _fe_slope(run, x, y)
-    lin, _ = _fe_slope(run, x, ((_one_step_features(traj, rows)[:, keep] - mu[keep]) / sd[keep]) @ w)
+    real, _ = fe_slope(run, x, y)
+    lin, _ = fe_slope(run, x, ((_one_step_features(traj, rows)[:, keep] - mu[keep]) / sd[keep]) @ w)
     return lin / real if real else None
-
-
-def _sim_next(env: SimEnv, params, traj: Trajectories, rows, n_samples: int, key) -> np.ndarray:
-    """(rows,) mean simulated val at k + 1 from the real prefix 0..k under the real action k: the
-    mean over samples of the step's expected val (`info["mean_val"]`)."""
-    n = env.spec.n_decisions
-    acts = jnp.asarray(np.maximum(traj.actions, 0))
-    r, k = np.array([r for r, _ in rows]), np.array([k for _, k in rows])
-
-    def member(env, params, n_samples, key):
-        def one(r, k, kk):
-            _, st = env.reset_to(params, r, k + 1, n)
-            *_, info = env.step(kk, st, acts[r, k], params)
-            return info["mean_val"]
-
-        f = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, None, 0)), in_axes=(0, 0, 0)))
-        keys = jax.random.split(key, len(rows) * n_samples).reshape(len(rows), n_samples)
-        return np.concatenate([np.asarray(f(jnp.asarray(r[j : j + CHUNK]), jnp.asarray(k[j : j + CHUNK]), keys[j : j + CHUNK]))
-                               for j in range(0, len(rows), CHUNK)])
-
-    return per_member(env, params, n_samples, key, member).mean(1)
-
-
-def forced_next(env: SimEnv, params, traj: Trajectories, rows, n_samples: int, key, factors=(0.5, 1.0, 2.0)) -> dict | None:
-    """{factor: (rows,) mean simulated val at k + 1 from the real prefix 0..k of each (run, k) in `rows` under
-    that LR factor instead of action k} (common keys); None without rows or one of the factors."""
-    acts = [float(a) for a in traj.spec.actions]
-    if not rows or not set(factors) <= set(acts):
-        return None
-    r, k = (np.array(v) for v in zip(*rows))
-    sim = {}
-    for a in factors:
-        forced = traj.actions.copy()
-        forced[r, k] = acts.index(a)
-        sim[a] = _sim_next(env, params, dataclasses.replace(traj, actions=forced), rows, n_samples, key)
-    return sim
-
-
-def paired_walk_response(env: SimEnv, params, traj: Trajectories, rows, n_samples: int, key) -> dict | None:
-    """The simulator's response to halving / doubling at the rows `rows` ((run, k)), each against the no-op
-    from the same real prefix (`forced_next`): {"halving", "doubling": mean difference in normalised val,
-    "per_doubling": mean of (doubling - halving) / 2, "per_doubling_stderr", "n_rows"}; None as forced_next."""
-    sim = forced_next(env, params, traj, rows, n_samples, key)
-    if sim is None:  # no rows, or the spec lacks a factor
-        return None
-    d = (sim[2.0] - sim[0.5]) / 2
-    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None
-    return {"halving": float(np.mean(sim[0.5] - sim[1.0])), "doubling": float(np.mean(sim[2.0] - sim[1.0])),
-            "per_doubling": float(d.mean()), "per_doubling_stderr": se, "n_rows": len(rows)}
-
-
-def _fork_rows(traj: Trajectories):
-    """(run, k, noop run) of the branches of forked groups that took a non-no-op action at their fork
-    k and have an observation k + 1, with the no-op branch of the same group."""
-    by: dict = {}
-    for r, (m, f) in enumerate(zip(traj.meta, traj.files)):
-        c = m.get("controller", {})
-        if c.get("name") == Fork.name and c.get("action") is not None and traj.length[r] > c["at"] + 1:
-            by.setdefault(group_key(m, f), {})[c["action"]] = (r, c["at"])
-    noop = traj.spec.noop_action
-    return [(r, k, g[noop][0]) for g in by.values() if noop in g for a, (r, k) in g.items() if a != noop]
-
-
-def fork_effect(env: SimEnv, params, traj: Trajectories, n_samples: int, key) -> dict:
-    """The fork_effect field (module docstring); n_rows = 0 and None values without forked groups."""
-    rows = _fork_rows(traj)
-    out = {"real": None, "sim": None, "ratio": None, "corr": None, "n_rows": len(rows), "n_groups": len({o for *_, o in rows})}
-    if len(rows) < 3:
-        return out
-    vi = env.spec.index("val")
-    x = np.log2(np.asarray(env.spec.actions)[[traj.actions[r, k] for r, k, _ in rows]])
-    real = np.array([traj.obs[r, k + 1, vi] - traj.obs[o, k + 1, vi] for r, k, o in rows], float)
-    both = [(r, k) for r, k, _ in rows] + [(o, k) for _, k, o in rows]
-    nxt = _sim_next(env, params, traj, both, n_samples, key)
-    sim = nxt[: len(rows)] - nxt[len(rows) :]
-    b_real, b_sim = float(x @ real / (x @ x)), float(x @ sim / (x @ x))  # through the origin: no action, no effect
-    out.update(real=b_real, sim=b_sim, ratio=b_sim / b_real if b_real else None,
-               corr=float(np.corrcoef(sim, real)[0, 1]) if sim.std() > 0 and real.std() > 0 else None)
-    return out
 
 
 def spread_vs_error(env: SimEnv, params, traj: Trajectories, reps: int, key) -> dict:
@@ -320,17 +219,17 @@ def fidelity(env: SimEnv, params, traj: Trajectories, train_traj: Trajectories, 
     one = onestep.final_val(onestep.fit(train_traj), traj)  # the one-step linear baseline simulator (onestep.py)
     out.update(onestep_spearman=_mean_se([spearman(one[g], real[g]) for g in grps]),
                onestep_final_val_mae=float(np.mean(np.abs(one - real))))
-    rows, x, y = _action_rows(traj)
+    rows, x, y = action_rows(traj)
     eff = {"real": None, "real_stderr": None, "sim": None, "sim_stderr": None, "ratio": None, "linear_ratio": None,
            "n_rows": len(rows)}
     if len(rows) >= 10 and np.ptp(x) > 0:
         run = np.array([r for r, _ in rows])
-        slope, se = _fe_slope(run, x, y)
+        slope, se = fe_slope(run, x, y)
         eff.update(real=-slope, real_stderr=se)  # halving is -1 doubling
         if with_action_effect:
             vi = spec.index("val")
-            y_sim = _sim_next(env, params, traj, rows, n_samples, k_eff) - np.array([traj.obs[r, k, vi] for r, k in rows])
-            s_slope, s_se = _fe_slope(run, x, y_sim)
+            y_sim = sim_next(env, params, traj, rows, n_samples, k_eff) - np.array([traj.obs[r, k, vi] for r, k in rows])
+            s_slope, s_se = fe_slope(run, x, y_sim)
             eff.update(sim=-s_slope, sim_stderr=s_se, ratio=s_slope / slope if slope else None)
             eff["paired"] = paired_walk_response(env, params, traj, rows, n_samples, jax.random.fold_in(k_eff, 3))
         eff["linear_ratio"] = linear_action_ratio(traj, train_traj)

@@ -5,7 +5,7 @@ import numpy as np
 
 from lrpilot import checkpoints
 from lrpilot.trajectories import load_dir
-from lrpilot.worldmodel import fidelity as F
+from lrpilot.worldmodel import responses as R
 from lrpilot.worldmodel.model import WorldModelConfig
 from lrpilot.worldmodel.train import split_runs
 
@@ -17,7 +17,7 @@ tr, ho = split_runs(full, cfg.heldout_frac, cfg.seed)
 sp = ck.spec; vi = sp.index("val")
 for name, idx in (("heldout", ho), ("train(all non-held)", tr)):
     t = full.subset(idx)
-    rows, x, y = F._action_rows(t)
+    rows, x, y = R.action_rows(t)
     run = np.array([r for r, _ in rows])
     mult = np.array([t.meta[r].get("base_lr_mult", 1.0) for r in run])
     fam = np.array([t.meta[r].get("family", "?") for r in run])
@@ -26,12 +26,12 @@ for name, idx in (("heldout", ho), ("train(all non-held)", tr)):
     for lo, hi in ((0, 1/3), (1/3, 3), (3, 10), (10, 100)):
         s = (mult >= lo) & (mult < hi)
         if s.sum() > 20:
-            b, se = F._fe_slope(run[s], x[s], y[s]); print(f"  mult [{lo:.2f},{hi}): n={s.sum()} slope {b:+.5f}±{se:.5f}")
+            b, se = R.fe_slope(run[s], x[s], y[s]); print(f"  mult [{lo:.2f},{hi}): n={s.sum()} slope {b:+.5f}±{se:.5f}")
     for f in np.unique(fam):
         s = fam == f
         if s.sum() > 20:
-            b, se = F._fe_slope(run[s], x[s], y[s]); print(f"  family {f}: n={s.sum()} slope {b:+.5f}±{se:.5f}")
+            b, se = R.fe_slope(run[s], x[s], y[s]); print(f"  family {f}: n={s.sum()} slope {b:+.5f}±{se:.5f}")
     for lo, hi in ((0, .3), (.3, .5), (.5, 2)):
         s = (val >= lo) & (val < hi)
         if s.sum() > 20:
-            b, se = F._fe_slope(run[s], x[s], y[s]); print(f"  val [{lo},{hi}): n={s.sum()} slope {b:+.5f}±{se:.5f}")
+            b, se = R.fe_slope(run[s], x[s], y[s]); print(f"  val [{lo},{hi}): n={s.sum()} slope {b:+.5f}±{se:.5f}")

@@ -7,7 +7,7 @@ import numpy as np
 
 from lrpilot import checkpoints
 from lrpilot.trajectories import load_dir
-from lrpilot.worldmodel import fidelity as F
+from lrpilot.worldmodel import responses as R
 from lrpilot.worldmodel.env import SimEnv
 from lrpilot.worldmodel.model import WorldModelConfig, build
 from lrpilot.worldmodel.train import split_runs, training_runs
@@ -36,11 +36,11 @@ def ols(X, y):
     return b[1:], np.sqrt(np.diag(cov))[1:]
 for name, idx in (("heldout", ho), ("train", tr)):
     traj = full.subset(idx)
-    rows, x, y = F._action_rows(traj)
+    rows, x, y = R.action_rows(traj)
     run = np.array([r for r, _ in rows]); k = np.array([kk for _, kk in rows])
     lvl = traj.obs[run, k, li] * np.log2(10)  # log2 LR level before the action, relative to base
     params = env.params(ck.params, traj, max_prefix=1)
-    ys = F._sim_next(env, params, traj, rows, 8, jax.random.key(0)) - traj.obs[run, k, vi]
+    ys = R.sim_next(env, params, traj, rows, 8, jax.random.key(0)) - traj.obs[run, k, vi]
     print(f"== {name}: {len(rows)} rows, {len(np.unique(run))} runs")
     for lab, yy in (("real", y), ("sim", ys)):
         b1, s1 = fe(run, x[:, None], yy)

@@ -4,7 +4,7 @@ import numpy as np
 
 from lrpilot import checkpoints
 from lrpilot.trajectories import load_dir
-from lrpilot.worldmodel import fidelity as F
+from lrpilot.worldmodel import fidelity as F, responses as R
 from lrpilot.worldmodel.correction import ridge
 from lrpilot.worldmodel.model import WorldModelConfig
 from lrpilot.worldmodel.train import split_runs
@@ -31,14 +31,14 @@ fit = [(r, k) for r in range(len(t_tr)) for k in range(1, t_tr.length[r] - 1)
        if t_tr.actions[r, k] >= 0 and t_tr.obs[r, k + 1, vi] < ratio]
 y_fit = np.array([t_tr.obs[r, k + 1, vi] - t_tr.obs[r, k, vi] for r, k in fit])
 for name, t in (("heldout", t_ho), ("train", t_tr)):
-    rows, x, y = F._action_rows(t)
+    rows, x, y = R.action_rows(t)
     run = np.array([r for r, _ in rows])
-    real, _ = F._fe_slope(run, x, y)
+    real, _ = R.fe_slope(run, x, y)
     out = []
     for extra in ([], ["A2"], ["AP"], ["reluA"], ["A2", "AP"], ["reluL", "L2"], ["A2", "AP", "reluA", "reluL", "L2", "P"]):
         X = feats(t_tr, fit, extra); mu, sd, keep, w = ridge(X, y_fit)
         pred = ((feats(t, rows, extra)[:, keep] - mu[keep]) / sd[keep]) @ w
-        lin, _ = F._fe_slope(run, x, pred)
+        lin, _ = R.fe_slope(run, x, pred)
         out.append(f"{'+'.join(extra) or 'base'} {lin / real:.2f}")
     print(name, f"real {real:+.5f}:", "; ".join(out))
 print("--- fits on exogenous rows only (random walk + fork), optionally with run fixed effects")
@@ -54,9 +54,9 @@ def demean(run, M):
     return M
 for fe in (False, True):
     for name, t in (("heldout", t_ho), ("train", t_tr)):
-        rows, x, y = F._action_rows(t)
+        rows, x, y = R.action_rows(t)
         run = np.array([r for r, _ in rows])
-        real, _ = F._fe_slope(run, x, y)
+        real, _ = R.fe_slope(run, x, y)
         out = []
         for extra in ([], ["A2"], ["A2", "AP"], ["reluA"], ["A2", "AP", "reluA", "reluL", "L2", "P"]):
             X = feats(t_tr, fit2, extra); yy = y2
@@ -64,6 +64,6 @@ for fe in (False, True):
                 X, yy = demean(run2, X), demean(run2, y2[:, None])[:, 0]
             mu, sd, keep, w = ridge(X, yy)
             pred = ((feats(t, rows, extra)[:, keep] - mu[keep]) / sd[keep]) @ w
-            lin, _ = F._fe_slope(run, x, pred)
+            lin, _ = R.fe_slope(run, x, pred)
             out.append(f"{'+'.join(extra) or 'base'} {lin / real:.2f}")
         print("FE" if fe else "  ", name, f"({len(fit2)} fit rows) real {real:+.5f}:", "; ".join(out))

@@ -7,10 +7,10 @@ import numpy as np
 
 from lrpilot.spec import DEFAULT_SPEC
 from lrpilot.trajectories import load_dir
-from lrpilot.worldmodel.fidelity import _fork_rows
+from lrpilot.worldmodel.responses import fork_rows
 
 traj = load_dir(sys.argv[1:] or ["collect/data/v2"], DEFAULT_SPEC)
-rows = _fork_rows(traj)
+rows = fork_rows(traj)
 vi = DEFAULT_SPEC.index("val")
 x = np.log2(np.asarray(DEFAULT_SPEC.actions)[[traj.actions[r, k] for r, k, _ in rows]])
 y = np.array([traj.obs[r, k + 1, vi] - traj.obs[o, k + 1, vi] for r, k, o in rows], float)

@@ -8,7 +8,7 @@ import numpy as np
 from lrpilot import checkpoints
 from lrpilot.app.worldmodel_cmd import resolve_ckpt
 from lrpilot.trajectories import load_dir
-from lrpilot.worldmodel import fidelity as F
+from lrpilot.worldmodel import responses as R
 from lrpilot.worldmodel.env import SimEnv
 from lrpilot.worldmodel.model import WorldModelConfig, build
 from lrpilot.worldmodel.train import split_runs, training_runs
@@ -30,10 +30,10 @@ def walks(ck, env, full, idx, samples: int) -> SimpleNamespace:
     x (the action's log2 factor), y (the real change of val), run, v0 (val at k), params, key and
     taken (the simulated mean change of val), all (rows,) but traj, params and key."""
     traj = full.subset(idx)
-    rows, x, y = F._action_rows(traj)
+    rows, x, y = R.action_rows(traj)
     vi = ck.spec.index("val")
     v0 = np.array([traj.obs[r, k, vi] for r, k in rows])
     params, key = env.params(ck.params, traj, max_prefix=1), jax.random.key(0)
-    taken = F._sim_next(env, params, traj, rows, samples, key) - v0
+    taken = R.sim_next(env, params, traj, rows, samples, key) - v0
     return SimpleNamespace(traj=traj, rows=rows, x=x, y=y, run=np.array([r for r, _ in rows]), v0=v0, params=params,
                            key=key, taken=taken)

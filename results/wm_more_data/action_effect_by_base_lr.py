@@ -10,7 +10,7 @@ import jax
 import numpy as np
 from _load import load
 
-from lrpilot.worldmodel import fidelity as F
+from lrpilot.worldmodel import responses as R
 
 ckpt = sys.argv[1]
 samples = int(sys.argv[2]) if len(sys.argv) > 2 else 8
@@ -24,9 +24,9 @@ print("| groups | base LR / default | rows | real | simulated | ratio |")
 print("|---|---|---|---|---|---|")
 for name, idx in (("held-out", ho), ("training", tr)):
     traj = full.subset(idx)
-    rows, x, y = F._action_rows(traj)
+    rows, x, y = R.action_rows(traj)
     params = env.params(ck.params, traj, max_prefix=1)
-    y_sim = F._sim_next(env, params, traj, rows, samples, jax.random.key(0)) - np.array([traj.obs[r, k, vi] for r, k in rows])
+    y_sim = R.sim_next(env, params, traj, rows, samples, jax.random.key(0)) - np.array([traj.obs[r, k, vi] for r, k in rows])
     run = np.array([r for r, _ in rows])
     mult = np.array([traj.meta[r].get("base_lr_mult", 1.0) for r in run])
     for label, lo, hi in BINS:
@@ -34,7 +34,7 @@ for name, idx in (("held-out", ho), ("training", tr)):
         if s.sum() < 20 or np.ptp(x[s]) == 0:
             print(f"| {name} | {label} | {s.sum()} | - | - | - |")
             continue
-        b, se = F._fe_slope(run[s], x[s], y[s])
-        bs, ses = F._fe_slope(run[s], x[s], y_sim[s])
+        b, se = R.fe_slope(run[s], x[s], y[s])
+        bs, ses = R.fe_slope(run[s], x[s], y_sim[s])
         print(f"| {name} | {label} | {s.sum()} | {-b:+.4f} ± {se:.4f} | {-bs:+.4f} ± {ses:.4f} | {bs / b:.2f} |")
     sys.stdout.flush()

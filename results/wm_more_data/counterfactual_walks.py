@@ -10,7 +10,7 @@ import sys
 import numpy as np
 from _load import load, walks
 
-from lrpilot.worldmodel import fidelity as F
+from lrpilot.worldmodel import responses as R
 
 ckpt = sys.argv[1]
 samples = int(sys.argv[2]) if len(sys.argv) > 2 else 8
@@ -19,9 +19,9 @@ print(f"checkpoint {ckpt}; data starter + collect/data/v2.parquet; {samples} sam
 for name, idx in (("held-out", ho), ("training", tr)):
     w = walks(ck, env, full, idx, samples)
     run, x, y, taken, rows = w.run, w.x, w.y, w.taken, w.rows
-    paired = F.paired_walk_response(env, w.params, w.traj, rows, samples, w.key)  # what worldmodel eval reports
-    b_real, se_real = F._fe_slope(run, x, y)
-    b_sim, se_sim = F._fe_slope(run, x, taken)
+    paired = R.paired_walk_response(env, w.params, w.traj, rows, samples, w.key)  # what worldmodel eval reports
+    b_real, se_real = R.fe_slope(run, x, y)
+    b_sim, se_sim = R.fe_slope(run, x, taken)
     print(f"{name}: {len(rows)} rows in {len(np.unique(run))} random walks")
     print(f"  fixed-effects slope per doubling, on the action taken: real {b_real:+.4f} ± {se_real:.4f}, "
           f"simulated {b_sim:+.4f} ± {se_sim:.4f}")

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from lrpilot.worldmodel import fidelity as F
+from lrpilot.worldmodel import responses as R
 from lrpilot.worldmodel.correction import within_runs
 
 LAGS = 3
@@ -48,7 +48,7 @@ def fmt(c, s):
 
 
 def report(label, run, lag, level, y):
-    b, se = F._fe_slope(run, lag[:, 0], y)
+    b, se = R.fe_slope(run, lag[:, 0], y)
     cl, sl = fe_ols(run, lag, y)
     cv, sv = fe_ols(run, np.stack([lag[:, 0], level], 1), y)
     print(f"  {label}: action alone {fmt(b, se)} | with {LAGS} lags: action {fmt(cl[0], sl[0])}, lags "
@@ -61,7 +61,7 @@ def real_only(paths):
     from lrpilot.trajectories import load_dir
 
     traj = load_dir(paths, DEFAULT_SPEC)
-    rows, x, y = F._action_rows(traj)
+    rows, x, y = R.action_rows(traj)
     run = np.array([r for r, _ in rows])
     mult = np.array([traj.meta[r].get("base_lr_mult", np.nan) for r in run], float)
     lag, level = design(traj, rows)
@@ -84,10 +84,10 @@ def by_current_lr(paths):
     traj = load_dir(paths, DEFAULT_SPEC)
     li, vi = DEFAULT_SPEC.index("log_lr"), DEFAULT_SPEC.index("val")
     cur = lambda r, k: traj.meta[r].get("base_lr_mult", np.nan) * 10 ** traj.obs[r, k, li]  # noqa: E731
-    rows, x, y = F._action_rows(traj)
+    rows, x, y = R.action_rows(traj)
     run = np.array([r for r, _ in rows])
     wcur = np.array([cur(r, k) for r, k in rows])
-    fr = F._fork_rows(traj)
+    fr = R.fork_rows(traj)
     fx = np.log2(np.asarray(DEFAULT_SPEC.actions)[[traj.actions[r, k] for r, k, _ in fr]])
     fy = np.array([traj.obs[r, k + 1, vi] - traj.obs[o, k + 1, vi] for r, k, o in fr], float)
     fcur = np.array([cur(r, k) for r, k, _ in fr])
@@ -97,7 +97,7 @@ def by_current_lr(paths):
     print("|---|---|---|---|---|")
     for lo, hi in BANDS:
         m, f = (wcur >= lo) & (wcur < hi), (fcur >= lo) & (fcur < hi)
-        walk = fmt(*F._fe_slope(run[m], x[m], y[m])) if len(np.unique(run[m])) >= 3 and m.sum() > len(np.unique(run[m])) + 2 else "-"
+        walk = fmt(*R.fe_slope(run[m], x[m], y[m])) if len(np.unique(run[m])) >= 3 and m.sum() > len(np.unique(run[m])) + 2 else "-"
         fork = "-"
         if f.sum() >= 3:
             b = fx[f] @ fy[f] / (fx[f] @ fx[f])
@@ -118,7 +118,7 @@ def with_simulator(ckpt, samples):
               f"(the actions' autocorrelation at lag 1: {np.corrcoef(lag[:, 0], lag[:, 1])[0, 1]:.2f})")
         report("real", run, lag, level, y)
         report("simulated", run, lag, level, sim)
-        forced = F.forced_next(env, params, traj, rows, samples, key)
+        forced = R.forced_next(env, params, traj, rows, samples, key)
         paired = (forced[2.0] - forced[0.5]) / 2
         li = ck.spec.index("log_lr")
         cur = np.array([traj.meta[r].get("base_lr_mult", np.nan) * 10 ** traj.obs[r, k, li] for r, k in rows])
@@ -127,7 +127,7 @@ def with_simulator(ckpt, samples):
         for lo, hi in BANDS:
             m = (cur >= lo) & (cur < hi)
             ok = len(np.unique(run[m])) >= 3 and m.sum() > len(np.unique(run[m])) + 2
-            slope = (lambda v: fmt(*F._fe_slope(run[m], x[m], v[m])) if ok else "-")  # noqa: E731
+            slope = (lambda v: fmt(*R.fe_slope(run[m], x[m], v[m])) if ok else "-")  # noqa: E731
             half, dbl = (forced[a][m] - forced[1.0][m] for a in (0.5, 2.0))
             print(f"  | x{lo:.3g}-{hi:.3g} | {m.sum()} ({len(np.unique(run[m]))}) | {slope(y)} | {slope(sim)} | "
                   + (f"{fmt(paired[m].mean(), paired[m].std(ddof=1) / np.sqrt(m.sum()))} ({half.mean():+.4f}; {dbl.mean():+.4f}) |"

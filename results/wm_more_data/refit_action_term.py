@@ -33,7 +33,7 @@ from _load import load, walks
 from lagged_walks import design
 
 from lrpilot.trajectories import load_dir
-from lrpilot.worldmodel import correction as C, fidelity as F
+from lrpilot.worldmodel import correction as C, responses as R
 from lrpilot.worldmodel.model import WorldModelConfig
 from lrpilot.worldmodel.train import training_runs
 
@@ -60,7 +60,7 @@ def features(traj, rows):
 def noop_next(traj, rows):
     """(rows,) the shipped simulator's mean next val from each real prefix under the no-op (its level term
     included, its action term 0)."""
-    return F.forced_next(env, env.params(ck.params, traj, max_prefix=1), traj, rows, samples, key, factors=(1.0,))[1.0]
+    return R.forced_next(env, env.params(ck.params, traj, max_prefix=1), traj, rows, samples, key, factors=(1.0,))[1.0]
 
 
 def exogenous_rows(traj):
@@ -103,11 +103,11 @@ for name, idx in (("held-out", ho), ("training", tr)):
     w = walks(ck, env, full, idx, samples)
     traj, rows, x, y, run, v0 = w.traj, w.rows, w.x, w.y, w.run, w.v0
     base, X, shipped = noop_next(traj, rows), features(traj, rows), w.taken + v0
-    b_real, se_real = F._fe_slope(run, x, y)
+    b_real, se_real = R.fe_slope(run, x, y)
     print(f"{name}: {len(rows)} rows in {len(np.unique(run))} random walks; real slope per doubling {b_real:+.4f} ± {se_real:.4f}")
-    b, se = F._fe_slope(run, x, shipped - v0)
+    b, se = R.fe_slope(run, x, shipped - v0)
     print(f"  shipped term: simulated slope {b:+.4f} ± {se:.4f}, action-effect ratio {b / b_real:.2f}")
     for (dname, vname), w in weights.items():
-        b, se = F._fe_slope(run, x, base + X[:, : len(w)] @ w - v0)
+        b, se = R.fe_slope(run, x, base + X[:, : len(w)] @ w - v0)
         print(f"  refit on {dname}, {vname}: simulated slope {b:+.4f} ± {se:.4f}, action-effect ratio {b / b_real:.2f}")
     sys.stdout.flush()
