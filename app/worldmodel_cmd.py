@@ -133,7 +133,8 @@ def cmd_fit_action(args) -> int:
     out_parent(args.out)
     ck = checkpoints.load(src, kind="worldmodel")
     cfg = dataclasses.replace(WorldModelConfig.from_dict(ck.model_config), action_response=args.response,
-                              action_level=args.level, action_fit=args.fit, action_convex=args.convex)
+                              action_level=args.level, action_fit=args.fit, action_convex=args.convex,
+                              action_hinge=args.hinge)
     model, ser = build(cfg, ck.spec)
     full = load_dir(data_dirs(args.data), ck.spec)
     tr = training_runs(full, cfg)
@@ -188,6 +189,9 @@ def register(sub) -> None:
                    "level (log LR, log absolute LR, their squares and products with progress), at every step")
     a.add_argument("--convex", action="store_true", help="the action's term gains a x (log10 absolute LR)^2: one "
                    "doubling's effect grows with the LR in effect")
+    a.add_argument("--hinge", type=float, default=None, metavar="H", help="the action's term gains a x max(0, log10 "
+                   "absolute LR - H): a kink at an absolute LR of 10^H, flat below (e.g. -1.5: 0.03, about x30 of a "
+                   "small model's default)")
     a.add_argument("--fit", choices=list(ACTION_FITS), default="all", help="the decisions it is fit on: every run's "
                    "pooled (all), or only random-walk and fork runs' within each run (exogenous: run fixed effects)")
     a.set_defaults(func=cmd_fit_action)

@@ -27,9 +27,10 @@ def _tiny(seed=0, **kw):
     return model, ser, model.init(jax.random.key(seed), jnp.zeros((1, ser.seq_len), jnp.int32))["params"]
 
 
-def _linear_runs(n_runs: int, effect: float, noise: float = 0.002, seed: int = 0, convex: float = 0.0) -> Trajectories:
-    """Random-action runs whose val changes by -0.01 + (effect + convex * L^2) * log2(action factor) + noise
-    (L: log10 of the LR before the action over the base LR, the runs' log absolute LR)."""
+def _linear_runs(n_runs: int, effect: float, noise: float = 0.002, seed: int = 0, convex: float = 0.0,
+                 kink: tuple[float, float] = (0.0, 0.0)) -> Trajectories:
+    """Random-action runs whose val changes by -0.01 + (effect + convex * L^2 + s * max(0, L - h)) * log2(action
+    factor) + noise, (s, h) = kink (L: log10 of the LR before the action over the base LR, the runs' log absolute LR)."""
     rng = np.random.default_rng(seed)
     n = SPEC.n_decisions
     obs = np.zeros((n_runs, n + 1, SPEC.n_obs), np.float32)
@@ -40,7 +41,8 @@ def _linear_runs(n_runs: int, effect: float, noise: float = 0.002, seed: int = 0
         for k in range(n):
             L = np.log10(lr)
             lr = SPEC.next_lr_rel(lr, int(actions[r, k]))
-            val = val - 0.01 + (effect + convex * L * L) * LOG2[actions[r, k]] + rng.normal(0, noise)
+            slope = effect + convex * L * L + kink[0] * max(0.0, L - kink[1])
+            val = val - 0.01 + slope * LOG2[actions[r, k]] + rng.normal(0, noise)
             obs[r, k + 1] = SPEC.observation(k + 1, lr, 4.0 * val, 4.0 * val, 4.0)[0]
     metas = [{"task": "t", "group": r, "job_seed": 0, "family": "test", "controller": {"name": "random_walk"}} for r in range(n_runs)]
     return Trajectories(SPEC, obs, actions, np.full(n_runs, n + 1, np.int32), np.zeros(n_runs, bool), metas,
@@ -93,6 +95,27 @@ def test_convex_term_follows_an_effect_that_grows_with_the_lr_in_effect():
     with pytest.raises(ValueError, match="action_convex"):  # weights of another layout are refused, not misread
         correction.correction(SPEC, {"w": jnp.zeros(correction.N_FEATURES), "b": jnp.float32(0)}, LOG2, 1,
                               jnp.asarray(o[0]), 0.0, convex=True)
+
+
+def test_hinge_term_follows_an_effect_that_rises_only_above_a_kink():
+    """The real effect is flat at low LR and steep above ~x30 of the default: a parabola in the LR fits
+    it worse than a kink, and is wrong at the far low end."""
+    runs = _linear_runs(128, effect=0.002, kink=(0.03, 0.5), seed=4)
+    r, k = np.nonzero(np.arange(SPEC.n_decisions)[None] >= 1)
+    o, a = runs.obs[r, k], LOG2[runs.actions[r, k]]
+    true = (0.002 + 0.03 * np.maximum(o[:, SPEC.index("log_lr")] - 0.5, 0)) * a
+    err = {}
+    for convex, hinge in ((True, None), (False, 0.5)):
+        model, ser, params = _tiny(action_response="noop", action_convex=convex, action_hinge=hinge)
+        params = {**params, "digit_head": jax.tree.map(jnp.zeros_like, params["digit_head"])}
+        w = correction.fit(model, params, ser, runs, convex=convex, hinge=hinge)["w"]
+        assert w.shape == (correction.n_phi(convex, hinge),) == (8,)
+        err[hinge] = np.sqrt(np.mean((correction.action_features(SPEC, a, o, np.zeros(len(a)), convex=convex, hinge=hinge) @ w
+                                      - true) ** 2))
+    assert err[0.5] < 0.5 * err[None], err
+    with pytest.raises(ValueError, match="action_hinge"):  # 8 weights read as convex + hinge (9) are refused
+        correction.correction(SPEC, {"w": jnp.zeros(8), "b": jnp.float32(0)}, LOG2, 1, jnp.asarray(o[0]), 0.0,
+                              convex=True, hinge=0.5)
 
 
 def _confounded_runs(n_runs: int, seed: int = 1) -> Trajectories:
@@ -236,6 +259,23 @@ def test_simulator_adds_the_convex_term_of_the_action_taken(traj):
     A = float(st.obs[SPEC.index("log_lr")] + ep.log_base[1])
     if not bool(info["diverged"]):
         assert float(info["mean_val"] - info0["mean_val"]) == pytest.approx(0.01 + 0.02 * A * A, abs=1e-5)
+
+
+@pytest.mark.parametrize("hinge", [-10.0, 10.0])  # the kink below every LR (active), above every LR (silent)
+def test_simulator_adds_the_hinge_term_of_the_action_taken(traj, hinge):
+    model, ser, params = _tiny(action_response="residual", action_hinge=hinge)
+    env = SimEnv(model, ser)
+    w = np.zeros(correction.n_phi(False, hinge), np.float32)
+    w[0], w[-1] = 0.01, 0.002  # a and a x max(0, A - hinge)
+    ep = env.params({**params, "action_linear": {"w": w, "b": np.float32(0)}}, traj)
+    ep0 = env.params({**params, "action_linear": {"w": np.zeros_like(w), "b": np.float32(0)}}, traj)
+    _, st = env.reset_to(ep, 1, 5, 5)
+    double, key = jnp.int32(SPEC.actions.index(2.0)), jax.random.key(0)
+    *_, info = env.step(key, st, double, ep)
+    *_, info0 = env.step(key, st, double, ep0)
+    A = float(st.obs[SPEC.index("log_lr")] + ep.log_base[1])
+    if not bool(info["diverged"]):
+        assert float(info["mean_val"] - info0["mean_val"]) == pytest.approx(0.01 + 0.002 * max(A - hinge, 0.0), abs=1e-5)
 
 
 def test_ensemble_members_each_correct_and_the_spread_shows_it(traj):

@@ -9,6 +9,7 @@ transformer, and the simulator adds it to each sampled val:
     val_{k+1} = the transformer's sample + delta,   delta = w . phi(a_k, obs_k)     (normalised val)
     phi = (a, a*progress, a*log_lr, a*log_abs_lr, a*val, a*train, a^2)            (7,)
     with `action_convex`: phi, a*log_abs_lr^2                                      (8,)
+    with `action_hinge` h: phi, [a*log_abs_lr^2,] a*max(0, log_abs_lr - h)          (8,) or (9,)
 
 a: log2 of action k's LR factor (0 for the no-op, so the no-op is never corrected); obs_k:
 observation k; log_abs_lr = log_lr + log10 of the run's base LR (`log_base`). Two responses:
@@ -36,6 +37,9 @@ transformer's business). Which decisions (`WorldModelConfig.action_fit`):
 `action_convex` adds a x log_abs_lr^2: one doubling's effect grows with the LR in effect, from nil at a
 tenth of the model's default LR to several times the effect at the default beyond x30 (README, "What the
 walks' slope measures"), a curve a x log_abs_lr alone cannot follow.
+`action_hinge` h adds a x max(0, log_abs_lr - h) instead (or beside it): the same rise as a kink at an
+absolute LR of 10^h, flat below it. A parabola in log_abs_lr rises at both ends, so fit to the steep
+cost above x30 of the default it also credits doubling a tiny LR; the real effect is nil below x1.
 With `action_level` the linear term also corrects the transformer's response to the LR level:
 psi (log_lr, log_abs_lr, their squares and products with progress), centred on the decisions it
 is fit on (`b`), is added to phi, applied at every step (the no-op too).
@@ -83,9 +87,10 @@ def log_base(traj: Trajectories) -> np.ndarray:
     return np.zeros(len(traj), np.float32)
 
 
-def action_features(spec, a_log2, obs_xF, log_base_x, level: bool = False, convex: bool = False):
+def action_features(spec, a_log2, obs_xF, log_base_x, level: bool = False, convex: bool = False, hinge=None):
     """phi (..., 7) of an action's log2 LR factor (...) taken at observation obs (..., F) of a run
-    with log10 base LR log_base (...), (..., 8) with `convex` (a*A^2 last); with `level`, psi (..., 6)
+    with log10 base LR log_base (...), then a*A^2 with `convex` and a*max(0, A - hinge) with a `hinge`
+    (a float, log10 of an absolute LR; None: none); with `level`, psi (..., 6)
     after it: the LR level's terms (L, L*progress, L^2, A, A*progress, A^2; L = log_lr, A =
     log_abs_lr), whatever the action. numpy or jax."""
     xp = jnp if isinstance(a_log2, jax.Array) or isinstance(obs_xF, jax.Array) else np
@@ -95,23 +100,24 @@ def action_features(spec, a_log2, obs_xF, log_base_x, level: bool = False, conve
     cols = [a_log2 * p, a_log2 * log_lr, a_log2 * log_abs, a_log2 * o("val"), a_log2 * o("train")]
     psi = [log_lr, log_lr * p, log_lr * log_lr, log_abs, log_abs * p, log_abs * log_abs] if level else []
     conv = [a_log2 * log_abs * log_abs] if convex else []
+    conv += [a_log2 * xp.maximum(log_abs - hinge, 0.0)] if hinge is not None else []
     return xp.stack([a_log2, *cols, a_log2 * a_log2, *conv, *psi], axis=-1)
 
 
-def n_phi(convex: bool) -> int:
+def n_phi(convex: bool, hinge=None) -> int:
     """The number of phi's terms (the action's), before psi's."""
-    return N_FEATURES + bool(convex)
+    return N_FEATURES + bool(convex) + (hinge is not None)
 
 
-def correction(spec, lin: dict, action_log2_A, action, obs_F, log_base, convex: bool = False):
+def correction(spec, lin: dict, action_log2_A, action, obs_F, log_base, convex: bool = False, hinge=None):
     """delta (,), or (K,) for an ensemble's stacked weights, of taking `action` (int index) at
-    observation obs_F: w . features + b (jax); `convex`: the model's `action_convex`."""
+    observation obs_F: w . features + b (jax); `convex`, `hinge`: the model's `action_convex`, `action_hinge`."""
     a = jnp.asarray(action_log2_A, jnp.float32)[action]
-    w = lin["w"]
-    if w.shape[-1] not in (n_phi(convex), n_phi(convex) + 6):
-        raise ValueError(f"action_linear: {w.shape[-1]} weights, expected {n_phi(convex)} (or {n_phi(convex) + 6} with "
-                         f"action_level) for action_convex={convex}")
-    return w @ action_features(spec, a, obs_F, log_base, level=w.shape[-1] > n_phi(convex), convex=convex) + lin["b"]
+    w, n_a = lin["w"], n_phi(convex, hinge)
+    if w.shape[-1] not in (n_a, n_a + 6):
+        raise ValueError(f"action_linear: {w.shape[-1]} weights, expected {n_a} (or {n_a + 6} with "
+                         f"action_level) for action_convex={convex}, action_hinge={hinge}")
+    return w @ action_features(spec, a, obs_F, log_base, level=w.shape[-1] > n_a, convex=convex, hinge=hinge) + lin["b"]
 
 
 def expected_next_val(model, wm_params, ser, traj: Trajectories, samples: int = 4, seed: int = 0,
@@ -156,8 +162,9 @@ def within_runs(run: np.ndarray, M: np.ndarray) -> np.ndarray:
     return M - (sums / count.reshape(-1, *[1] * (M.ndim - 1)))[inv]
 
 
-def fit(model, wm_params, ser, traj: Trajectories, level: bool = False, rows_from: str = "all", convex: bool = False) -> dict:
-    """{"w": (7,) phi's weights ((8,) with `convex`), then psi's (6,) with `level`; "b": () the centring
+def fit(model, wm_params, ser, traj: Trajectories, level: bool = False, rows_from: str = "all", convex: bool = False,
+        hinge=None) -> dict:
+    """{"w": (7,) phi's weights (+1 with `convex`, +1 with a `hinge`), then psi's (6,) with `level`; "b": () the centring
     of psi} fit on the training runs `traj` (module docstring) against the model's expected next val
     under the real action (action_response = residual) or the no-op (noop); `rows_from`: the
     decisions it is fit on, "all" or "exogenous" (module docstring). One model."""
@@ -167,7 +174,7 @@ def fit(model, wm_params, ser, traj: Trajectories, level: bool = False, rows_fro
         traj = traj.subset([i for i, m in enumerate(traj.meta) if (m.get("controller") or {}).get("name") in EXOGENOUS])
     rows = [(r, k) for r in range(len(traj)) for k in range(1, traj.length[r] - 1)
             if traj.actions[r, k] >= 0 and traj.obs[r, k + 1, vi] < ratio and traj.obs[r, k, vi] < ratio]
-    n_a = n_phi(convex)
+    n_a = n_phi(convex, hinge)
     n_lin = n_a + 6 * level
     if len(rows) < 2 * n_lin:
         which = "" if rows_from == "all" else f" of {' or '.join(EXOGENOUS)} runs (action_fit = {rows_from})"
@@ -182,7 +189,7 @@ def fit(model, wm_params, ser, traj: Trajectories, level: bool = False, rows_fro
     if not level:  # the LR level as plain state terms (psi has them otherwise)
         state += [o[:, sp.index("log_lr")], o[:, sp.index("log_lr")] + lb]
     ctx = traj.static[r].astype(np.float64) if traj.static is not None else np.zeros((len(r), 0))
-    X = np.concatenate([np.stack(state, 1), ctx, action_features(sp, a, o, lb, level, convex)], 1)
+    X = np.concatenate([np.stack(state, 1), ctx, action_features(sp, a, o, lb, level, convex, hinge)], 1)
     psi_mean = X[:, -n_lin:][:, n_a:].mean(0)
     if rows_from == "exogenous":  # run fixed effects (the context, constant within a run, drops out)
         X, y = within_runs(r, X), within_runs(r, y)
@@ -201,9 +208,9 @@ def with_action_linear(model, wm_params, ser, traj: Trajectories, rows_from: str
     member's on its own residuals for an ensemble, stacked."""
     if model.cfg.action_response not in ("residual", "noop"):
         raise ValueError(f"action_linear: the model's action_response must be residual or noop, got {model.cfg.action_response!r}")
-    K, level, convex = model.cfg.ensemble, model.cfg.action_level, model.cfg.action_convex
+    K, level, convex, hinge = model.cfg.ensemble, model.cfg.action_level, model.cfg.action_convex, model.cfg.action_hinge
     core = {k: v for k, v in wm_params.items() if k != "action_linear"}
     if K == 1:
-        return {**core, "action_linear": fit(model, core, ser, traj, level, rows_from, convex)}
-    fits = [fit(*member(model, core, m), ser, traj, level, rows_from, convex) for m in range(K)]
+        return {**core, "action_linear": fit(model, core, ser, traj, level, rows_from, convex, hinge)}
+    fits = [fit(*member(model, core, m), ser, traj, level, rows_from, convex, hinge) for m in range(K)]
     return {**core, "action_linear": {k: np.stack([f[k] for f in fits]) for k in ("w", "b")}}

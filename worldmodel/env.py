@@ -188,7 +188,7 @@ class SimEnv(Environment):
                 obs = jnp.where(stoch, obs, det)
             delta_K = jnp.where(diverged, 0.0, jnp.reshape(correction.correction(
                 spec, params.wm_params["action_linear"], self._log2, action, state.obs, state.log_base_lr,
-                self.model.cfg.action_convex), (-1,)))
+                self.model.cfg.action_convex, self.model.cfg.action_hinge), (-1,)))
             vi, f = spec.index("val"), spec.field("val")
             cap = f.high - 2 * (f.high - f.low) / ser.n_bins if ser.coding == "level" else 0.99 * spec.divergence_ratio
             obs = obs.at[vi].set(jnp.where(diverged, obs[vi], jnp.clip(obs[vi] + delta_K[state.member], 1e-3, cap)))

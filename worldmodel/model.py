@@ -44,6 +44,7 @@ class WorldModelConfig:
     action_response: str = "model"  # model: the transformer's; residual: + a linear term fit on its residuals; noop: its no-op's + that term
     action_level: bool = False  # that linear term also corrects the transformer's response to the LR level (correction.py)
     action_convex: bool = False  # that term's action part gains a x (log10 absolute LR)^2 (correction.py)
+    action_hinge: float | None = None  # ... and a x max(0, log10 absolute LR - action_hinge) (correction.py)
     action_fit: str = "all"  # that term's fit: "all" decisions pooled, or "exogenous" (random-walk and fork runs, run fixed effects)
     # training
     learning_rate: float = 1e-3  # peak AdamW learning rate (warmup, then cosine to a tenth)
