@@ -245,11 +245,12 @@ def test_noop_response_samples_the_noop_continuation_and_writes_the_action_taken
         WorldModelConfig(action_response="both")
 
 
-def test_simulator_adds_the_convex_term_of_the_action_taken(traj):
-    model, ser, params = _tiny(action_response="residual", action_convex=True)
+@pytest.mark.parametrize("convex,hinge", [(True, None), (False, -10.0), (False, 10.0)])  # kink below / above every LR
+def test_simulator_adds_the_convex_or_hinge_term_of_the_action_taken(traj, convex, hinge):
+    model, ser, params = _tiny(action_response="residual", action_convex=convex, action_hinge=hinge)
     env = SimEnv(model, ser)
-    w = np.zeros(correction.n_phi(True), np.float32)
-    w[0], w[-1] = 0.01, 0.02  # a and a x A^2
+    w = np.zeros(correction.n_phi(convex, hinge), np.float32)
+    w[0], w[-1] = 0.01, 0.02  # a and a x A^2, or a x max(0, A - hinge)
     ep = env.params({**params, "action_linear": {"w": w, "b": np.float32(0)}}, traj)
     ep0 = env.params({**params, "action_linear": {"w": np.zeros_like(w), "b": np.float32(0)}}, traj)
     _, st = env.reset_to(ep, 1, 5, 5)
@@ -257,26 +258,9 @@ def test_simulator_adds_the_convex_term_of_the_action_taken(traj):
     *_, info = env.step(key, st, double, ep)
     *_, info0 = env.step(key, st, double, ep0)
     A = float(st.obs[SPEC.index("log_lr")] + ep.log_base[1])
+    extra = A * A if convex else max(A - hinge, 0.0)
     if not bool(info["diverged"]):
-        assert float(info["mean_val"] - info0["mean_val"]) == pytest.approx(0.01 + 0.02 * A * A, abs=1e-5)
-
-
-@pytest.mark.parametrize("hinge", [-10.0, 10.0])  # the kink below every LR (active), above every LR (silent)
-def test_simulator_adds_the_hinge_term_of_the_action_taken(traj, hinge):
-    model, ser, params = _tiny(action_response="residual", action_hinge=hinge)
-    env = SimEnv(model, ser)
-    w = np.zeros(correction.n_phi(False, hinge), np.float32)
-    w[0], w[-1] = 0.01, 0.002  # a and a x max(0, A - hinge)
-    ep = env.params({**params, "action_linear": {"w": w, "b": np.float32(0)}}, traj)
-    ep0 = env.params({**params, "action_linear": {"w": np.zeros_like(w), "b": np.float32(0)}}, traj)
-    _, st = env.reset_to(ep, 1, 5, 5)
-    double, key = jnp.int32(SPEC.actions.index(2.0)), jax.random.key(0)
-    *_, info = env.step(key, st, double, ep)
-    *_, info0 = env.step(key, st, double, ep0)
-    A = float(st.obs[SPEC.index("log_lr")] + ep.log_base[1])
-    if not bool(info["diverged"]):
-        assert float(info["mean_val"] - info0["mean_val"]) == pytest.approx(0.01 + 0.002 * max(A - hinge, 0.0), abs=1e-5)
-
+        assert float(info["mean_val"] - info0["mean_val"]) == pytest.approx(0.01 + 0.02 * extra, abs=1e-5)
 
 def test_ensemble_members_each_correct_and_the_spread_shows_it(traj):
     model, ser, params = _tiny(action_response="residual")
