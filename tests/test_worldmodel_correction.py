@@ -113,6 +113,9 @@ def test_hinge_term_follows_an_effect_that_rises_only_above_a_kink():
         err[hinge] = np.sqrt(np.mean((correction.action_features(SPEC, a, o, np.zeros(len(a)), convex=convex, hinge=hinge) @ w
                                       - true) ** 2))
     assert err[0.5] < 0.5 * err[None], err
+    for bad in ("x", float("nan")):
+        with pytest.raises(ValueError, match="action_hinge"):
+            WorldModelConfig(action_hinge=bad)
     with pytest.raises(ValueError, match="action_hinge"):  # 8 weights read as convex + hinge (9) are refused
         correction.correction(SPEC, {"w": jnp.zeros(8), "b": jnp.float32(0)}, LOG2, 1, jnp.asarray(o[0]), 0.0,
                               convex=True, hinge=0.5)

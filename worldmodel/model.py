@@ -79,6 +79,8 @@ class WorldModelConfig:
             raise ValueError(f"WorldModelConfig.action_response must be one of {', '.join(RESPONSES)}, got {self.action_response!r}")
         if self.action_fit not in ACTION_FITS:
             raise ValueError(f"WorldModelConfig.action_fit must be one of {', '.join(ACTION_FITS)}, got {self.action_fit!r}")
+        if self.action_hinge is not None and not (isinstance(self.action_hinge, (int, float)) and math.isfinite(self.action_hinge)):
+            raise ValueError(f"WorldModelConfig.action_hinge must be None or a finite log10 LR, got {self.action_hinge!r}")
         if self.aux_scale not in ("global", "interval"):
             raise ValueError(f"WorldModelConfig.aux_scale must be global or interval, got {self.aux_scale!r}")
         if not self.aux_weight >= 0:
