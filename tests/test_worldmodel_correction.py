@@ -265,6 +265,7 @@ def test_simulator_adds_the_convex_or_hinge_term_of_the_action_taken(traj, conve
     if not bool(info["diverged"]):
         assert float(info["mean_val"] - info0["mean_val"]) == pytest.approx(0.01 + 0.02 * extra, abs=1e-5)
 
+
 def test_ensemble_members_each_correct_and_the_spread_shows_it(traj):
     model, ser, params = _tiny(action_response="residual")
     ens = model.clone(cfg=dataclasses.replace(model.cfg, ensemble=2))

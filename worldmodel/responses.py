@@ -106,19 +106,32 @@ def fork_rows(traj: Trajectories):
     return [(r, k, g[noop][0]) for g in by.values() if noop in g for a, (r, k) in g.items() if a != noop]
 
 
+def fork_contrasts(traj: Trajectories):
+    """`fork_rows`, each branch's action in doublings (log2 of its LR factor) and the real next val less
+    its no-op sibling's: rows, x (rows,), y (rows,)."""
+    rows, vi = fork_rows(traj), traj.spec.index("val")
+    x = np.log2(np.asarray(traj.spec.actions)[[traj.actions[r, k] for r, k, _ in rows]])
+    y = np.array([traj.obs[r, k + 1, vi] - traj.obs[o, k + 1, vi] for r, k, o in rows], float)
+    return rows, x, y
+
+
+def origin_slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope of y on x through the origin (no action, no effect) and its standard error
+    from the residuals."""
+    b = float(x @ y / (x @ x))
+    return b, float(np.sqrt(((y - b * x) ** 2).sum() / (len(x) - 1) / (x @ x)))
+
+
 def fork_effect(env: SimEnv, params, traj: Trajectories, n_samples: int, key) -> dict:
     """The fork_effect field (module docstring); n_rows = 0 and None values without forked groups."""
-    rows = fork_rows(traj)
+    rows, x, real = fork_contrasts(traj)
     out = {"real": None, "sim": None, "ratio": None, "corr": None, "n_rows": len(rows), "n_groups": len({o for *_, o in rows})}
     if len(rows) < 3:
         return out
-    vi = env.spec.index("val")
-    x = np.log2(np.asarray(env.spec.actions)[[traj.actions[r, k] for r, k, _ in rows]])
-    real = np.array([traj.obs[r, k + 1, vi] - traj.obs[o, k + 1, vi] for r, k, o in rows], float)
     both = [(r, k) for r, k, _ in rows] + [(o, k) for _, k, o in rows]
     nxt = sim_next(env, params, traj, both, n_samples, key)
     sim = nxt[: len(rows)] - nxt[len(rows) :]
-    b_real, b_sim = float(x @ real / (x @ x)), float(x @ sim / (x @ x))  # through the origin: no action, no effect
+    b_real, b_sim = origin_slope(x, real)[0], origin_slope(x, sim)[0]
     out.update(real=b_real, sim=b_sim, ratio=b_sim / b_real if b_real else None,
                corr=float(np.corrcoef(sim, real)[0, 1]) if sim.std() > 0 and real.std() > 0 else None)
     return out

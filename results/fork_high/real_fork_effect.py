@@ -7,13 +7,10 @@ import numpy as np
 
 from lrpilot.spec import DEFAULT_SPEC
 from lrpilot.trajectories import load_dir
-from lrpilot.worldmodel.responses import fork_rows
+from lrpilot.worldmodel.responses import fork_contrasts, origin_slope
 
 traj = load_dir(sys.argv[1:] or ["collect/data/v2"], DEFAULT_SPEC)
-rows = fork_rows(traj)
-vi = DEFAULT_SPEC.index("val")
-x = np.log2(np.asarray(DEFAULT_SPEC.actions)[[traj.actions[r, k] for r, k, _ in rows]])
-y = np.array([traj.obs[r, k + 1, vi] - traj.obs[o, k + 1, vi] for r, k, o in rows], float)
+rows, x, y = fork_contrasts(traj)
 mult = np.array([traj.meta[r]["base_lr_mult"] for r, _, _ in rows])
 late = np.array([k >= DEFAULT_SPEC.n_decisions // 2 for _, k, _ in rows])
 fam = np.array([traj.meta[r]["family"] for r, _, _ in rows])
@@ -27,8 +24,7 @@ print("|---|---|---|---|---|---|")
 def slope(m):
     if m.sum() < 3:
         return "-"
-    b = x[m] @ y[m] / (x[m] @ x[m])
-    se = np.sqrt(((y[m] - b * x[m]) ** 2).sum() / (m.sum() - 1) / (x[m] @ x[m]))
+    b, se = origin_slope(x[m], y[m])
     return f"{b:+.4f} ± {se:.4f} ({m.sum()})"
 
 

@@ -82,14 +82,12 @@ def by_current_lr(paths):
     from lrpilot.trajectories import load_dir
 
     traj = load_dir(paths, DEFAULT_SPEC)
-    li, vi = DEFAULT_SPEC.index("log_lr"), DEFAULT_SPEC.index("val")
+    li = DEFAULT_SPEC.index("log_lr")
     cur = lambda r, k: traj.meta[r].get("base_lr_mult", np.nan) * 10 ** traj.obs[r, k, li]  # noqa: E731
     rows, x, y = R.action_rows(traj)
     run = np.array([r for r, _ in rows])
     wcur = np.array([cur(r, k) for r, k in rows])
-    fr = R.fork_rows(traj)
-    fx = np.log2(np.asarray(DEFAULT_SPEC.actions)[[traj.actions[r, k] for r, k, _ in fr]])
-    fy = np.array([traj.obs[r, k + 1, vi] - traj.obs[o, k + 1, vi] for r, k, o in fr], float)
+    fr, fx, fy = R.fork_contrasts(traj)
     fcur = np.array([cur(r, k) for r, k, _ in fr])
     print(f"{len(rows)} random-walk rows ({len(np.unique(run))} runs), {len(fr)} forked branches; per doubling, "
           "by the LR in effect before the action / the model's default")
@@ -98,10 +96,7 @@ def by_current_lr(paths):
     for lo, hi in BANDS:
         m, f = (wcur >= lo) & (wcur < hi), (fcur >= lo) & (fcur < hi)
         walk = fmt(*R.fe_slope(run[m], x[m], y[m])) if len(np.unique(run[m])) >= 3 and m.sum() > len(np.unique(run[m])) + 2 else "-"
-        fork = "-"
-        if f.sum() >= 3:
-            b = fx[f] @ fy[f] / (fx[f] @ fx[f])
-            fork = fmt(b, np.sqrt(((fy[f] - b * fx[f]) ** 2).sum() / (f.sum() - 1) / (fx[f] @ fx[f])))
+        fork = fmt(*R.origin_slope(fx[f], fy[f])) if f.sum() >= 3 else "-"
         print(f"| x{lo:.3g}-{hi:.3g} | {m.sum()} ({len(np.unique(run[m]))}) | {walk} | {f.sum()} | {fork} |")
 
 
