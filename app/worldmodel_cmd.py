@@ -125,25 +125,37 @@ def cmd_fit_action(args) -> int:
 
     from lrpilot import checkpoints
     from lrpilot.trajectories import load_dir
-    from lrpilot.worldmodel.correction import with_action_linear
+    from lrpilot.worldmodel.correction import ActionTerms, with_action_linear
     from lrpilot.worldmodel.model import WorldModelConfig, build
     from lrpilot.worldmodel.train import training_runs
 
     src = resolve_ckpt(args.ckpt)
     out_parent(args.out)
     ck = checkpoints.load(src, kind="worldmodel")
-    cfg = dataclasses.replace(WorldModelConfig.from_dict(ck.model_config), action_response=args.response,
-                              action_level=args.level, action_fit=args.fit, action_convex=args.convex,
-                              action_hinge=args.hinge)
+    old = WorldModelConfig.from_dict(ck.model_config)
+    if args.keep:  # the checkpoint's term stays; the flags can only add action terms to it
+        if "action_linear" not in ck.params or old.action_response != args.response:
+            raise SystemExit(f"worldmodel fit-action --keep: {src} has no linear action term with action_response "
+                             f"{args.response!r} to keep (its action_response: {old.action_response!r})")
+        args.level = old.action_level  # --fit: how the added terms are fit (the kept ones' stays in the meta)
+        args.convex = args.convex or old.action_convex
+        if old.action_hinge is not None:
+            raise SystemExit(f"worldmodel fit-action --keep: {src}'s term already has a kink (action_hinge {old.action_hinge})")
+    cfg = dataclasses.replace(old, action_response=args.response, action_level=args.level, action_fit=args.fit,
+                              action_convex=args.convex, action_hinge=args.hinge, action_hinge_params=args.hinge_params)
     model, ser = build(cfg, ck.spec)
     full = load_dir(data_dirs(args.data), ck.spec)
     tr = training_runs(full, cfg)
-    params = with_action_linear(model, ck.params, ser, full.subset(tr), cfg.action_fit)
-    print(f"[worldmodel] action_response {args.response}: linear term fit ({args.fit}) on {len(tr)} training runs, weights {params['action_linear']['w'].round(5).tolist()}, "
-          f"b {params['action_linear']['b'].round(5).tolist()}")
+    keep_terms = ActionTerms.of(old) if args.keep else None
+    params = with_action_linear(model, ck.params, ser, full.subset(tr), cfg.action_fit, keep_terms)
+    print(f"[worldmodel] action_response {args.response}: linear term fit ({args.fit}{', the old term kept' if args.keep else ''}) "
+          f"on {len(tr)} training runs, columns {list(ActionTerms.of(cfg).names())}, weights "
+          f"{params['action_linear']['w'].round(5).tolist()}, b {params['action_linear']['b'].round(5).tolist()}")
     checkpoints.save(args.out, kind="worldmodel", params=params, spec=ck.spec,
                      model_config=cfg.to_dict(),
-                     meta={**ck.meta, "action_linear_from": str(args.ckpt), "action_linear_data": list(args.data)})
+                     meta={**ck.meta, "action_linear_from": str(args.ckpt), "action_linear_data": list(args.data),
+                           **({"action_linear_kept": {"terms": list(ActionTerms.of(old).names()), "fit": old.action_fit}}
+                              if args.keep else {})})
     print(f"-> {args.out}")
     return 0
 
@@ -192,6 +204,11 @@ def register(sub) -> None:
     a.add_argument("--hinge", type=float, default=None, metavar="H", help="the action's term gains a x max(0, log10 "
                    "absolute LR - H): a kink at an absolute LR of 10^H, flat below (e.g. -1.5: 0.03, about x30 of a "
                    "small model's default)")
+    a.add_argument("--hinge-params", type=float, default=0.0, metavar="S", help="with --hinge: the kink moves with the "
+                   "model's size, to an absolute LR of 10^(H + S x log10 parameter count) (e.g. H -0.396, S -0.191: x30 of "
+                   "the collected runs' default LR at every size; results/rel_hinge/)")
+    a.add_argument("--keep", action="store_true", help="keep the checkpoint's fitted term (its response, level terms and "
+                   "fit) and fit only the action terms the flags add to it, on what it leaves (stagewise)")
     a.add_argument("--fit", choices=list(ACTION_FITS), default="all", help="the decisions it is fit on: every run's "
                    "pooled (all), or only random-walk and fork runs' within each run (exogenous: run fixed effects)")
     a.set_defaults(func=cmd_fit_action)

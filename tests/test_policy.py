@@ -80,7 +80,8 @@ class RewardedActionEnv(SimEnv):
         keep = lambda old, new: jnp.where(state.done, old, new)
         new = SimState(tokens=keep(state.tokens, tokens), cache=state.cache, pos=keep(state.pos, state.pos + ser.step_len),
                        k=keep(state.k, k1), obs=keep(state.obs, obs), lr_rel=state.lr_rel, done=state.done | trunc,
-                       log_base_lr=state.log_base_lr, start=state.start, member=state.member)
+                       log_base_lr=state.log_base_lr, start=state.start, member=state.member,
+                       log_params=state.log_params)
         return new.obs, new, reward, jnp.array(False), trunc & ~state.done, {}
 
 

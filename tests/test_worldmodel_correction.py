@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lrpilot.spec import DEFAULT_SPEC
+from lrpilot.spec import DEFAULT_SPEC, SPEC_V2
 from lrpilot.trajectories import Trajectories
 from lrpilot.worldmodel import correction
 from lrpilot.worldmodel.env import SimEnv
@@ -21,16 +21,20 @@ SPEC = DEFAULT_SPEC
 LOG2 = np.log2(np.asarray(SPEC.actions))
 
 
-def _tiny(seed=0, **kw):
+def _tiny(seed=0, spec=SPEC, **kw):
     cfg = WorldModelConfig(n_layer=1, d_model=16, n_head=2, dropout=0.0, **{"base": 16, **kw})
-    model, ser = build(cfg, SPEC)
+    model, ser = build(cfg, spec)
     return model, ser, model.init(jax.random.key(seed), jnp.zeros((1, ser.seq_len), jnp.int32))["params"]
 
 
 def _linear_runs(n_runs: int, effect: float, noise: float = 0.002, seed: int = 0, convex: float = 0.0,
-                 kink: tuple[float, float] = (0.0, 0.0)) -> Trajectories:
-    """Random-action runs whose val changes by -0.01 + (effect + convex * L^2 + s * max(0, L - h)) * log2(action
-    factor) + noise, (s, h) = kink (L: log10 of the LR before the action over the base LR, the runs' log absolute LR)."""
+                 kink: tuple[float, ...] = (0.0, 0.0, 0.0), log_params=None) -> Trajectories:
+    """Random-action runs whose val changes by -0.01 + (effect + convex * L^2 + s * max(0, L - h - hp * P)) *
+    log2(action factor) + noise, (s, h[, hp]) = kink (L: log10 of the LR before the action over the base LR, the
+    runs' log absolute LR: base LR 1). With log_params (n_runs,): spec v2 runs, run r with P = log_params[r] in
+    its static context (else P = 0)."""
+    P = np.zeros(n_runs) if log_params is None else np.asarray(log_params, float)
+    s_k, h_k, hp_k = (tuple(kink) + (0.0,))[:3]
     rng = np.random.default_rng(seed)
     n = SPEC.n_decisions
     obs = np.zeros((n_runs, n + 1, SPEC.n_obs), np.float32)
@@ -41,12 +45,15 @@ def _linear_runs(n_runs: int, effect: float, noise: float = 0.002, seed: int = 0
         for k in range(n):
             L = np.log10(lr)
             lr = SPEC.next_lr_rel(lr, int(actions[r, k]))
-            slope = effect + convex * L * L + kink[0] * max(0.0, L - kink[1])
+            slope = effect + convex * L * L + s_k * max(0.0, L - h_k - hp_k * P[r])
             val = val - 0.01 + slope * LOG2[actions[r, k]] + rng.normal(0, noise)
             obs[r, k + 1] = SPEC.observation(k + 1, lr, 4.0 * val, 4.0 * val, 4.0)[0]
     metas = [{"task": "t", "group": r, "job_seed": 0, "family": "test", "controller": {"name": "random_walk"}} for r in range(n_runs)]
-    return Trajectories(SPEC, obs, actions, np.full(n_runs, n + 1, np.int32), np.zeros(n_runs, bool), metas,
-                        [f"run{r}.parquet" for r in range(n_runs)], np.full((n_runs, n + 1), np.nan))
+    static = None if log_params is None else np.stack([np.zeros(n_runs), P, np.full(n_runs, 3.0), np.full(n_runs, 3.0)],
+                                                       1).astype(np.float32)  # base LR 1, 1000 tokens and iterations
+    return Trajectories(SPEC if log_params is None else SPEC_V2, obs, actions, np.full(n_runs, n + 1, np.int32),
+                        np.zeros(n_runs, bool), metas, [f"run{r}.parquet" for r in range(n_runs)],
+                        np.full((n_runs, n + 1), np.nan), static=static)
 
 
 def test_expected_next_val_is_the_simulators_mean_val(traj):
@@ -88,13 +95,13 @@ def test_convex_term_follows_an_effect_that_grows_with_the_lr_in_effect():
     for convex in (False, True):
         model, ser, params = _tiny(action_response="noop", action_convex=convex)
         params = {**params, "digit_head": jax.tree.map(jnp.zeros_like, params["digit_head"])}
-        w = correction.fit(model, params, ser, runs, convex=convex)["w"]
-        assert w.shape == (correction.n_phi(convex),)
-        err[convex] = np.sqrt(np.mean((correction.action_features(SPEC, a, o, np.zeros(len(a)), convex=convex) @ w - true) ** 2))
+        w = correction.fit(model, params, ser, runs)["w"]
+        assert w.shape == (correction.ActionTerms(convex=convex).n_phi,)
+        err[convex] = np.sqrt(np.mean((correction.ActionTerms(convex=convex).features(SPEC, a, o, np.zeros(len(a))) @ w - true) ** 2))
     assert err[True] < 0.5 * err[False]  # a x L alone cannot follow the curve
     with pytest.raises(ValueError, match="action_convex"):  # weights of another layout are refused, not misread
         correction.correction(SPEC, {"w": jnp.zeros(correction.N_FEATURES), "b": jnp.float32(0)}, LOG2, 1,
-                              jnp.asarray(o[0]), 0.0, convex=True)
+                              jnp.asarray(o[0]), 0.0, jnp.nan, correction.ActionTerms(convex=True))
 
 
 def test_hinge_term_follows_an_effect_that_rises_only_above_a_kink():
@@ -108,17 +115,84 @@ def test_hinge_term_follows_an_effect_that_rises_only_above_a_kink():
     for convex, hinge in ((True, None), (False, 0.5)):
         model, ser, params = _tiny(action_response="noop", action_convex=convex, action_hinge=hinge)
         params = {**params, "digit_head": jax.tree.map(jnp.zeros_like, params["digit_head"])}
-        w = correction.fit(model, params, ser, runs, convex=convex, hinge=hinge)["w"]
-        assert w.shape == (correction.n_phi(convex, hinge),) == (8,)
-        err[hinge] = np.sqrt(np.mean((correction.action_features(SPEC, a, o, np.zeros(len(a)), convex=convex, hinge=hinge) @ w
-                                      - true) ** 2))
+        terms = correction.ActionTerms(convex=convex, hinge=hinge)
+        w = correction.fit(model, params, ser, runs)["w"]
+        assert w.shape == (terms.n_phi,) == (8,)
+        err[hinge] = np.sqrt(np.mean((terms.features(SPEC, a, o, np.zeros(len(a))) @ w - true) ** 2))
     assert err[0.5] < 0.5 * err[None], err
     for bad in ("x", float("nan")):
         with pytest.raises(ValueError, match="action_hinge"):
             WorldModelConfig(action_hinge=bad)
     with pytest.raises(ValueError, match="action_hinge"):  # 8 weights read as convex + hinge (9) are refused
-        correction.correction(SPEC, {"w": jnp.zeros(8), "b": jnp.float32(0)}, LOG2, 1, jnp.asarray(o[0]), 0.0,
-                              convex=True, hinge=0.5)
+        correction.correction(SPEC, {"w": jnp.zeros(8), "b": jnp.float32(0)}, LOG2, 1, jnp.asarray(o[0]), 0.0, jnp.nan,
+                              correction.ActionTerms(convex=True, hinge=0.5))
+    for bad in ({"action_hinge_params": 0.1}, {"action_hinge": 0.5, "action_hinge_params": float("inf")}):
+        with pytest.raises(ValueError, match="action_hinge_params"):  # a moving kink needs a kink, and a finite slope
+            WorldModelConfig(**bad)
+
+
+def test_kink_that_moves_with_the_parameter_count_follows_an_effect_that_does():
+    """Larger models diverge at a lower LR: the effect's kink sits at h + hp x log10 N. A kink fixed at
+    their mean place fits it worse than one that moves, and the simulator places it by each run's context."""
+    P = np.repeat([4.0, 8.0], 48)  # 1e4 and 1e8 parameters: kinks at L = 0.5 and -0.5
+    runs = _linear_runs(96, effect=0.002, kink=(0.03, 1.5, -0.25), seed=5, log_params=P)
+    r, k = np.nonzero(np.ones((len(runs), SPEC.n_decisions), bool) & (np.arange(SPEC.n_decisions)[None] >= 1))
+    o, a, lp = runs.obs[r, k], LOG2[runs.actions[r, k]], P[r]
+    true = (0.002 + 0.03 * np.maximum(o[:, SPEC.index("log_lr")] - 1.5 + 0.25 * lp, 0)) * a
+    err = {}
+    for hinge, hp in ((0.0, 0.0), (1.5, -0.25)):
+        model, ser, params = _tiny(spec=SPEC_V2, action_response="noop", action_hinge=hinge, action_hinge_params=hp)
+        params = {**params, "digit_head": jax.tree.map(jnp.zeros_like, params["digit_head"])}
+        terms = correction.ActionTerms.of(model.cfg)
+        w = correction.fit(model, params, ser, runs)["w"]
+        err[hp] = np.sqrt(np.mean((terms.features(SPEC_V2, a, o, np.zeros(len(a)), lp) @ w - true) ** 2))
+        assert terms.names()[-1] == f"a*kink({hinge:g},{hp:g})"
+    assert err[-0.25] < 0.5 * err[0.0], err
+    # the simulator: the kink of run r at its own parameter count
+    env = SimEnv(model, ser)
+    w = np.zeros(terms.n_phi, np.float32)
+    w[-1] = 0.02
+    ep = env.params({**params, "action_linear": {"w": w, "b": np.float32(0)}}, runs)
+    ep0 = env.params({**params, "action_linear": {"w": np.zeros_like(w), "b": np.float32(0)}}, runs)
+    double, key = jnp.int32(SPEC.actions.index(2.0)), jax.random.key(0)
+    checked = 0
+    for run in (0, 57):  # at L -0.06 below its kink (P = 4: 0.5), at L 0.60 above its (P = 8: -0.5)
+        _, st = env.reset_to(ep, run, 8, 8)
+        *_, info = env.step(key, st, double, ep)
+        *_, info0 = env.step(key, st, double, ep0)
+        L = float(st.obs[SPEC.index("log_lr")])
+        if not bool(info["diverged"]):
+            assert float(info["mean_val"] - info0["mean_val"]) == pytest.approx(0.02 * max(L - 1.5 + 0.25 * P[run], 0), abs=1e-5)
+            checked += 1
+    assert checked  # (a step that samples divergence adds no term)
+    v1 = _linear_runs(4, effect=0.0)  # a spec without the parameter count cannot place the kink: refused, named
+    model1, ser1, params1 = _tiny(action_response="noop", action_hinge=1.5, action_hinge_params=-0.25)
+    with pytest.raises(ValueError, match=r"action_hinge_params=-0.25 .*\(version 1\)"):
+        SimEnv(model1, ser1).params(params1, v1)
+    with pytest.raises(ValueError, match=r"action_hinge_params=-0.25 .*\(version 1\)"):
+        correction.fit(model1, params1, ser1, v1)
+
+
+def test_a_kept_term_stays_and_only_the_added_terms_are_fit_on_what_it_leaves():
+    runs = _linear_runs(128, effect=0.002, kink=(0.03, 0.5), seed=4)
+    base, ser, params = _tiny(action_response="noop", action_level=True)
+    params = {**params, "digit_head": jax.tree.map(jnp.zeros_like, params["digit_head"])}
+    kept = correction.with_action_linear(base, params, ser, runs)
+    more = base.clone(cfg=dataclasses.replace(base.cfg, action_hinge=0.5))
+    out = correction.with_action_linear(more, kept, ser, runs, keep_terms=correction.ActionTerms.of(base.cfg))["action_linear"]
+    names = correction.ActionTerms.of(more.cfg).names()
+    assert len(out["w"]) == len(names) == correction.N_FEATURES + 1 + 6 and float(out["b"]) == float(kept["action_linear"]["b"])
+    j = names.index("a*kink(0.5,0)")
+    np.testing.assert_array_equal(np.delete(out["w"], j), kept["action_linear"]["w"])  # the kept weights, in their places
+    fresh = correction.with_action_linear(more, params, ser, runs)["action_linear"]["w"][j]
+    assert out["w"][j] > 0.3 * 0.03 and fresh > 0.3 * 0.03  # the kink is found stagewise too (the kept term's a*L took some)
+    with pytest.raises(ValueError, match="nothing to fit"):
+        correction.with_action_linear(base, kept, ser, runs, keep_terms=correction.ActionTerms.of(base.cfg))
+    with pytest.raises(ValueError, match="only gain action terms"):  # the kept term's psi cannot be dropped
+        level_free = more.clone(cfg=dataclasses.replace(more.cfg, action_level=False))
+        correction.with_action_linear(level_free, kept, ser, runs, keep_terms=correction.ActionTerms.of(base.cfg))
+    with pytest.raises(ValueError, match="needs parameters that have one"):
+        correction.with_action_linear(more, params, ser, runs, keep_terms=correction.ActionTerms.of(base.cfg))
 
 
 def _confounded_runs(n_runs: int, seed: int = 1) -> Trajectories:
@@ -177,7 +251,7 @@ def test_level_terms_correct_every_step_centred_on_the_training_decisions():
     model, ser, params = _tiny(action_response="noop", action_level=True)
     params = {**params, "digit_head": jax.tree.map(jnp.zeros_like, params["digit_head"])}
     runs = _linear_runs(24, effect=0.004)
-    lin = correction.fit(model, params, ser, runs, level=True)
+    lin = correction.fit(model, params, ser, runs)
     assert lin["w"].shape == (correction.N_FEATURES + 6,)
     o = runs.obs[:, 1:-1].reshape(-1, SPEC.n_obs)
     a = LOG2[runs.actions[:, 1:].reshape(-1)]
@@ -252,7 +326,7 @@ def test_noop_response_samples_the_noop_continuation_and_writes_the_action_taken
 def test_simulator_adds_the_convex_or_hinge_term_of_the_action_taken(traj, convex, hinge):
     model, ser, params = _tiny(action_response="residual", action_convex=convex, action_hinge=hinge)
     env = SimEnv(model, ser)
-    w = np.zeros(correction.n_phi(convex, hinge), np.float32)
+    w = np.zeros(correction.ActionTerms(convex=convex, hinge=hinge).n_phi, np.float32)
     w[0], w[-1] = 0.01, 0.02  # a and a x A^2, or a x max(0, A - hinge)
     ep = env.params({**params, "action_linear": {"w": w, "b": np.float32(0)}}, traj)
     ep0 = env.params({**params, "action_linear": {"w": np.zeros_like(w), "b": np.float32(0)}}, traj)
@@ -318,3 +392,10 @@ def test_fit_action_refuses_a_missing_checkpoint_before_reading_data(tmp_path, c
     assert "no checkpoint at" in err and str(tmp_path / "nope") in err and not out.exists()
     with pytest.raises(SystemExit):
         main(["worldmodel", "fit-action", "--ckpt", "pretrained", "--response", "both", "--out", str(out)])
+    # a kink that moves needs a kink; --keep needs a term of the same response to keep: refused before any data is read
+    assert main(["worldmodel", "fit-action", "--ckpt", "pretrained", "--hinge-params", "-0.2", "--data", str(tmp_path / "no_data"),
+                 "--out", str(out)]) == 2
+    assert "action_hinge_params" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit, match="no linear action term with action_response 'residual'"):
+        main(["worldmodel", "fit-action", "--ckpt", "pretrained", "--keep", "--response", "residual", "--hinge", "-1",
+              "--data", str(tmp_path / "no_data"), "--out", str(out)])

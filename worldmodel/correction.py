@@ -9,7 +9,8 @@ transformer, and the simulator adds it to each sampled val:
     val_{k+1} = the transformer's sample + delta,   delta = w . phi(a_k, obs_k)     (normalised val)
     phi = (a, a*progress, a*log_lr, a*log_abs_lr, a*val, a*train, a^2)            (7,)
     with `action_convex`: phi, a*log_abs_lr^2                                      (8,)
-    with `action_hinge` h: phi, [a*log_abs_lr^2,] a*max(0, log_abs_lr - h)          (8,) or (9,)
+    with `action_hinge` h: phi, [a*log_abs_lr^2,] a*max(0, log_abs_lr - h - s*P)    (8,) or (9,)
+    (s: `action_hinge_params`, P: log10 of the run's parameter count; `ActionTerms` is the layout)
 
 a: log2 of action k's LR factor (0 for the no-op, so the no-op is never corrected); obs_k:
 observation k; log_abs_lr = log_lr + log10 of the run's base LR (`log_base`). Two responses:
@@ -40,10 +41,15 @@ walks' slope measures"), a curve a x log_abs_lr alone cannot follow.
 `action_hinge` h adds a x max(0, log_abs_lr - h) instead (or beside it): the same rise as a kink at an
 absolute LR of 10^h, flat below it. A parabola in log_abs_lr rises at both ends, so fit to the steep
 cost above x30 of the default it also credits doubling a tiny LR; the real effect is nil below x1.
+With `action_hinge_params` s the kink moves with the model's size: at 10^(h + s P), so that it can sit at
+a fixed multiple of a reference LR that falls with the parameter count (results/rel_hinge/: the
+collected runs' default LRs follow log10 LR = -1.873 - 0.191 P within 0.03 decades).
+A fitted term can be kept and only new action terms fit on what it leaves (`fit`'s keep, `worldmodel
+fit-action --keep`): stagewise, so that a term right where it was fit stays so.
 With `action_level` the linear term also corrects the transformer's response to the LR level:
 psi (log_lr, log_abs_lr, their squares and products with progress), centred on the decisions it
 is fit on (`b`), is added to phi, applied at every step (the no-op too).
-The weights live in the parameters as `params["action_linear"]` = {"w": (7,), (8,), (13,) or (14,), "b": ()}
+The weights live in the parameters as `params["action_linear"]` = {"w": (ActionTerms.n,), "b": ()}
 (a leading member axis for an ensemble: one fit per member); the model's layers never read them.
 """
 
@@ -87,37 +93,89 @@ def log_base(traj: Trajectories) -> np.ndarray:
     return np.zeros(len(traj), np.float32)
 
 
-def action_features(spec, a_log2, obs_xF, log_base_x, level: bool = False, convex: bool = False, hinge=None):
-    """phi (..., 7) of an action's log2 LR factor (...) taken at observation obs (..., F) of a run
-    with log10 base LR log_base (...), then a*A^2 with `convex` and a*max(0, A - hinge) with a `hinge`
-    (a float, log10 of an absolute LR; None: none); with `level`, psi (..., 6)
-    after it: the LR level's terms (L, L*progress, L^2, A, A*progress, A^2; L = log_lr, A =
-    log_abs_lr), whatever the action. numpy or jax."""
-    xp = jnp if isinstance(a_log2, jax.Array) or isinstance(obs_xF, jax.Array) else np
-    o = lambda name: obs_xF[..., spec.index(name)]  # noqa: E731
-    log_lr, p = o("log_lr"), o("progress")
-    log_abs = log_lr + log_base_x
-    cols = [a_log2 * p, a_log2 * log_lr, a_log2 * log_abs, a_log2 * o("val"), a_log2 * o("train")]
-    psi = [log_lr, log_lr * p, log_lr * log_lr, log_abs, log_abs * p, log_abs * log_abs] if level else []
-    conv = [a_log2 * log_abs * log_abs] if convex else []
-    conv += [a_log2 * xp.maximum(log_abs - hinge, 0.0)] if hinge is not None else []
-    return xp.stack([a_log2, *cols, a_log2 * a_log2, *conv, *psi], axis=-1)
+def log_params(traj: Trajectories) -> np.ndarray:
+    """(R,) log10 of each run's parameter count where the spec's static context has it (versions 2
+    and 3), else NaN."""
+    names = [f.name for f in traj.spec.static]
+    if "log_params" in names and traj.static is not None:
+        return traj.static[:, names.index("log_params")].astype(np.float32)
+    return np.full(len(traj), np.nan, np.float32)
 
 
-def n_phi(convex: bool, hinge=None) -> int:
-    """The number of phi's terms (the action's), before psi's."""
-    return N_FEATURES + bool(convex) + (hinge is not None)
+@dataclasses.dataclass(frozen=True)
+class ActionTerms:
+    """The layout of the linear term (module docstring): phi's 7 terms, then a*A^2 with `convex`, then
+    a*max(0, A - hinge - hinge_params*P) with a `hinge` (a kink at the absolute LR 10^hinge for a model of
+    one parameter, moving by hinge_params decades per decade of the parameter count: P = log10 of it),
+    then psi's 6 with `level`. `WorldModelConfig`'s action_convex, action_hinge, action_hinge_params,
+    action_level (`of`); the term's columns are named (`names`) so that weights of one layout can be
+    carried into a larger one (`fit` with `keep`)."""
+
+    convex: bool = False
+    hinge: float | None = None
+    hinge_params: float = 0.0
+    level: bool = False
+
+    @classmethod
+    def of(cls, cfg) -> "ActionTerms":
+        return cls(cfg.action_convex, cfg.action_hinge, cfg.action_hinge_params, cfg.action_level)
+
+    @property
+    def n_phi(self) -> int:
+        """The number of phi's terms (the action's), before psi's."""
+        return N_FEATURES + bool(self.convex) + (self.hinge is not None)
+
+    @property
+    def n(self) -> int:
+        return self.n_phi + 6 * self.level
+
+    def names(self) -> tuple[str, ...]:
+        kink = () if self.hinge is None else (f"a*kink({self.hinge:g},{self.hinge_params:g})",)
+        return (*PHI_NAMES, *("a*A^2",) * self.convex, *kink, *PSI_NAMES * self.level)
+
+    def features(self, spec, a_log2, obs_xF, log_base_x, log_params_x=None):
+        """(..., n) the columns of an action's log2 LR factor a (...) taken at observation obs (..., F) of a run
+        with log10 base LR log_base (...) and log10 parameter count log_params (...; read only by a kink
+        that moves with it). numpy or jax."""
+        xp = jnp if any(isinstance(x, jax.Array) for x in (a_log2, obs_xF, log_base_x, log_params_x)) else np
+        o = lambda name: obs_xF[..., spec.index(name)]  # noqa: E731
+        log_lr, p = o("log_lr"), o("progress")
+        log_abs = log_lr + log_base_x
+        cols = [a_log2, a_log2 * p, a_log2 * log_lr, a_log2 * log_abs, a_log2 * o("val"), a_log2 * o("train"), a_log2 * a_log2]
+        cols += [a_log2 * log_abs * log_abs] if self.convex else []
+        if self.hinge is not None:
+            kink = self.hinge + (self.hinge_params * log_params_x if self.hinge_params else 0.0)
+            cols += [a_log2 * xp.maximum(log_abs - kink, 0.0)]
+        cols += [log_lr, log_lr * p, log_lr * log_lr, log_abs, log_abs * p, log_abs * log_abs] if self.level else []
+        return xp.stack(cols, axis=-1)
 
 
-def correction(spec, lin: dict, action_log2_A, action, obs_F, log_base, convex: bool = False, hinge=None):
-    """delta (,), or (K,) for an ensemble's stacked weights, of taking `action` (int index) at
-    observation obs_F: w . features + b (jax); `convex`, `hinge`: the model's `action_convex`, `action_hinge`."""
+PHI_NAMES = ("a", "a*p", "a*L", "a*A", "a*val", "a*train", "a^2")  # L = log_lr, A = log_abs_lr, p = progress
+PSI_NAMES = ("L", "L*p", "L^2", "A", "A*p", "A^2")
+
+
+def action_features(spec, a_log2, obs_xF, log_base_x, level: bool = False):
+    """phi (..., 7) of an action's log2 LR factor (...) taken at observation obs (..., F) of a run with
+    log10 base LR log_base (...), then psi (..., 6) with `level` (`ActionTerms.features` without the
+    extra terms). numpy or jax."""
+    return ActionTerms(level=level).features(spec, a_log2, obs_xF, log_base_x)
+
+
+def layout(terms: ActionTerms, w) -> ActionTerms:
+    """`terms` with `level` read from the weights' length (checkpoints name psi by its 6 columns);
+    raises ValueError naming the layout when the length fits neither with nor without psi."""
+    n = w.shape[-1]
+    if n not in (terms.n_phi, terms.n_phi + 6):
+        raise ValueError(f"action_linear: {n} weights, expected {terms.n_phi} (or {terms.n_phi + 6} with action_level) for "
+                         f"action_convex={terms.convex}, action_hinge={terms.hinge}")
+    return dataclasses.replace(terms, level=n > terms.n_phi)
+
+
+def correction(spec, lin: dict, action_log2_A, action, obs_F, log_base, log_params, terms: ActionTerms):
+    """delta (,), or (K,) for an ensemble's stacked weights, of taking `action` (int index) at observation
+    obs_F of a run with log10 base LR and parameter count log_base, log_params: w . features + b (jax)."""
     a = jnp.asarray(action_log2_A, jnp.float32)[action]
-    w, n_a = lin["w"], n_phi(convex, hinge)
-    if w.shape[-1] not in (n_a, n_a + 6):
-        raise ValueError(f"action_linear: {w.shape[-1]} weights, expected {n_a} (or {n_a + 6} with "
-                         f"action_level) for action_convex={convex}, action_hinge={hinge}")
-    return w @ action_features(spec, a, obs_F, log_base, level=w.shape[-1] > n_a, convex=convex, hinge=hinge) + lin["b"]
+    return lin["w"] @ layout(terms, lin["w"]).features(spec, a, obs_F, log_base, log_params) + lin["b"]
 
 
 def expected_next_val(model, wm_params, ser, traj: Trajectories, samples: int = 4, seed: int = 0,
@@ -162,55 +220,83 @@ def within_runs(run: np.ndarray, M: np.ndarray) -> np.ndarray:
     return M - (sums / count.reshape(-1, *[1] * (M.ndim - 1)))[inv]
 
 
-def fit(model, wm_params, ser, traj: Trajectories, level: bool = False, rows_from: str = "all", convex: bool = False,
-        hinge=None) -> dict:
-    """{"w": (7,) phi's weights (+1 with `convex`, +1 with a `hinge`), then psi's (6,) with `level`; "b": () the centring
-    of psi} fit on the training runs `traj` (module docstring) against the model's expected next val
-    under the real action (action_response = residual) or the no-op (noop); `rows_from`: the
-    decisions it is fit on, "all" or "exogenous" (module docstring). One model."""
-    sp = traj.spec
+def fit(model, wm_params, ser, traj: Trajectories, rows_from: str = "all", keep: dict | None = None,
+        keep_terms: ActionTerms | None = None) -> dict:
+    """{"w": (terms.n,) the weights of the columns of the model's action terms (`ActionTerms.of` its config:
+    `terms`); "b": () the centring of psi} fit on the training runs
+    `traj` (module docstring) against the model's expected next val under the real action (action_response
+    = residual) or the no-op (noop); `rows_from`: the decisions it is fit on, "all" or "exogenous" (module
+    docstring). With `keep` (an `action_linear` of the layout `keep_terms`, whose columns `terms` must
+    all have, psi alike), those weights stay as they are and only the columns `terms` adds are fit, on
+    what the model with the kept term leaves (stagewise). One model."""
+    sp, terms = traj.spec, ActionTerms.of(model.cfg)
     vi, ratio = sp.index("val"), sp.divergence_ratio
+    names = terms.names()
+    if keep is not None:
+        old = layout(keep_terms, np.asarray(keep["w"])).names()
+        missing = [c for c in old if c not in names]
+        if missing or terms.level != (len(old) > keep_terms.n_phi):
+            raise ValueError(f"action_linear: the kept term's columns {list(old)} are not a part of {list(names)} with the same "
+                             f"level terms (missing: {missing or 'psi'}); a kept term can only gain action terms")
     if rows_from == "exogenous":
         traj = traj.subset([i for i, m in enumerate(traj.meta) if (m.get("controller") or {}).get("name") in EXOGENOUS])
     rows = [(r, k) for r in range(len(traj)) for k in range(1, traj.length[r] - 1)
             if traj.actions[r, k] >= 0 and traj.obs[r, k + 1, vi] < ratio and traj.obs[r, k, vi] < ratio]
-    n_a = n_phi(convex, hinge)
-    n_lin = n_a + 6 * level
-    if len(rows) < 2 * n_lin:
+    new = [j for j, c in enumerate(names) if keep is None or c not in old]  # the columns fit here
+    if not new:
+        raise ValueError(f"action_linear: the kept term already has every column of {list(names)}: nothing to fit")
+    if len(rows) < 2 * len(new):
         which = "" if rows_from == "all" else f" of {' or '.join(EXOGENOUS)} runs (action_fit = {rows_from})"
-        raise ValueError(f"action_linear: {len(rows)} training decisions{which}, need at least {2 * n_lin}")
+        raise ValueError(f"action_linear: {len(rows)} training decisions{which}, need at least {2 * len(new)}")
     r, k = np.array([x for x, _ in rows]), np.array([x for _, x in rows])
+    lp = log_params(traj)[r].astype(np.float64)
+    if terms.hinge is not None and terms.hinge_params and not np.isfinite(lp).all():
+        raise ValueError(f"action_linear: action_hinge_params={terms.hinge_params} moves the kink with the parameter count, "
+                         f"which the spec (version {sp.version}) does not carry in its static context")
     noop = model.cfg.action_response == "noop"
     y = traj.obs[r, k + 1, vi].astype(np.float64) - expected_next_val(model, wm_params, ser, traj, noop=noop)[r, k + 1]
     o = traj.obs[r, k].astype(np.float64)
     lb = log_base(traj)[r].astype(np.float64)
     a = np.log2(np.asarray(sp.actions))[traj.actions[r, k]]
+    if keep is not None:  # what the kept term leaves
+        y = y - (keep_terms.features(sp, a, o, lb, lp) @ np.asarray(keep["w"], np.float64) + float(keep["b"]))
     state = [o[:, sp.index(f)] for f in ("progress", "val", "train")] + [o[:, vi] - traj.obs[r, k - 1, vi]]
-    if not level:  # the LR level as plain state terms (psi has them otherwise)
+    if not terms.level:  # the LR level as plain state terms (psi has them otherwise)
         state += [o[:, sp.index("log_lr")], o[:, sp.index("log_lr")] + lb]
     ctx = traj.static[r].astype(np.float64) if traj.static is not None else np.zeros((len(r), 0))
-    X = np.concatenate([np.stack(state, 1), ctx, action_features(sp, a, o, lb, level, convex, hinge)], 1)
-    psi_mean = X[:, -n_lin:][:, n_a:].mean(0)
+    cols = terms.features(sp, a, o, lb, lp)
+    X = np.concatenate([np.stack(state, 1), ctx, cols[:, new]], 1)
     if rows_from == "exogenous":  # run fixed effects (the context, constant within a run, drops out)
         X, y = within_runs(r, X), within_runs(r, y)
-    mu, sd, keep, coef = ridge(X, y)
+    mu, sd, kept, coef = ridge(X, y)
     full = np.zeros(X.shape[1])
-    full[keep] = coef / sd[keep]  # raw units
-    w = full[-n_lin:]
+    full[kept] = coef / sd[kept]  # raw units
+    w = np.zeros(len(names))
+    w[new] = full[-len(new):]
+    if keep is not None:
+        w[[names.index(c) for c in old]] = np.asarray(keep["w"], np.float64)
+        return {"w": w.astype(np.float32), "b": np.float32(keep["b"])}
     # phi uncentred (the no-op's phi is 0); psi centred on the training decisions; the intercept and the state terms dropped
-    b = -float(w[n_a:] @ psi_mean)
+    b = -float(w[terms.n_phi:] @ cols[:, terms.n_phi:].mean(0))
     return {"w": w.astype(np.float32), "b": np.float32(b)}
 
 
-def with_action_linear(model, wm_params, ser, traj: Trajectories, rows_from: str = "all") -> dict:
-    """The parameters with `action_linear` fit on `traj` for the model's `action_response` (residual
-    or noop) and `action_level`, on the decisions `rows_from` (the config's `action_fit`); each
-    member's on its own residuals for an ensemble, stacked."""
+def with_action_linear(model, wm_params, ser, traj: Trajectories, rows_from: str = "all",
+                       keep_terms: ActionTerms | None = None) -> dict:
+    """The parameters with `action_linear` fit on `traj` for the model's `action_response` (residual or noop)
+    and its action terms (`ActionTerms.of` its config), on the decisions `rows_from` (the config's
+    `action_fit`); each member's on its own residuals for an ensemble, stacked. With `keep_terms` (the
+    layout of the parameters' own `action_linear`) that term is kept and only the columns the config adds
+    are fit (`fit`'s keep)."""
     if model.cfg.action_response not in ("residual", "noop"):
         raise ValueError(f"action_linear: the model's action_response must be residual or noop, got {model.cfg.action_response!r}")
-    K, level, convex, hinge = model.cfg.ensemble, model.cfg.action_level, model.cfg.action_convex, model.cfg.action_hinge
+    if keep_terms is not None and "action_linear" not in wm_params:
+        raise ValueError("action_linear: keeping the fitted term needs parameters that have one")
+    K = model.cfg.ensemble
     core = {k: v for k, v in wm_params.items() if k != "action_linear"}
+    lin = wm_params.get("action_linear") if keep_terms is not None else None
     if K == 1:
-        return {**core, "action_linear": fit(model, core, ser, traj, level, rows_from, convex, hinge)}
-    fits = [fit(*member(model, core, m), ser, traj, level, rows_from, convex, hinge) for m in range(K)]
+        return {**core, "action_linear": fit(model, core, ser, traj, rows_from, lin, keep_terms)}
+    fits = [fit(*member(model, core, m), ser, traj, rows_from,
+                None if lin is None else {k: np.asarray(v)[m] for k, v in lin.items()}, keep_terms) for m in range(K)]
     return {**core, "action_linear": {k: np.stack([f[k] for f in fits]) for k in ("w", "b")}}

@@ -44,7 +44,8 @@ class WorldModelConfig:
     action_response: str = "model"  # model: the transformer's; residual: + a linear term fit on its residuals; noop: its no-op's + that term
     action_level: bool = False  # that linear term also corrects the transformer's response to the LR level (correction.py)
     action_convex: bool = False  # that term's action part gains a x (log10 absolute LR)^2 (correction.py)
-    action_hinge: float | None = None  # ... and a x max(0, log10 absolute LR - action_hinge) (correction.py)
+    action_hinge: float | None = None  # ... and a x max(0, log10 absolute LR - action_hinge - action_hinge_params x log10 N)
+    action_hinge_params: float = 0.0  # the kink's shift per decade of the parameter count N (correction.py)
     action_fit: str = "all"  # that term's fit: "all" decisions pooled, or "exogenous" (random-walk and fork runs, run fixed effects)
     # training
     learning_rate: float = 1e-3  # peak AdamW learning rate (warmup, then cosine to a tenth)
@@ -81,6 +82,11 @@ class WorldModelConfig:
             raise ValueError(f"WorldModelConfig.action_fit must be one of {', '.join(ACTION_FITS)}, got {self.action_fit!r}")
         if self.action_hinge is not None and not (isinstance(self.action_hinge, (int, float)) and math.isfinite(self.action_hinge)):
             raise ValueError(f"WorldModelConfig.action_hinge must be None or a finite log10 LR, got {self.action_hinge!r}")
+        if not (isinstance(self.action_hinge_params, (int, float)) and math.isfinite(self.action_hinge_params)) or (
+                self.action_hinge_params and self.action_hinge is None):
+            raise ValueError(f"WorldModelConfig.action_hinge_params must be a finite number of decades per decade of the "
+                             f"parameter count, and 0 without action_hinge; got {self.action_hinge_params!r} "
+                             f"(action_hinge={self.action_hinge!r})")
         if self.aux_scale not in ("global", "interval"):
             raise ValueError(f"WorldModelConfig.aux_scale must be global or interval, got {self.aux_scale!r}")
         if not self.aux_weight >= 0:
