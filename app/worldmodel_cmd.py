@@ -154,7 +154,7 @@ def cmd_fit_action(args) -> int:
     checkpoints.save(args.out, kind="worldmodel", params=params, spec=ck.spec,
                      model_config=cfg.to_dict(),
                      meta={**ck.meta, "action_linear_from": str(args.ckpt), "action_linear_data": list(args.data),
-                           **({"action_linear_kept": {"terms": list(ActionTerms.of(old).names()), "fit": old.action_fit}}
+                           **({"action_linear_kept": {"terms": list(keep_terms.names()), "fit": old.action_fit}}
                               if args.keep else {})})
     print(f"-> {args.out}")
     return 0

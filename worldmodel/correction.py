@@ -133,6 +133,13 @@ class ActionTerms:
         kink = () if self.hinge is None else (f"a*kink({self.hinge:g},{self.hinge_params:g})",)
         return (*PHI_NAMES, *("a*A^2",) * self.convex, *kink, *PSI_NAMES * self.level)
 
+    def check_log_params(self, log_params, spec, who: str) -> None:
+        """Raises ValueError (prefixed by `who`) when the kink moves with the parameter count and some run's
+        log10 count (log_params, (R,) or (rows,)) is unknown: the spec's static context lacks it."""
+        if self.hinge is not None and self.hinge_params and not np.isfinite(log_params).all():
+            raise ValueError(f"{who}: action_hinge_params={self.hinge_params} moves the action term's kink with the parameter "
+                             f"count, which the spec (version {spec.version}) does not carry in its static context")
+
     def features(self, spec, a_log2, obs_xF, log_base_x, log_params_x=None):
         """(..., n) the columns of an action's log2 LR factor a (...) taken at observation obs (..., F) of a run
         with log10 base LR log_base (...) and log10 parameter count log_params (...; read only by a kink
@@ -250,9 +257,7 @@ def fit(model, wm_params, ser, traj: Trajectories, rows_from: str = "all", keep:
         raise ValueError(f"action_linear: {len(rows)} training decisions{which}, need at least {2 * len(new)}")
     r, k = np.array([x for x, _ in rows]), np.array([x for _, x in rows])
     lp = log_params(traj)[r].astype(np.float64)
-    if terms.hinge is not None and terms.hinge_params and not np.isfinite(lp).all():
-        raise ValueError(f"action_linear: action_hinge_params={terms.hinge_params} moves the kink with the parameter count, "
-                         f"which the spec (version {sp.version}) does not carry in its static context")
+    terms.check_log_params(lp, sp, "action_linear")
     noop = model.cfg.action_response == "noop"
     y = traj.obs[r, k + 1, vi].astype(np.float64) - expected_next_val(model, wm_params, ser, traj, noop=noop)[r, k + 1]
     o = traj.obs[r, k].astype(np.float64)

@@ -98,10 +98,7 @@ class SimEnv(Environment):
         if not keep.any():
             raise ValueError("SimEnv: no trajectory has two observations to start from")
         log_base, log_params = correction.log_base(traj), correction.log_params(traj)
-        terms = correction.ActionTerms.of(self.model.cfg)
-        if terms.hinge is not None and terms.hinge_params and np.isnan(log_params).any():
-            raise ValueError(f"SimEnv: action_hinge_params={terms.hinge_params} moves the action term's kink with the parameter "
-                             f"count, which the spec (version {traj.spec.version}) does not carry in its static context")
+        self._terms.check_log_params(log_params, traj.spec, "SimEnv")
         return EnvParams(wm_params, jnp.asarray(seq[keep]), jnp.asarray(traj.obs[keep]), jnp.asarray(traj.length[keep]),
                          jnp.asarray(log_base[keep], jnp.float32), jnp.asarray(log_params[keep], jnp.float32), max_prefix,
                          temperature)
