@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lrpilot.app import flags
-from lrpilot.app.checks import data_dirs, out_parent, resolve_ckpt
+from lrpilot.app.checks import data_dirs, out_parent, positive, resolve_ckpt
 
 
 def cmd_policy_train(args) -> int:
@@ -30,15 +30,21 @@ def cmd_policy_eval(args) -> int:
     from lrpilot.policy.train import evaluate, format_report
     from lrpilot.trajectories import load_dir
 
+    for m in args.lr_mults or ():
+        positive(m, "--lr-mults")
+    positive(args.n_envs, "--n-envs")
     traj = load_dir(data_dirs(args.data), checkpoints.load(resolve_ckpt(args.world_model), kind="worldmodel").spec)
-    report = evaluate(resolve_ckpt(args.ckpt, "policy"), resolve_ckpt(args.world_model), traj, args.n_envs, args.seed)
+    report = evaluate(resolve_ckpt(args.ckpt, "policy"), resolve_ckpt(args.world_model), traj, args.n_envs, args.seed,
+                      lr_mults=args.lr_mults or ())
     print(format_report(report))
     if args.out:
         write_json(args.out, {"policy": args.ckpt, "world_model": args.world_model, "data": args.data,
-                              "seed": args.seed, **report})
+                              "seed": args.seed, **({"lr_mults": args.lr_mults} if args.lr_mults else {}), **report})
         print(f"-> {args.out}")
     else:
-        print(json.dumps(report["policy_minus_best"], indent=1))
+        best = ({m: r["policy_minus_best"] for m, r in report["by_lr_mult"].items()} if args.lr_mults
+                else report["policy_minus_best"])
+        print(json.dumps(best, indent=1))
     return 0
 
 
@@ -60,5 +66,8 @@ def register(sub) -> None:
     e.add_argument("--data", nargs="+", default=["starter"], help="trajectories whose prefixes start the episodes")
     e.add_argument("--n-envs", type=int, default=256, help="simulated episodes per controller (same starts for all)")
     e.add_argument("--seed", type=int, default=0, help="seed of the starts and the simulator's samples")
+    e.add_argument("--lr-mults", nargs="+", type=float, metavar="M",
+                   help="one report per M: episodes started as deployed (observation 1) from the runs configured at "
+                        "M x their default LR (within a factor 10^0.25), e.g. 0.1 1 10 as lrpilot select's validation")
     e.add_argument("--out", help="write the report here (JSON)")
     e.set_defaults(func=cmd_policy_eval)

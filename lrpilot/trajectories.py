@@ -302,6 +302,22 @@ class Trajectories:
                             None if self.raw is None else {k: v[idx] for k, v in self.raw.items()},
                             None if self.static is None else self.static[idx])
 
+    def at_lr_mult(self, mult: float, tol_decades: float = 0.25) -> np.ndarray:
+        """Indices of the runs configured at `mult` x their default LR (run metadata base_lr_mult,
+        format 2 and the starter runs) within `tol_decades` decades; runs that do not record it are
+        left out. A ValueError names the multiplier and the range present when none is near."""
+        m = np.array([float(x.get("base_lr_mult", np.nan)) for x in self.meta])
+        if not mult > 0:
+            raise ValueError(f"base-LR multiplier must be positive, got {mult}")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            idx = np.flatnonzero(np.abs(np.log10(m) - np.log10(mult)) <= tol_decades)
+        if not len(idx):
+            have = m[np.isfinite(m)]
+            rng = f"{have.min():.3g} to {have.max():.3g}" if len(have) else "none recorded"
+            raise ValueError(f"no run configured within {tol_decades} decades of {mult:g} x its default LR "
+                             f"(base_lr_mult of the {len(self)} runs: {rng})")
+        return idx
+
     def rewards(self) -> np.ndarray:
         """(R, n) rewards r_1..r_n derived from the observations (0 past the end)."""
         r = np.asarray(self.spec.reward(self.obs[:, :-1], self.obs[:, 1:]))

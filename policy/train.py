@@ -74,6 +74,9 @@ def sim_report(env: SimEnv, env_params, net, params, key, n_envs: int, lr_suppor
 
 
 def format_report(report: dict) -> str:
+    if "by_lr_mult" in report:
+        return "\n".join(f"episodes from observation 1 of the {r['n_runs']} runs at {m} x their default LR:\n"
+                         + format_report(r) for m, r in report["by_lr_mult"].items())
     r, p = report["returns"], report["policy_minus_best"]
     lines = [f"simulator returns over {report['n_envs']} episodes (same starts): "
              + ", ".join(f"{k} {v['mean']:.4f}±{v['stderr']:.4f}" for k, v in r.items())]
@@ -86,15 +89,23 @@ def format_report(report: dict) -> str:
 
 
 def evaluate(policy_path, wm_path, traj: Trajectories, n_envs: int = 256, seed: int = 0,
-             max_prefix: int = 5, temperature: float = 1.0) -> dict:
-    """sim_report of a saved policy in a saved world model (any pair with the same spec and trunk)."""
+             max_prefix: int = 5, temperature: float = 1.0, lr_mults=()) -> dict:
+    """sim_report of a saved policy in a saved world model (any pair with the same spec and trunk),
+    its episodes started from prefixes of 1..max_prefix observations of `traj`'s runs. `lr_mults`:
+    instead, one report per multiplier M, {"by_lr_mult": {"M": report + n_runs}}, its episodes
+    started as deployed (the first observation) from the runs configured at M x their default LR
+    (`Trajectories.at_lr_mult`): the regimes of the validation set (`lrpilot select`)."""
     wm_ck, wm_cfg, wm, ser = load_world_model(wm_path)
     ck = checkpoints.load(policy_path, kind="policy", spec=wm_ck.spec)
+    subsets = {f"{m:g}": traj.at_lr_mult(m) for m in lr_mults}  # refused before any simulation
     env = SimEnv(wm, ser)
-    env_params = env.params(jax.tree.map(jnp.asarray, wm_ck.params), traj, max_prefix, temperature)
+    wm_params = jax.tree.map(jnp.asarray, wm_ck.params)
     net = build_policy(dataclasses.replace(WorldModelConfig.from_dict(ck.model_config["trunk"]), ensemble=1), ck.spec)
-    return sim_report(env, env_params, net, jax.tree.map(jnp.asarray, ck.params), jax.random.key(seed), n_envs,
-                      lr_support(ck.model_config))
+    params, support, key = jax.tree.map(jnp.asarray, ck.params), lr_support(ck.model_config), jax.random.key(seed)
+    if not subsets:
+        return sim_report(env, env.params(wm_params, traj, max_prefix, temperature), net, params, key, n_envs, support)
+    return {"by_lr_mult": {m: {**sim_report(env, env.params(wm_params, traj.subset(idx), 1, temperature), net, params, key,
+                                            n_envs, support), "n_runs": len(idx)} for m, idx in subsets.items()}}
 
 
 def train(wm_path: str, traj: Trajectories, cfg: PolicyConfig, out: str | Path, progress: bool = True, log=print,

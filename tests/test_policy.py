@@ -207,6 +207,37 @@ def test_sim_report_pairs_the_policy_with_the_best_baselines(tmp_path, tiny_wm, 
     assert "policy LR / base LR after each decision" in format_report(rep)
 
 
+def test_eval_by_lr_mult_starts_as_deployed_from_the_runs_of_each_regime(tmp_path, tiny_wm, traj, policy_ckpt, capsys):
+    from lrpilot.app.cli import main
+    from lrpilot.policy.train import evaluate, format_report
+
+    mults = [0.1, 0.12, 1.0, 1.5, 10.0, 30.0] * 2  # two runs per multiplier, the first six at x0.1 to x30
+    runs = dataclasses.replace(traj, meta=[{**m, "base_lr_mult": x} for m, x in zip(traj.meta, mults)])
+    assert list(runs.at_lr_mult(0.1)) == [0, 1, 6, 7] and list(runs.at_lr_mult(1)) == [2, 3, 8, 9]  # 1.5: 0.18 decades
+    assert list(runs.at_lr_mult(10, tol_decades=0.1)) == [4, 10]
+    with pytest.raises(ValueError, match=r"within 0.25 decades of 1000 x .*base_lr_mult of the 12 runs: 0.1 to 30"):
+        runs.at_lr_mult(1000)
+    with pytest.raises(ValueError, match="positive"):
+        runs.at_lr_mult(0)
+    unrecorded = dataclasses.replace(traj, meta=[{k: v for k, v in m.items() if k != "base_lr_mult"} for m in traj.meta])
+    with pytest.raises(ValueError, match="none recorded"):
+        unrecorded.at_lr_mult(1)
+
+    cfg, model, ser, wm_params = tiny_wm
+    wm_path = tmp_path / "wm"
+    checkpoints.save(wm_path, kind="worldmodel", params=wm_params, spec=SPEC, model_config=cfg.to_dict())
+    rep = evaluate(policy_ckpt, wm_path, runs, n_envs=8, lr_mults=(0.1, 1))["by_lr_mult"]
+    assert list(rep) == ["0.1", "1"] and rep["0.1"]["n_runs"] == 4
+    # each regime's report is the plain report over its runs' first observations (same key, same starts)
+    alone = evaluate(policy_ckpt, wm_path, runs.subset([2, 3, 8, 9]), n_envs=8, max_prefix=1)
+    assert rep["1"]["returns"] == alone["returns"] and rep["1"]["policy_lr_rel"] == alone["policy_lr_rel"]
+    assert "the 4 runs at 0.1 x their default LR" in format_report({"by_lr_mult": rep})
+    # the CLI refuses a non-positive multiplier before any data or checkpoint is looked up
+    assert main(["policy", "eval", "--ckpt", str(tmp_path / "nope"), "--lr-mults", "1", "-0.1",
+                 "--data", str(tmp_path / "no_data")]) == 2
+    assert "--lr-mults must be positive, got -0.1" in capsys.readouterr().err
+
+
 def test_shipped_checkpoints_load_and_drive_a_run():
     from lrpilot import policy
     from lrpilot.policy.deploy import PolicyController
