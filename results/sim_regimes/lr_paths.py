@@ -20,31 +20,32 @@ def lrs(curves):
     return np.array([c["lr"] for c in curves if c["lr"] is not None and c["iter"] % 100 == 0], float)
 
 
-def real_path(ctrl, m):
+def real_path(ctrl, m, tasks=TASKS):
     paths = []
-    for t in TASKS:
+    for t in tasks:
         cell = RUNS / t / f"lr_x{m}"
         base = max(lrs(json.loads(f.read_text())).max() for f in cell.glob("cosine/seed*/curves.json"))
         paths += [lrs(json.loads(f.read_text())) / base for f in sorted((cell / safe_name(ctrl)).glob("seed*/curves.json"))]
     return np.median(np.stack(paths), axis=0)
 
 
-print("| policy | configured LR | simulated median LR / base after decisions " + ", ".join(str(k + 1) for k in SHOW)
-      + " | real (4 runs) | mean abs log10(real / simulated) over the 20 decisions |")
-print("|---|---|---|---|---|")
-gap, above = {m: [] for m in MULTS}, {m: [] for m in MULTS}
-for f in sorted(D.glob("*_in_shipped.json")):
-    p = f.stem.split("_in_")[0]
-    sim = json.loads(f.read_text())["by_lr_mult"]
-    for m in MULTS:
-        s = np.array(sim[m]["policy_lr_rel"]["median"])
-        r = real_path(SEL[NAMES.get(p, p)]["controller"], m)
-        g = float(np.mean(np.abs(np.log10(r / s))))
-        gap[m].append(g)
-        above[m].append(float(np.mean(np.log10(r / s))) > 0)
-        print(f"| {p} | x{m} | " + " ".join(f"{s[k]:.2f}" for k in SHOW) + " | " + " ".join(f"{r[k]:.2f}" for k in SHOW)
-              + f" | {g:.2f} |")
-print()
-print("* mean over the policies of the mean abs log10 gap: " + ", ".join(f"x{m} {np.mean(g):.2f} decades" for m, g in gap.items()))
-print("* policies whose real LR path lies above the simulated one (mean log10 ratio > 0): "
-      + ", ".join(f"x{m} {sum(a)} of {len(a)}" for m, a in above.items()))
+if __name__ == "__main__":
+    print("| policy | configured LR | simulated median LR / base after decisions " + ", ".join(str(k + 1) for k in SHOW)
+          + " | real (4 runs) | mean abs log10(real / simulated) over the 20 decisions |")
+    print("|---|---|---|---|---|")
+    gap, above = {m: [] for m in MULTS}, {m: [] for m in MULTS}
+    for f in sorted(D.glob("*_in_shipped.json")):
+        p = f.stem.split("_in_")[0]
+        sim = json.loads(f.read_text())["by_lr_mult"]
+        for m in MULTS:
+            s = np.array(sim[m]["policy_lr_rel"]["median"])
+            r = real_path(SEL[NAMES.get(p, p)]["controller"], m)
+            g = float(np.mean(np.abs(np.log10(r / s))))
+            gap[m].append(g)
+            above[m].append(float(np.mean(np.log10(r / s))) > 0)
+            print(f"| {p} | x{m} | " + " ".join(f"{s[k]:.2f}" for k in SHOW) + " | " + " ".join(f"{r[k]:.2f}" for k in SHOW)
+                  + f" | {g:.2f} |")
+    print()
+    print("* mean over the policies of the mean abs log10 gap: " + ", ".join(f"x{m} {np.mean(g):.2f} decades" for m, g in gap.items()))
+    print("* policies whose real LR path lies above the simulated one (mean log10 ratio > 0): "
+          + ", ".join(f"x{m} {sum(a)} of {len(a)}" for m, a in above.items()))
