@@ -16,6 +16,11 @@ NAMES = {"round3": "simple_round3", "round0": "simple_round0", "round1": "simple
 MULTS, TASKS, SHOW = ("0.1", "1", "10"), ("python_docs", "gettext_catalogs"), (3, 7, 11, 15, 19)
 
 
+def candidate(p):
+    """results/selection's entry of the policy named p here."""
+    return SEL[NAMES.get(p, p)]
+
+
 def lrs(curves):
     return np.array([c["lr"] for c in curves if c["lr"] is not None and c["iter"] % 100 == 0], float)
 
@@ -39,7 +44,7 @@ if __name__ == "__main__":
         sim = json.loads(f.read_text())["by_lr_mult"]
         for m in MULTS:
             s = np.array(sim[m]["policy_lr_rel"]["median"])
-            r = real_path(SEL[NAMES.get(p, p)]["controller"], m)
+            r = real_path(candidate(p)["controller"], m)
             g = float(np.mean(np.abs(np.log10(r / s))))
             gap[m].append(g)
             above[m].append(float(np.mean(np.log10(r / s))) > 0)

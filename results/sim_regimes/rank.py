@@ -8,21 +8,16 @@ margin over cosine, val units, lower is better). Spearman of the simulated retur
 (1: the simulator orders the policies as real runs do), per regime and over the regimes' mean. Run from the
 repository root: python results/sim_regimes/rank.py > results/sim_regimes/rank.md"""
 import json
-from pathlib import Path
 
 import numpy as np
+from lr_paths import MULTS, TASKS, D, candidate  # beside this script
 
-D = Path("results/sim_regimes")
-SEL = json.loads(Path("results/selection/selection.json").read_text())["candidates"]
-NAMES = {"round3": "simple_round3", "round0": "simple_round0", "round1": "simple_round1", "round2": "simple_round2"}
-MULTS = ("0.1", "1", "10")
-TASKS = ("python_docs", "gettext_catalogs")
 runs = sorted(D.glob("*_in_*.json"))
 wms = sorted({p.stem.split("_in_")[1] for p in runs})
 
 
 def real(p, m, key="best_val_loss"):
-    cells = SEL[NAMES.get(p, p)]["cells"]
+    cells = candidate(p)["cells"]
     return float(np.mean([cells[f"{t} x{m}"][key] for t in TASKS]))
 
 
@@ -33,7 +28,7 @@ def spearman(a, b):
 
 for w in wms:
     sim = {p.stem.split("_in_")[0]: json.loads(p.read_text())["by_lr_mult"] for p in runs if p.stem.endswith(f"_in_{w}")}
-    pols = sorted(sim, key=lambda p: SEL[NAMES.get(p, p)]["score"])
+    pols = sorted(sim, key=lambda p: candidate(p)["score"])
     print(f"## In `{w}`, {len(pols)} policies (ordered by their real validation mean)\n")
     print("| policy | " + " | ".join(f"x{m}: real best val, margin over cosine | x{m}: sim return, minus cosine x1" for m in MULTS) + " |")
     print("|---|" + "---|---|" * len(MULTS))
@@ -57,5 +52,5 @@ for w in wms:
     mean_ret = [np.mean([sim[p][m]["returns"]["policy (greedy)"]["mean"] for m in MULTS]) for p in pols]
     best = pols[int(np.argmax(mean_ret))]
     print(f"* the regimes' mean return against the real validation mean: Spearman "
-          f"{spearman(mean_ret, [-SEL[NAMES.get(p, p)]['score'] for p in pols]):+.2f}; the simulator's top policy {best} "
+          f"{spearman(mean_ret, [-candidate(p)['score'] for p in pols]):+.2f}; the simulator's top policy {best} "
           f"is real rank {pols.index(best) + 1} of {len(pols)}\n")
