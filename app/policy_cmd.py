@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lrpilot.app import flags
 from lrpilot.app.checks import data_dirs, out_parent, positive, resolve_ckpt
 
@@ -22,27 +24,62 @@ def cmd_policy_train(args) -> int:
     return 0
 
 
+def like_runs(paths, lr_mults) -> dict[str, list]:
+    """{"M": [(name, RunInfo)]}: the runs of each finished run's DIR/final_info.json (or that file) as
+    they would start at M x the run's default LR, one M per `lr_mults`, else at the run's own
+    configured LR (its lr_mult). A ValueError names the file and the field it lacks."""
+    import json
+
+    from lrpilot.trainers.config import TrainConfig
+    from lrpilot.trainers.loop import run_info
+
+    runs = {}
+    for arg in paths:
+        f = Path(arg) / "final_info.json" if Path(arg).is_dir() else Path(arg)
+        try:
+            info = json.loads(f.read_text())
+            cfg, n_params = TrainConfig().replace(**info["config"]), int(info["n_params"])
+        except OSError as e:
+            raise ValueError(f"--like {arg}: cannot read {f} ({e.strerror or e}); give a run directory with "
+                             "final_info.json (lrpilot evaluate / train)") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"--like {f}: needs a final_info.json with config and n_params "
+                             f"({type(e).__name__}: {e})") from None
+        name = f"{info.get('task', f.parent.name)} ({f.parent})"
+        for m in lr_mults or [float(info.get("lr_mult", 1.0))]:
+            runs.setdefault(f"{m:g}", []).append((name, run_info(cfg, int(info.get("seed", 0)), m, n_params)))
+    return runs
+
+
 def cmd_policy_eval(args) -> int:
     import json
 
     from lrpilot import checkpoints
     from lrpilot.io import write_json
     from lrpilot.policy.train import evaluate, format_report
-    from lrpilot.trajectories import load_dir
+    from lrpilot.trajectories import context_starts, load_dir
 
     for m in args.lr_mults or ():
         positive(m, "--lr-mults")
     positive(args.n_envs, "--n-envs")
-    traj = load_dir(data_dirs(args.data), checkpoints.load(resolve_ckpt(args.world_model), kind="worldmodel").spec)
-    report = evaluate(resolve_ckpt(args.ckpt, "policy"), resolve_ckpt(args.world_model), traj, args.n_envs, args.seed,
+    if args.like and args.data:
+        raise ValueError("--like and --data: give one (episodes start from runs to come, or from the data's runs)")
+    like = like_runs(args.like, args.lr_mults) if args.like else None
+    spec = checkpoints.load(resolve_ckpt(args.world_model), kind="worldmodel").spec
+    if like:
+        starts = {m: context_starts(spec, [r for _, r in rs], [n for n, _ in rs]) for m, rs in like.items()}
+    else:
+        starts = load_dir(data_dirs(args.data or ["starter"]), spec)
+    report = evaluate(resolve_ckpt(args.ckpt, "policy"), resolve_ckpt(args.world_model), starts, args.n_envs, args.seed,
                       lr_mults=args.lr_mults or ())
     print(format_report(report))
     if args.out:
-        write_json(args.out, {"policy": args.ckpt, "world_model": args.world_model, "data": args.data,
+        source = {"like": args.like} if like else {"data": args.data or ["starter"]}
+        write_json(args.out, {"policy": args.ckpt, "world_model": args.world_model, **source,
                               "seed": args.seed, **({"lr_mults": args.lr_mults} if args.lr_mults else {}), **report})
         print(f"-> {args.out}")
     else:
-        best = ({m: r["policy_minus_best"] for m, r in report["by_lr_mult"].items()} if args.lr_mults
+        best = ({m: r["policy_minus_best"] for m, r in report["by_lr_mult"].items()} if "by_lr_mult" in report
                 else report["policy_minus_best"])
         print(json.dumps(best, indent=1))
     return 0
@@ -63,7 +100,11 @@ def register(sub) -> None:
     e = ps.add_parser("eval", help="a policy against constant and cosine controllers inside a world model (same starts)")
     e.add_argument("--ckpt", required=True, help="policy checkpoint ('pretrained': the shipped one)")
     e.add_argument("--world-model", default="pretrained", help="world-model checkpoint ('pretrained': the shipped one)")
-    e.add_argument("--data", nargs="+", default=["starter"], help="trajectories whose prefixes start the episodes")
+    e.add_argument("--data", nargs="+", help="trajectories whose prefixes start the episodes (default: starter)")
+    e.add_argument("--like", nargs="+", metavar="RUN",
+                   help="instead, start each episode where a run like each RUN (a run directory with final_info.json) "
+                        "starts: its model size, tokens per update, length and configured LR (x each --lr-mults M "
+                        "of its default LR), as the policy will meet it deployed")
     e.add_argument("--n-envs", type=int, default=256, help="simulated episodes per controller (same starts for all)")
     e.add_argument("--seed", type=int, default=0, help="seed of the starts and the simulator's samples")
     e.add_argument("--lr-mults", nargs="+", type=float, metavar="M",

@@ -325,6 +325,28 @@ class Trajectories:
         return np.where(valid, r, 0.0).astype(np.float32)
 
 
+def context_starts(spec: EnvSpec, runs, names=None) -> Trajectories:
+    """Runs about to start, as Trajectories of one observation each: the spec's first observation
+    (val = train = 1 at the configured LR) and each run's context (`RunInfo`s: base LR, parameter
+    count, tokens per update, length), what a deployed controller sees at its first decision.
+    Simulated episodes from them start where such a run starts. meta: each RunInfo's fields and
+    "task" (its name from `names`, else "run i"); files: the names."""
+    runs = list(runs)
+    if not runs:
+        raise ValueError("context_starts: no run given")
+    names = [f"run {i}" for i in range(len(runs))] if names is None else list(names)
+    if len(names) != len(runs):
+        raise ValueError(f"context_starts: {len(names)} names for {len(runs)} runs")
+    R, n = len(runs), spec.n_decisions
+    first = np.stack([spec.observation(0, 1.0, 1.0, None, 1.0, r.base_lr)[0] for r in runs])
+    static = (np.stack([spec.static_values(r.base_lr, r.n_params, r.tokens_per_update, r.max_iters) for r in runs])
+              if spec.n_static else None)
+    raw = {c: np.full((R, n + 1), np.nan) for c in RAW_COLUMNS}
+    return Trajectories(spec, np.repeat(first[:, None], n + 1, axis=1), np.full((R, n), -1, np.int32), np.ones(R, np.int32),
+                        np.zeros(R, bool), [{"task": t, **dataclasses.asdict(r)} for t, r in zip(names, runs)], names,
+                        raw["val_loss"], raw, static)
+
+
 def load_dir(paths: str | Path | list, spec: EnvSpec) -> Trajectories:
     """Loads every run of the given files, packed datasets and directories (every `*.parquet`
     below them, recursively); a run found twice is an error naming both places."""

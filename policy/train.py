@@ -88,24 +88,29 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate(policy_path, wm_path, traj: Trajectories, n_envs: int = 256, seed: int = 0,
+def evaluate(policy_path, wm_path, traj, n_envs: int = 256, seed: int = 0,
              max_prefix: int = 5, temperature: float = 1.0, lr_mults=()) -> dict:
     """sim_report of a saved policy in a saved world model (any pair with the same spec and trunk),
     its episodes started from prefixes of 1..max_prefix observations of `traj`'s runs. `lr_mults`:
     instead, one report per multiplier M, {"by_lr_mult": {"M": report + n_runs}}, its episodes
     started as deployed (the first observation) from the runs configured at M x their default LR
-    (`Trajectories.at_lr_mult`): the regimes of the validation set (`lrpilot select`)."""
+    (`Trajectories.at_lr_mult`): the regimes of the validation set (`lrpilot select`). `traj` a dict
+    {"M": Trajectories} (e.g. `context_starts` of the runs to come at each M): the same, from
+    the first observation of each one's runs."""
     wm_ck, wm_cfg, wm, ser = load_world_model(wm_path)
     ck = checkpoints.load(policy_path, kind="policy", spec=wm_ck.spec)
-    subsets = {f"{m:g}": traj.at_lr_mult(m) for m in lr_mults}  # refused before any simulation
+    if isinstance(traj, dict):
+        regimes = traj
+    else:  # refused before any simulation
+        regimes = {f"{m:g}": traj.subset(traj.at_lr_mult(m)) for m in lr_mults}
     env = SimEnv(wm, ser)
     wm_params = jax.tree.map(jnp.asarray, wm_ck.params)
     net = build_policy(dataclasses.replace(WorldModelConfig.from_dict(ck.model_config["trunk"]), ensemble=1), ck.spec)
     params, support, key = jax.tree.map(jnp.asarray, ck.params), lr_support(ck.model_config), jax.random.key(seed)
-    if not subsets:
+    if not regimes:
         return sim_report(env, env.params(wm_params, traj, max_prefix, temperature), net, params, key, n_envs, support)
-    return {"by_lr_mult": {m: {**sim_report(env, env.params(wm_params, traj.subset(idx), 1, temperature), net, params, key,
-                                            n_envs, support), "n_runs": len(idx)} for m, idx in subsets.items()}}
+    return {"by_lr_mult": {m: {**sim_report(env, env.params(wm_params, t, 1, temperature), net, params, key, n_envs, support),
+                               "n_runs": len(t)} for m, t in regimes.items()}}
 
 
 def train(wm_path: str, traj: Trajectories, cfg: PolicyConfig, out: str | Path, progress: bool = True, log=print,

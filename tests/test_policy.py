@@ -328,3 +328,61 @@ def test_pessimism_and_halting_where_the_ensemble_disagrees(tiny_wm, traj):
     assert bool(jnp.all(never.active == base.active)) and not bool(jnp.any(never.halted))
     with pytest.raises(ValueError, match="halt_spread"):
         PolicyConfig(halt_spread=-1.0)
+
+
+def test_eval_like_a_run_to_come_starts_where_that_run_starts(tmp_path, tiny_wm, capsys):
+    import json
+
+    from conftest import synthetic_trajectories
+
+    from lrpilot.app.cli import main
+    from lrpilot.policy.train import evaluate
+    from lrpilot.spec import SPEC_V2
+    from lrpilot.trajectories import context_starts
+    from lrpilot.worldmodel.model import build as build_wm
+
+    cfg = tiny_wm[0]
+    model, _ = build_wm(cfg, SPEC_V2)  # a spec with the run's static context
+    wm_params = model.init(jax.random.key(1), jnp.zeros((1, 8), jnp.int32))["params"]
+    wm, pol = tmp_path / "wm", tmp_path / "pol"
+    checkpoints.save(wm, kind="worldmodel", params=wm_params, spec=SPEC_V2, model_config=cfg.to_dict())
+    checkpoints.save(pol, kind="policy", params=init_params(build(cfg, SPEC_V2), jax.random.key(0), wm_params),
+                     spec=SPEC_V2, model_config={"trunk": cfg.to_dict(), "policy": PolicyConfig().to_dict()})
+    runs = [RunInfo(base_lr=3e-3, min_lr=3e-4, warmup_iters=100, max_iters=2000, eval_interval=250, tokens_per_update=768,
+                    n_params=844_672),
+            RunInfo(base_lr=1e-2, min_lr=1e-3, warmup_iters=10, max_iters=500, eval_interval=50, tokens_per_update=4096,
+                    n_params=10_000_000)]
+    starts = context_starts(SPEC_V2, runs, ["a", "b"])
+    assert list(starts.length) == [1, 1] and starts.files == ["a", "b"] and starts.meta[1]["n_params"] == 10_000_000
+    np.testing.assert_allclose(starts.static[1], np.log10([1e-2, 1e7, 4096, 500]), rtol=1e-6)
+    # the same two runs once they have run: their first observations are the starts' (val = train = 1)
+    real = dataclasses.replace(synthetic_trajectories(2, spec=SPEC_V2), static=starts.static)
+    np.testing.assert_array_equal(starts.obs[:, 0], real.obs[:, 0])
+    rep = evaluate(pol, wm, {"3": starts}, n_envs=8)["by_lr_mult"]["3"]
+    alone = evaluate(pol, wm, real, n_envs=8, max_prefix=1)
+    assert rep["n_runs"] == 2 and rep["returns"] == alone["returns"] and rep["policy_lr_rel"] == alone["policy_lr_rel"]
+    with pytest.raises(ValueError, match="2 names for 1 runs"):
+        context_starts(SPEC_V2, runs[:1], ["a", "b"])
+
+    # the CLI: a finished run's final_info.json gives the run to come, at its own LR or at each --lr-mults M
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "final_info.json").write_text(json.dumps({"task": "t", "seed": 0, "lr_mult": 3.0, "n_params": 844_672,
+                                                     "config": {"learning_rate": 1e-3, "min_lr": 1e-4}}))
+    assert main(["policy", "eval", "--ckpt", str(pol), "--world-model", str(wm), "--like", str(run), "--n-envs", "8",
+                 "--out", str(tmp_path / "r.json")]) == 0
+    got = json.loads((tmp_path / "r.json").read_text())
+    assert got["like"] == [str(run)] and got["by_lr_mult"]["3"]["returns"] == evaluate(
+        pol, wm, {"3": context_starts(SPEC_V2, runs[:1])}, n_envs=8)["by_lr_mult"]["3"]["returns"]
+    assert main(["policy", "eval", "--ckpt", str(pol), "--world-model", str(wm), "--like", str(run / "final_info.json"),
+                 "--lr-mults", "0.1", "10", "--n-envs", "8", "--out", str(tmp_path / "m.json")]) == 0
+    assert list(json.loads((tmp_path / "m.json").read_text())["by_lr_mult"]) == ["0.1", "10"]
+    # refusals name the file or the flags, before any checkpoint is looked up
+    capsys.readouterr()
+    assert main(["policy", "eval", "--ckpt", str(tmp_path / "nope"), "--like", str(tmp_path / "none")]) == 2
+    assert f"cannot read {tmp_path / 'none'}" in capsys.readouterr().err
+    (run / "final_info.json").write_text(json.dumps({"config": {"learning_rate": 1e-3}}))
+    assert main(["policy", "eval", "--ckpt", str(tmp_path / "nope"), "--like", str(run)]) == 2
+    assert "final_info.json with config and n_params (KeyError: 'n_params')" in capsys.readouterr().err
+    assert main(["policy", "eval", "--ckpt", str(tmp_path / "nope"), "--like", str(run), "--data", "starter"]) == 2
+    assert "--like and --data: give one" in capsys.readouterr().err

@@ -94,9 +94,9 @@ class SimEnv(Environment):
 
     def params(self, wm_params, traj: Trajectories, max_prefix: int = 5, temperature: float = 1.0) -> EnvParams:
         seq = self.ser.encode_episodes(traj.obs, traj.actions, traj.length, traj.static)
-        keep = traj.length >= 2  # a prefix must leave at least one step
+        keep = traj.length >= 1  # a one-observation run (context_starts) starts at its first observation
         if not keep.any():
-            raise ValueError("SimEnv: no trajectory has two observations to start from")
+            raise ValueError("SimEnv: no trajectory has an observation to start from")
         log_base, log_params = correction.log_base(traj), correction.log_params(traj)
         self._terms.check_log_params(log_params, traj.spec, "SimEnv")
         return EnvParams(wm_params, jnp.asarray(seq[keep]), jnp.asarray(traj.obs[keep]), jnp.asarray(traj.length[keep]),
@@ -121,10 +121,10 @@ class SimEnv(Environment):
     # ---- API ----------------------------------------------------------------------------------
     def reset(self, key, params: EnvParams):
         """Starts from the first p observations (and p-1 actions) of a random real episode, p
-        uniform in 1..min(max_prefix, length-1)."""
+        uniform in 1..max(1, min(max_prefix, length-1))."""
         k_run, k_pre, k_mem = jax.random.split(key, 3)
         r = jax.random.randint(k_run, (), 0, params.seq.shape[0])
-        n_prefix = jnp.minimum(params.max_prefix, params.length[r] - 1)
+        n_prefix = jnp.maximum(jnp.minimum(params.max_prefix, params.length[r] - 1), 1)
         p = jax.random.randint(k_pre, (), 1, n_prefix + 1)
         return self.reset_to(params, r, p, params.max_prefix, jax.random.randint(k_mem, (), 0, self.members))
 
