@@ -6,13 +6,16 @@ starts), beside the real runs at that multiplier (results/selection/selection.js
 gettext_catalogs, seeds 0-1, small protocol; the mean over the two tasks of the best val, and of the policy's
 margin over cosine, val units, lower is better). Spearman of the simulated return with minus the real mean
 (1: the simulator orders the policies as real runs do), per regime and over the regimes' mean. Run from the
-repository root: python results/sim_regimes/rank.py > results/sim_regimes/rank.md"""
+repository root: python results/sim_regimes/rank.py [DIR] > results/sim_regimes/rank.md (DIR: the folder of the
+JSON reports, default this one; context/ for the episodes started from the validation runs' own context)."""
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 from lr_paths import MULTS, TASKS, D, candidate  # beside this script
 
-runs = sorted(D.glob("*_in_*.json"))
+runs = sorted((Path(sys.argv[1]) if len(sys.argv) > 1 else D).glob("*_in_*.json"))
 wms = sorted({p.stem.split("_in_")[1] for p in runs})
 
 
