@@ -100,6 +100,18 @@ for t in TASKS:
         i = [j for j, r in enumerate(rows) if r[0] == t and r[1] == m]
         d = (med[i] - real[i]).mean(0)
         print(f"| {t} | x{m} | " + " | ".join(f"{d[k]:+.4f}" for k in show) + " |")
+print("\n## Do the ensemble's members disagree where the simulator is wrong? Final normalised val, by cell\n")
+K = env.members  # per_member: member m's samples are a contiguous share of axis 1, in member order
+shares = np.cumsum([0] + [len(range(k, sim.shape[1], K)) for k in range(K)])
+by_member = np.stack([np.median(sim[:, shares[k]:shares[k + 1], -1], axis=1) for k in range(K)], axis=1)  # (R, K)
+spread, err = by_member.std(axis=1), np.abs(med[:, -1] - real[:, -1])
+print(f"| task | configured LR | mean abs error of the simulated final val | mean spread of the {K} members' medians |")
+print("|---|---|---|---|")
+for t in TASKS:
+    for m in MULTS:
+        i = [j for j, r in enumerate(rows) if r[0] == t and r[1] == m]
+        print(f"| {t} | x{m} | {err[i].mean():.4f} | {spread[i].mean():.4f} |")
+print(f"\nSpearman of the spread with the error over the {len(rows)} runs: {spearman(spread, err):+.2f}")
 print("\n## One interval's change of normalised val, by the LR it ran at (decisions 2-20): real, simulated (intervals)\n")
 print("| LR / default LR over the interval | " + " | ".join(TASKS) + " | both: simulated / real |")
 print("|---|" + "---|" * (len(TASKS) + 1))
