@@ -1,0 +1,44 @@
+"""The same per-interval comparison as replay.md's, on the shipped data's own runs of the two validation corpora
+near the validation model size (within 0.25 decades of its parameter count): each run replayed from its
+observation 1 under its real actions in the shipped ensemble (16 samples, seed 0), the change of normalised val
+over each interval (decisions 2-20) by the LR it ran at / the run's default LR, real against the simulated
+median. Training data for the world model (these runs were not held out), so it says whether the model fits
+the corpus-dependent slowdown it was shown. Run from the repository root:
+python results/sim_regimes/replay_data.py > results/sim_regimes/replay_data.md"""
+import jax
+import numpy as np
+from lr_paths import TASKS  # beside this script
+
+from lrpilot import checkpoints
+from lrpilot.collect import shipped_dataset
+from lrpilot.policy.train import load_world_model
+from lrpilot.trajectories import load_dir
+from lrpilot.worldmodel.env import SimEnv
+from lrpilot.worldmodel.forecast import sample_futures
+
+N_PARAMS = 844_672  # gettext_catalogs' validation model (results/selection/runs); python_docs' is within 0.25 decades
+ck, cfg, model, ser = load_world_model(checkpoints.pretrained("worldmodel"))
+spec, env = ck.spec, SimEnv(model, ser)
+data = load_dir([str(shipped_dataset("starter")), "collect/data/v2.parquet"], spec)
+mult = np.array([float(x.get("base_lr_mult", np.nan)) for x in data.meta])
+near = np.abs(data.static[:, [f.name for f in spec.static].index("log_params")] - np.log10(N_PARAMS)) < 0.25
+n, vi, li = spec.n_decisions, spec.index("val"), spec.index("log_lr")
+keep = np.flatnonzero(near & np.isfinite(mult) & np.isin([m["task"] for m in data.meta], TASKS)
+                      & (data.length == n + 1))
+traj = data.subset(keep)
+params = env.params(jax.tree.map(np.asarray, ck.params), traj, 1)
+sim = np.median(sample_futures(env, params, traj, np.arange(len(traj)), 1, n, 16, jax.random.key(0)), axis=1)  # obs 1..n
+real = traj.obs[:, 1:, vi]
+d_real, d_sim = np.diff(real, axis=1), np.diff(sim, axis=1)  # interval k = 1..n-1
+lr_int = 10 ** traj.obs[:, 2:, li] * mult[keep][:, None]  # observation k + 1's log_lr: interval k's LR, / the default
+task = np.array([m["task"] for m in traj.meta])[:, None]
+print(f"{len(traj)} full-length runs of {', '.join(TASKS)} in the shipped data near {N_PARAMS:,} parameters\n")
+print("| LR / default LR over the interval | " + " | ".join(f"{t}: real, simulated (intervals)" for t in TASKS) + " |")
+print("|---|" + "---|" * len(TASKS))
+for lo, hi in ((0, 0.3), (0.3, 1), (1, 3), (3, 10), (10, 30), (30, 1e9)):
+    s = (lr_int >= lo) & (lr_int < hi)
+    print(f"| {lo:g}-{hi:g} | " + " | ".join(
+        f"{d_real[s & (task == t)].mean():+.5f}, {d_sim[s & (task == t)].mean():+.5f} ({(s & (task == t)).sum()})"
+        if (s & (task == t)).any() else "-" for t in TASKS) + " |")
+fin = {t: (real[task[:, 0] == t, -1].mean(), sim[task[:, 0] == t, -1].mean()) for t in TASKS}
+print("\nfinal normalised val, real against simulated: " + "; ".join(f"{t} {a:.4f}, {b:.4f}" for t, (a, b) in fin.items()))
