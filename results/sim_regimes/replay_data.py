@@ -4,7 +4,10 @@ observation 1 under its real actions in the shipped ensemble (16 samples, seed 0
 over each interval (decisions 2-20) by the LR it ran at / the run's default LR, real against the simulated
 median. Training data for the world model (these runs were not held out), so it says whether the model fits
 the corpus-dependent slowdown it was shown. Run from the repository root:
-python results/sim_regimes/replay_data.py > results/sim_regimes/replay_data.md"""
+python results/sim_regimes/replay_data.py [--without-linear] > results/sim_regimes/replay_data.md
+(--without-linear: the linear action term's weights set to zero, the transformer's continuation alone)."""
+import sys
+
 import jax
 import numpy as np
 from lr_paths import TASKS  # beside this script
@@ -26,7 +29,11 @@ n, vi, li = spec.n_decisions, spec.index("val"), spec.index("log_lr")
 keep = np.flatnonzero(near & np.isfinite(mult) & np.isin([m["task"] for m in data.meta], TASKS)
                       & (data.length == n + 1))
 traj = data.subset(keep)
-params = env.params(jax.tree.map(np.asarray, ck.params), traj, 1)
+wm_params = jax.tree.map(np.asarray, ck.params)
+if "--without-linear" in sys.argv:
+    wm_params["action_linear"] = jax.tree.map(np.zeros_like, wm_params["action_linear"])
+    print("The linear action term's weights set to zero: the transformer's continuation alone\n")
+params = env.params(wm_params, traj, 1)
 sim = np.median(sample_futures(env, params, traj, np.arange(len(traj)), 1, n, 16, jax.random.key(0)), axis=1)  # obs 1..n
 real = traj.obs[:, 1:, vi]
 d_real, d_sim = np.diff(real, axis=1), np.diff(sim, axis=1)  # interval k = 1..n-1
