@@ -14,6 +14,7 @@ D, RUNS = Path("results/sim_regimes"), Path("results/selection/runs")
 SEL = json.loads(Path("results/selection/selection.json").read_text())["candidates"]
 NAMES = {"round3": "simple_round3", "round0": "simple_round0", "round1": "simple_round1", "round2": "simple_round2"}
 MULTS, TASKS, SHOW = ("0.1", "1", "10"), ("python_docs", "gettext_catalogs"), (3, 7, 11, 15, 19)
+LR_BINS = ((0, 0.3), (0.3, 1), (1, 3), (3, 10), (10, 30), (30, 1e9))  # LR / default LR, the replays' interval buckets
 
 
 def candidate(p):

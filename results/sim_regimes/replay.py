@@ -14,14 +14,15 @@ import sys
 
 import jax
 import numpy as np
-from lr_paths import MULTS, RUNS, TASKS, candidate, lrs  # beside this script
+from lr_paths import LR_BINS, MULTS, RUNS, TASKS, candidate, lrs  # beside this script
 
 from lrpilot import checkpoints
 from lrpilot.app.evaluate import safe_name
+from lrpilot.app.policy_cmd import like_runs
 from lrpilot.collect import shipped_dataset
-from lrpilot.controllers import RunInfo
 from lrpilot.policy.train import load_world_model
 from lrpilot.trajectories import context_starts, load_dir
+from lrpilot.worldmodel.correction import log_params
 from lrpilot.worldmodel.env import SimEnv
 from lrpilot.worldmodel.fidelity import final_val, lr_features, spearman
 from lrpilot.worldmodel.forecast import sample_futures
@@ -38,9 +39,7 @@ rows = []  # (task, mult, policy, seed, actions (n,), real normalised val (n,), 
 left_out = 0
 for t in TASKS:
     for m in MULTS:
-        n_params = json.loads((RUNS / t / f"lr_x{m}" / "cosine" / "seed0" / "final_info.json").read_text())["n_params"]
-        info = RunInfo(base_lr=1e-3 * float(m), min_lr=1e-4 * float(m), warmup_iters=100, max_iters=2000, eval_interval=250,
-                       tokens_per_update=12 * 64, n_params=n_params)
+        (_, info), = like_runs([RUNS / t / f"lr_x{m}" / "cosine" / "seed0"], None)[m]  # the cell's run, as it starts
         for p in POLICIES:
             for f in sorted((RUNS / t / f"lr_x{m}" / safe_name(candidate(p)["controller"])).glob("seed*/curves.json")):
                 c = json.loads(f.read_text())
@@ -78,6 +77,13 @@ med = np.median(sim, axis=1)
 real = np.stack([r[5] for r in rows])
 lr_abs = np.stack([r[6] * float(r[1]) for r in rows])  # LR / the default LR
 
+
+
+def cell(t, m):
+    """Indices of the rows of task t at configured LR x m."""
+    return [j for j, r in enumerate(rows) if r[0] == t and r[1] == m]
+
+
 print(f"World model {wm_path}; {len(rows)} runs replayed ({left_out} left out: an LR step off the spec's factors, e.g. clamped)\n")
 print("## Final val: ranking of the policies' runs within each task and configured LR\n")
 print("| task | configured LR | runs | Spearman with real final val: simulated | regression, relative LR | regression, "
@@ -85,7 +91,7 @@ print("| task | configured LR | runs | Spearman with real final val: simulated |
 print("|---|---|---|---|---|---|---|---|")
 for t in TASKS:
     for m in MULTS:
-        i = [j for j, r in enumerate(rows) if r[0] == t and r[1] == m]
+        i = cell(t, m)
         by = {(rows[j][2], rows[j][3]): real[j, -1] for j in i}
         both = [p for p in POLICIES if (p, "seed0") in by and (p, "seed1") in by]
         seeds = spearman(np.array([by[p, "seed0"] for p in both]), np.array([by[p, "seed1"] for p in both]))
@@ -97,7 +103,7 @@ print("| task | configured LR | " + " | ".join(f"dec {k + 1}" for k in show) + "
 print("|---|---|" + "---|" * len(show))
 for t in TASKS:
     for m in MULTS:
-        i = [j for j, r in enumerate(rows) if r[0] == t and r[1] == m]
+        i = cell(t, m)
         d = (med[i] - real[i]).mean(0)
         print(f"| {t} | x{m} | " + " | ".join(f"{d[k]:+.4f}" for k in show) + " |")
 print("\n## Do the ensemble's members disagree where the simulator is wrong? Final normalised val, by cell\n")
@@ -109,7 +115,7 @@ print(f"| task | configured LR | mean abs error of the simulated final val | mea
 print("|---|---|---|---|")
 for t in TASKS:
     for m in MULTS:
-        i = [j for j, r in enumerate(rows) if r[0] == t and r[1] == m]
+        i = cell(t, m)
         print(f"| {t} | x{m} | {err[i].mean():.4f} | {spread[i].mean():.4f} |")
 print(f"\nSpearman of the spread with the error over the {len(rows)} runs: {spearman(spread, err):+.2f}")
 print("\n## One interval's change of normalised val, by the LR it ran at (decisions 2-20): real, simulated (intervals)\n")
@@ -117,7 +123,7 @@ print("| LR / default LR over the interval | " + " | ".join(TASKS) + " | both: s
 print("|---|" + "---|" * (len(TASKS) + 1))
 d_real, d_sim, lr_int = np.diff(real, axis=1), np.diff(med, axis=1), lr_abs[:, 1:]  # interval k (decision k to k + 1) runs at lrs[k]
 task = np.array([r[0] for r in rows])[:, None]
-for lo, hi in ((0, 0.3), (0.3, 1), (1, 3), (3, 10), (10, 30), (30, 1e9)):
+for lo, hi in LR_BINS:
     s = (lr_int >= lo) & (lr_int < hi)
     cells = [f"{d_real[s & (task == t)].mean():+.5f}, {d_sim[s & (task == t)].mean():+.5f} ({(s & (task == t)).sum()})"
              if (s & (task == t)).any() else "-" for t in TASKS]
@@ -127,11 +133,11 @@ print("\n## The same intervals in the shipped data, runs within 0.25 decades of 
 print("| LR / default LR over the interval | intervals | runs | mean change of normalised val |")
 print("|---|---|---|---|")
 mult = np.array([float(x.get("base_lr_mult", np.nan)) for x in data.meta])
-near = np.abs(data.static[:, [f.name for f in spec.static].index("log_params")] - np.log10(rows[0][7].n_params)) < 0.25
+near = np.abs(log_params(data) - np.log10(rows[0][7].n_params)) < 0.25
 vi, li = spec.index("val"), spec.index("log_lr")
 dv = np.diff(data.obs[:, 1:, vi], axis=1)  # interval k = 1..n-1: observation k to k + 1
 lr_d = 10 ** data.obs[:, 2:, li] * mult[:, None]  # observation k + 1's log_lr: interval k's LR, / the default
 ok = (np.arange(2, n + 1)[None] < data.length[:, None]) & near[:, None] & np.isfinite(mult)[:, None]
-for lo, hi in ((0, 0.3), (0.3, 1), (1, 3), (3, 10), (10, 30), (30, 1e9)):
+for lo, hi in LR_BINS:
     s = ok & (lr_d >= lo) & (lr_d < hi)
     print(f"| {lo:g}-{hi:g} | {s.sum()} | {s.any(1).sum()} | {dv[s].mean():+.5f} |")

@@ -11,12 +11,13 @@ import sys
 
 import jax
 import numpy as np
-from lr_paths import TASKS  # beside this script
+from lr_paths import LR_BINS, TASKS  # beside this script
 
 from lrpilot import checkpoints
 from lrpilot.collect import shipped_dataset
 from lrpilot.policy.train import load_world_model
 from lrpilot.trajectories import load_dir
+from lrpilot.worldmodel.correction import log_params
 from lrpilot.worldmodel.env import SimEnv
 from lrpilot.worldmodel.forecast import sample_futures
 from lrpilot.worldmodel.train import training_runs
@@ -28,7 +29,7 @@ ck, cfg, model, ser = load_world_model(wm_path)
 spec, env = ck.spec, SimEnv(model, ser)
 data = load_dir([str(shipped_dataset("starter")), str(shipped_dataset("v2"))], spec)
 mult = np.array([float(x.get("base_lr_mult", np.nan)) for x in data.meta])
-near = np.abs(data.static[:, [f.name for f in spec.static].index("log_params")] - np.log10(N_PARAMS)) < 0.25
+near = np.abs(log_params(data) - np.log10(N_PARAMS)) < 0.25
 n, vi, li = spec.n_decisions, spec.index("val"), spec.index("log_lr")
 trained = np.zeros(len(data), bool)
 trained[training_runs(data, cfg)] = True
@@ -50,7 +51,7 @@ for side, sel in (("trained on", base & trained), ("held out (or validation)", b
     print(f"\n## {len(traj)} full-length runs of {', '.join(TASKS)} near {N_PARAMS:,} parameters, {side}\n")
     print("| LR / default LR over the interval | " + " | ".join(f"{t}: real, simulated (intervals)" for t in TASKS) + " |")
     print("|---|" + "---|" * len(TASKS))
-    for lo, hi in ((0, 0.3), (0.3, 1), (1, 3), (3, 10), (10, 30), (30, 1e9)):
+    for lo, hi in LR_BINS:
         s = (lr_int >= lo) & (lr_int < hi)
         print(f"| {lo:g}-{hi:g} | " + " | ".join(
             f"{d_real[s & (task == t)].mean():+.5f}, {d_sim[s & (task == t)].mean():+.5f} ({(s & (task == t)).sum()})"
