@@ -84,6 +84,8 @@ def nocache_simulate(env, params, key, actions_fn, n_envs: int, n_steps: int):
     import jax
     import jax.numpy as jnp
 
+    from lrpilot.worldmodel.env import quantile_sample
+
     model, ser, spec = env.model, env.ser, env.spec
     segs = env._segments
     stoch_fields = jnp.asarray([not f.deterministic for f in spec.fields])
@@ -110,13 +112,16 @@ def nocache_simulate(env, params, key, actions_fn, n_envs: int, n_steps: int):
         det = det.at[spec.index("progress")].set(k1 / spec.n_decisions).at[i_lr].set(jnp.log10(lr_rel))
         step_syms = jnp.concatenate([(ser.base + action)[None], ser.encode_obs(det)])
         keys = jax.random.split(key, len(segs))
+        u_field = {}
         for (off, length, sample_j), kk in zip(segs, keys):
             if sample_j is None:
                 continue  # nothing is sampled after the last segment: no model call
             seq = jax.lax.dynamic_update_slice_in_dim(st["tokens"], step_syms[: off + length], st["pos"], 0)
             logits, _ = model.apply({"params": params.wm_params}, seq[None])  # whole padded sequence
             lg = jax.lax.dynamic_index_in_dim(logits[0], st["pos"] + off + length - 1, keepdims=False)
-            sym = jax.random.categorical(kk, lg / params.temperature).astype(jnp.int32)
+            f_j = sample_j // ser.digits
+            u = u_field[f_j] if f_j in u_field else 1.0 - jax.random.uniform(kk, dtype=jnp.float32)
+            sym, u_field[f_j] = quantile_sample(u, lg / params.temperature)
             step_syms = step_syms.at[1 + sample_j].set(sym)
         obs = ser.decode_obs(step_syms[1:])
         obs = jnp.where(stoch_fields, obs, det)

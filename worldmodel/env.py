@@ -167,13 +167,16 @@ class SimEnv(Environment):
         val_digits = {spec.index("val") * ser.digits + d: d for d in range(ser.digits)}
         lead = spec.index("val") * ser.digits  # val's first digit
         lead_logits = None
+        u_field = {}  # one uniform per sampled field and step, carried through its digits (`quantile_sample`)
         for (off, length, sample_j), kk in zip(self._segments, keys):
             chunk = step_syms[off : off + length]
             logits_K, cache = self._apply(params.wm_params, chunk, state.pos + off, cache)
             if sample_j is not None:
                 lg = logits_K[state.member, -1]
                 used_logits.append(lg)
-                sym = jax.random.categorical(kk, lg / params.temperature).astype(jnp.int32)
+                f_j = sample_j // ser.digits
+                u = u_field[f_j] if f_j in u_field else 1.0 - jax.random.uniform(kk, dtype=jnp.float32)
+                sym, u_field[f_j] = quantile_sample(u, lg / params.temperature)
                 lead_logits = lg / params.temperature if sample_j == lead else lead_logits
                 step_syms = step_syms.at[1 + sample_j].set(sym)
                 if sample_j in val_digits:  # each member's expected digit, given the shared sampled prefix
@@ -218,6 +221,21 @@ class SimEnv(Environment):
         spread = jnp.where(state.done, 0.0, jnp.std(vals_K))
         info = {"diverged": diverged & ~state.done, "logits": jnp.stack(used_logits), "spread": spread, "mean_val": mean_val}
         return new.obs, new, reward, terminated, truncated, info
+
+
+def quantile_sample(u, logits_B):
+    """One symbol from softmax(logits_B) by inverse CDF at u in (0, 1]: the smallest b whose cumulative
+    probability reaches u. Returns (symbol, u rescaled within that symbol's mass, in (0, 1]): the next
+    digit of the same value drawn at the rescaled u makes the value itself the u-quantile of its
+    predictive distribution (arithmetic decoding). The same distribution as `jax.random.categorical`
+    for u ~ U(0, 1], but monotone in u: episodes that share a key share their quantiles (common random
+    numbers), so runs that differ only in their actions draw nearby values."""
+    p_B = jax.nn.softmax(logits_B.astype(jnp.float32))
+    c_B = jnp.cumsum(p_B)
+    t = u * c_B[-1]
+    sym = jnp.minimum(jnp.sum(c_B < t), logits_B.shape[-1] - 1)
+    rest = (t - (c_B[sym] - p_B[sym])) / jnp.maximum(p_B[sym], 1e-30)
+    return sym.astype(jnp.int32), jnp.clip(rest, 1e-7, 1.0)
 
 
 def per_member(env: SimEnv, params: EnvParams, n_samples: int, key, fn) -> np.ndarray:

@@ -7,7 +7,9 @@ final value is the spec's divergence ratio.
 * within_group_spearman: from prefix 1 (the first observation only) under each run's real
   actions, the median of `samples` simulated final vals against the real final val, ranked
   within each group (groups of >= 3 runs, forked groups excepted: see `groups`); mean and
-  standard error over groups.
+  standard error over groups. Sample m of every run draws the same keys (`common_keys`: common
+  random numbers; the simulator samples by inverse CDF, so the same keys give the same quantiles
+  and a group's simulated runs differ by their actions, not by independent sampling noise).
 * regression_spearman: the same ranking from a least-squares fit of the final val on the run's
   LR trajectory (mean log LR in each quarter of the run and the last one: 5 coefficients), fit on
   the training runs: what the LR schedule alone tells.
@@ -113,11 +115,13 @@ def _mean_se(xs) -> dict:
 
 
 def sim_final(env: SimEnv, params, traj: Trajectories, n_samples: int, key) -> np.ndarray:
-    """(R, M) simulated final normalised val from prefix 1 under each run's real actions."""
+    """(R, M) simulated final normalised val from prefix 1 under each run's real actions; sample m of
+    every run draws the same keys (common random numbers, `forecast.sample_futures`), so that a
+    group's runs are compared under the same noise, as its real runs share their seed."""
     n, out = env.spec.n_decisions, []
-    for j, start in enumerate(range(0, len(traj), CHUNK)):  # a bounded number of simulated episodes at once
+    for start in range(0, len(traj), CHUNK):  # a bounded number of simulated episodes at once
         runs = np.arange(start, min(start + CHUNK, len(traj)))
-        vals = sample_futures(env, params, traj, runs, 1, n, n_samples, jax.random.fold_in(key, j))  # (r, M, n): obs 1..n
+        vals = sample_futures(env, params, traj, runs, 1, n, n_samples, key, common=True)  # (r, M, n): obs 1..n
         out.append(vals[np.arange(len(runs)), :, traj.length[runs] - 2])
     return np.concatenate(out)
 
@@ -210,7 +214,7 @@ def fidelity(env: SimEnv, params, traj: Trajectories, train_traj: Trajectories, 
     reg = lr_features(traj) @ coef
     grps = groups(traj)
     out = {
-        "n_groups": len(grps), "n_runs": int(sum(len(g) for g in grps)), "samples": n_samples,
+        "n_groups": len(grps), "n_runs": int(sum(len(g) for g in grps)), "samples": n_samples, "common_keys": True,
         "within_group_spearman": _mean_se([spearman(sim_med[g], real[g]) for g in grps]),
         "regression_spearman": _mean_se([spearman(reg[g], real[g]) for g in grps]),
         "final_val_mae": float(np.mean(np.abs(sim_med - real))),
@@ -292,7 +296,7 @@ class Probe:
         base = env.params(None, traj, max_prefix=1)
         acts = jnp.asarray(np.maximum(traj.actions, 0))
         last = jnp.asarray(traj.length - 2)
-        keys = jax.random.split(jax.random.key(seed), len(traj) * n_samples).reshape(len(traj), n_samples)
+        keys = jnp.broadcast_to(jax.random.split(jax.random.key(seed), n_samples)[None], (len(traj), n_samples))  # common
 
         def final(wm_params):
             ep = base.replace(wm_params=wm_params)

@@ -58,9 +58,11 @@ BASELINES = {"last_value": last_value, "linear": linear, "power_law": power_law}
 
 
 def sample_futures(env: SimEnv, params, traj: Trajectories, runs: np.ndarray, context: int, horizon: int,
-                   n_samples: int, key) -> np.ndarray:
+                   n_samples: int, key, common: bool = False) -> np.ndarray:
     """(len(runs), n_samples, horizon) sampled normalised val for observations context..context+horizon-1,
-    under the real actions; NaN past the run's end."""
+    under the real actions; NaN past the run's end. `common`: sample s of every run draws the same keys
+    (common random numbers: with the simulator's inverse-CDF sampler, runs that differ only in their
+    actions differ by their actions' effect, not by independent draws)."""
     vi = env.spec.index("val")
     acts = jnp.asarray(np.maximum(traj.actions, 0))
 
@@ -78,7 +80,10 @@ def sample_futures(env: SimEnv, params, traj: Trajectories, runs: np.ndarray, co
             return vals
 
         f = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, 0)))
-        keys = jax.random.split(key, len(runs) * n_samples).reshape(len(runs), n_samples)
+        if common:
+            keys = jnp.broadcast_to(jax.random.split(key, n_samples)[None], (len(runs), n_samples))
+        else:
+            keys = jax.random.split(key, len(runs) * n_samples).reshape(len(runs), n_samples)
         return f(jnp.asarray(runs), keys)
 
     out = per_member(env, params, n_samples, key, member)  # an ensemble: each member its share of the samples
