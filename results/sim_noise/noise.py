@@ -1,0 +1,61 @@
+"""Is the simulator's within-group ranking limited by its own sampling noise?
+
+On the held-out groups of the shipped data (the checkpoint's own split), from prefix 1 under the real actions
+(as `worldmodel.fidelity`), the median of S samples per run, twice (keys 0 and 1):
+* independent: each run draws its own keys (the fidelity section before 2026-12-05);
+* common: sample s of every run draws the same keys (`sample_futures(common=True)`, the fidelity section now).
+Reports the within-group Spearman of each replicate with the real final val, of the two replicates with each
+other (the sampler's own reliability) and of the 2S-sample median with the real final val.
+
+    python results/sim_noise/noise.py CKPT [S] > OUT.json     # CKPT: a world-model checkpoint or 'pretrained'
+"""
+
+import json
+import sys
+
+import jax
+import numpy as np
+
+from lrpilot import checkpoints
+from lrpilot.app.checks import data_dirs, resolve_ckpt
+from lrpilot.trajectories import load_dir
+from lrpilot.worldmodel import fidelity as fid
+from lrpilot.worldmodel.env import SimEnv
+from lrpilot.worldmodel.forecast import sample_futures
+from lrpilot.worldmodel.model import WorldModelConfig, build
+from lrpilot.worldmodel.responses import CHUNK
+from lrpilot.worldmodel.train import split_runs
+
+ckpt = sys.argv[1] if len(sys.argv) > 1 else "pretrained"
+S = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+ck = checkpoints.load(resolve_ckpt(ckpt), kind="worldmodel")
+cfg = WorldModelConfig.from_dict(ck.model_config)
+model, ser = build(cfg, ck.spec)
+full = load_dir(data_dirs(["starter", "v2"]), ck.spec)
+traj = full.subset(split_runs(full, cfg.heldout_frac, cfg.seed)[1])
+env = SimEnv(model, ser)
+params = env.params(ck.params, traj, max_prefix=1)
+n = env.spec.n_decisions
+
+
+def finals(key, common: bool) -> np.ndarray:
+    """(R, S) simulated final val; independent keys as `fidelity.sim_final` drew them before (one key per chunk)."""
+    out = []
+    for j, start in enumerate(range(0, len(traj), CHUNK)):
+        runs = np.arange(start, min(start + CHUNK, len(traj)))
+        k = key if common else jax.random.fold_in(key, j)
+        vals = sample_futures(env, params, traj, runs, 1, n, S, k, common=common)
+        out.append(vals[np.arange(len(runs)), :, traj.length[runs] - 2])
+    return np.concatenate(out)
+
+
+real, grps = fid.final_val(traj), fid.groups(traj)
+within = lambda x, y: fid._mean_se([fid.spearman(x[g], y[g]) for g in grps])  # noqa: E731
+res = {"ckpt": ckpt, "samples": S, "n_groups": len(grps)}
+for name, common in (("independent", False), ("common", True)):
+    a, b = finals(jax.random.key(0), common), finals(jax.random.key(1), common)
+    ma, mb = np.nanmedian(a, 1), np.nanmedian(b, 1)
+    res.update({f"{name}_a": within(ma, real), f"{name}_b": within(mb, real), f"{name}_sim_vs_sim": within(ma, mb),
+                f"{name}_2x_samples": within(np.nanmedian(np.concatenate([a, b], 1), 1), real)})
+    print(name, {k: round(v["mean"], 3) for k, v in res.items() if k.startswith(name)}, file=sys.stderr, flush=True)
+print(json.dumps(res, indent=1))
