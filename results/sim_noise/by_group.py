@@ -7,28 +7,15 @@ Spearman by task and by tercile of the real spread.
 """
 
 import collections
-import sys
 
 import jax
 import numpy as np
+from heldout import load_args
 
-from lrpilot import checkpoints
-from lrpilot.app.checks import data_dirs, resolve_ckpt
-from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel import fidelity as fid
-from lrpilot.worldmodel.env import SimEnv
-from lrpilot.worldmodel.model import WorldModelConfig, build
-from lrpilot.worldmodel.train import split_runs
 
-ckpt = sys.argv[1] if len(sys.argv) > 1 else "pretrained"
-S = int(sys.argv[2]) if len(sys.argv) > 2 else 8
-ck = checkpoints.load(resolve_ckpt(ckpt), kind="worldmodel")
-cfg = WorldModelConfig.from_dict(ck.model_config)
-model, ser = build(cfg, ck.spec)
-full = load_dir(data_dirs(["starter", "v2"]), ck.spec)
-traj = full.subset(split_runs(full, cfg.heldout_frac, cfg.seed)[1])
-env = SimEnv(model, ser)
-sim = np.nanmedian(fid.sim_final(env, env.params(ck.params, traj, max_prefix=1), traj, S, jax.random.key(0)), 1)
+ckpt, S, env, params, traj = load_args()
+sim = np.nanmedian(fid.sim_final(env, params, traj, S, jax.random.key(0)), 1)
 real, grps = fid.final_val(traj), fid.groups(traj)
 rows = []
 for g in grps:
