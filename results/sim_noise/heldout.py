@@ -11,8 +11,9 @@ from lrpilot.worldmodel.model import WorldModelConfig, build
 from lrpilot.worldmodel.train import split_runs
 
 
-def load_args():
-    """(ckpt name, samples S, SimEnv, its EnvParams from prefix 1, held-out Trajectories) from argv: CKPT [S]."""
+def load_args(max_prefix: int = 1):
+    """(ckpt name, samples S, SimEnv, its EnvParams with prefixes up to `max_prefix`, held-out Trajectories) from
+    argv: CKPT [S]."""
     ckpt = sys.argv[1] if len(sys.argv) > 1 else "pretrained"
     S = int(sys.argv[2]) if len(sys.argv) > 2 else 8
     ck = checkpoints.load(resolve_ckpt(ckpt), kind="worldmodel")
@@ -20,4 +21,4 @@ def load_args():
     env = SimEnv(*build(cfg, ck.spec))
     full = load_dir(data_dirs(["starter", "v2"]), ck.spec)
     traj = full.subset(split_runs(full, cfg.heldout_frac, cfg.seed)[1])
-    return ckpt, S, env, env.params(ck.params, traj, max_prefix=1), traj
+    return ckpt, S, env, env.params(ck.params, traj, max_prefix=max_prefix), traj
