@@ -120,8 +120,7 @@ def nocache_simulate(env, params, key, actions_fn, n_envs: int, n_steps: int):
             logits, _ = model.apply({"params": params.wm_params}, seq[None])  # whole padded sequence
             lg = jax.lax.dynamic_index_in_dim(logits[0], st["pos"] + off + length - 1, keepdims=False)
             f_j = sample_j // ser.digits
-            u = u_field[f_j] if f_j in u_field else 1.0 - jax.random.uniform(kk, dtype=jnp.float32)
-            sym, u_field[f_j] = quantile_sample(u, lg / params.temperature)
+            sym, u_field[f_j] = quantile_sample(kk, lg / params.temperature, u_field.get(f_j))
             step_syms = step_syms.at[1 + sample_j].set(sym)
         obs = ser.decode_obs(step_syms[1:])
         obs = jnp.where(stoch_fields, obs, det)

@@ -22,8 +22,8 @@ def test_quantile_sample_draws_the_digits_distribution_and_the_value_is_monotone
     lg1, lg2 = jnp.log(jnp.asarray(p1)), jnp.log(jnp.asarray(p2))
 
     def value(u):  # the two digits of one value from one uniform
-        a, rest = quantile_sample(u, lg1)
-        b, _ = quantile_sample(rest, lg2[a])
+        a, rest = quantile_sample(None, lg1, u)
+        b, _ = quantile_sample(None, lg2[a], rest)
         return a * 3 + b
 
     u = 1.0 - jax.random.uniform(jax.random.key(0), (60_000,))

@@ -175,8 +175,7 @@ class SimEnv(Environment):
                 lg = logits_K[state.member, -1]
                 used_logits.append(lg)
                 f_j = sample_j // ser.digits
-                u = u_field[f_j] if f_j in u_field else 1.0 - jax.random.uniform(kk, dtype=jnp.float32)
-                sym, u_field[f_j] = quantile_sample(u, lg / params.temperature)
+                sym, u_field[f_j] = quantile_sample(kk, lg / params.temperature, u_field.get(f_j))
                 lead_logits = lg / params.temperature if sample_j == lead else lead_logits
                 step_syms = step_syms.at[1 + sample_j].set(sym)
                 if sample_j in val_digits:  # each member's expected digit, given the shared sampled prefix
@@ -223,13 +222,15 @@ class SimEnv(Environment):
         return new.obs, new, reward, terminated, truncated, info
 
 
-def quantile_sample(u, logits_B):
+def quantile_sample(key, logits_B, u=None):
     """One symbol from softmax(logits_B) by inverse CDF at u in (0, 1]: the smallest b whose cumulative
-    probability reaches u. Returns (symbol, u rescaled within that symbol's mass, in (0, 1]): the next
-    digit of the same value drawn at the rescaled u makes the value itself the u-quantile of its
-    predictive distribution (arithmetic decoding). The same distribution as `jax.random.categorical`
-    for u ~ U(0, 1], but monotone in u: episodes that share a key share their quantiles (common random
-    numbers), so runs that differ only in their actions draw nearby values."""
+    probability reaches u (u: the uniform carried from the value's previous digit; None: a fresh one from
+    `key`). Returns (symbol, u rescaled within that symbol's mass, in (0, 1]): the next digit of the same
+    value drawn at the rescaled u makes the value itself the u-quantile of its predictive distribution
+    (arithmetic decoding). The same distribution as `jax.random.categorical` for u ~ U(0, 1], but
+    monotone in u: episodes that share a key share their quantiles (common random numbers), so runs
+    that differ only in their actions draw nearby values."""
+    u = 1.0 - jax.random.uniform(key, dtype=jnp.float32) if u is None else u  # (0, 1]
     p_B = jax.nn.softmax(logits_B.astype(jnp.float32))
     c_B = jnp.cumsum(p_B)
     t = u * c_B[-1]
