@@ -17,6 +17,13 @@ MULTS, TASKS, SHOW = ("0.1", "1", "10"), ("python_docs", "gettext_catalogs"), (3
 LR_BINS = ((0, 0.3), (0.3, 1), (1, 3), (3, 10), (10, 30), (30, 1e9))  # LR / default LR, the replays' interval buckets
 
 
+def interval_cells(d_real, d_sim, s, task) -> list[str]:
+    """Per task of TASKS, "real, simulated (intervals)": the mean change of normalised val over the intervals
+    selected by s (a mask like d_real), real and simulated; "-" where the task has none (the replays' tables)."""
+    return [f"{d_real[s & (task == t)].mean():+.5f}, {d_sim[s & (task == t)].mean():+.5f} ({(s & (task == t)).sum()})"
+            if (s & (task == t)).any() else "-" for t in TASKS]
+
+
 def candidate(p):
     """results/selection's entry of the policy named p here."""
     return SEL[NAMES.get(p, p)]

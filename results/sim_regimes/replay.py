@@ -14,7 +14,7 @@ import sys
 
 import jax
 import numpy as np
-from lr_paths import LR_BINS, MULTS, RUNS, TASKS, candidate, lrs  # beside this script
+from lr_paths import LR_BINS, MULTS, RUNS, TASKS, candidate, interval_cells, lrs  # beside this script
 
 from lrpilot import checkpoints
 from lrpilot.app.evaluate import safe_name
@@ -78,7 +78,6 @@ real = np.stack([r[5] for r in rows])
 lr_abs = np.stack([r[6] * float(r[1]) for r in rows])  # LR / the default LR
 
 
-
 def cell(t, m):
     """Indices of the rows of task t at configured LR x m."""
     return [j for j, r in enumerate(rows) if r[0] == t and r[1] == m]
@@ -125,8 +124,7 @@ d_real, d_sim, lr_int = np.diff(real, axis=1), np.diff(med, axis=1), lr_abs[:, 1
 task = np.array([r[0] for r in rows])[:, None]
 for lo, hi in LR_BINS:
     s = (lr_int >= lo) & (lr_int < hi)
-    cells = [f"{d_real[s & (task == t)].mean():+.5f}, {d_sim[s & (task == t)].mean():+.5f} ({(s & (task == t)).sum()})"
-             if (s & (task == t)).any() else "-" for t in TASKS]
+    cells = interval_cells(d_real, d_sim, s, task)
     if s.sum():
         print(f"| {lo:g}-{hi:g} | " + " | ".join(cells) + f" | {d_sim[s].mean() / d_real[s].mean():.2f} |")
 print("\n## The same intervals in the shipped data, runs within 0.25 decades of the validation model size\n")

@@ -11,7 +11,7 @@ import sys
 
 import jax
 import numpy as np
-from lr_paths import LR_BINS, TASKS  # beside this script
+from lr_paths import LR_BINS, TASKS, interval_cells  # beside this script
 
 from lrpilot import checkpoints
 from lrpilot.collect import shipped_dataset
@@ -53,8 +53,6 @@ for side, sel in (("trained on", base & trained), ("held out (or validation)", b
     print("|---|" + "---|" * len(TASKS))
     for lo, hi in LR_BINS:
         s = (lr_int >= lo) & (lr_int < hi)
-        print(f"| {lo:g}-{hi:g} | " + " | ".join(
-            f"{d_real[s & (task == t)].mean():+.5f}, {d_sim[s & (task == t)].mean():+.5f} ({(s & (task == t)).sum()})"
-            if (s & (task == t)).any() else "-" for t in TASKS) + " |")
+        print(f"| {lo:g}-{hi:g} | " + " | ".join(interval_cells(d_real, d_sim, s, task)) + " |")
     fin = {t: (real[task[:, 0] == t, -1].mean(), sim[task[:, 0] == t, -1].mean()) for t in TASKS}
     print("\nfinal normalised val, real against simulated: " + "; ".join(f"{t} {a:.4f}, {b:.4f}" for t, (a, b) in fin.items()))
