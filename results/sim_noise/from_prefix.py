@@ -22,28 +22,35 @@ n, vi = env.spec.n_decisions, env.spec.index("val")
 real, grps = fid.final_val(traj), fid.groups(traj)
 fmt = lambda d: "-" if d["mean"] is None else f"{d['mean']:+.3f} ± {d['stderr']:.3f}"  # noqa: E731
 within = lambda x: fid._mean_se([fid.spearman(x[g], real[g]) for g in grps])  # noqa: E731
+
+
+def futures(c: int) -> np.ndarray:
+    """(R, n + 1 - c) median simulated val at observations c..n from the real prefix 0..c-1 under the real
+    actions (common keys); NaN past a run's end and for runs with no observation c."""
+    out = np.full((len(traj), n + 1 - c), np.nan)
+    live = np.flatnonzero(traj.length > c)
+    for start in range(0, len(live), CHUNK):
+        runs = live[start : start + CHUNK]
+        out[runs] = np.nanmedian(sample_futures(env, params, traj, runs, c, n + 1 - c, S, jax.random.key(0), common=True), 1)
+    return out
+
+
+from_0 = futures(1)  # from observation 0: the k = 0 row and the table by observation h
 print(f"{ckpt}, {len(grps)} held-out groups, {S} samples per run, common keys (key 0)\n")
 print("| known observations 0..k | simulated final val | val at k alone |\n|---|---|---|")
 for k in KS:
-    c = k + 1
-    sim = real.copy()
-    live = np.flatnonzero(traj.length > c)  # runs with an observation after k
-    for start in range(0, len(live), CHUNK):
-        runs = live[start : start + CHUNK]
-        vals = sample_futures(env, params, traj, runs, c, n + 1 - c, S, jax.random.key(0), common=True)
-        sim[runs] = np.nanmedian(vals[np.arange(len(runs)), :, traj.length[runs] - 1 - c], 1)
+    c, sim = k + 1, real.copy()
+    fut, live = (from_0 if k == 0 else futures(c)), np.flatnonzero(traj.length > c)  # runs with an observation after k
+    sim[live] = fut[live, traj.length[live] - 1 - c]
     at_k = np.where(traj.length > k, traj.obs[np.arange(len(traj)), np.minimum(k, traj.length - 1), vi], real)
     print(f"| {k} | {fmt(within(sim))} | {fmt(within(at_k))} |", flush=True)
 
 # From observation 0 alone: the within-group ranking of the val at each later observation h (simulated median
 # against real), runs that ended before h left out of that h's groups.
 HS = (1, 2, 3, 5, 10, 15, 20)
-vals = np.concatenate([np.nanmedian(sample_futures(env, params, traj, np.arange(a, min(a + CHUNK, len(traj))), 1, n, S,
-                                                   jax.random.key(0), common=True), 1)
-                       for a in range(0, len(traj), CHUNK)])  # (R, n): obs 1..n
 print("\n| observation h | simulated val at h from observation 0 |\n|---|---|")
 for h in HS:
     ok = traj.length > h
     g_h = [g[ok[g]] for g in grps if ok[g].sum() >= 3]
-    d = fid._mean_se([fid.spearman(vals[g, h - 1], traj.obs[g, h, vi]) for g in g_h])
+    d = fid._mean_se([fid.spearman(from_0[g, h - 1], traj.obs[g, h, vi]) for g in g_h])
     print(f"| {h} | {fmt(d)} ({len(g_h)} groups) |", flush=True)
