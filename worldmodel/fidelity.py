@@ -114,14 +114,16 @@ def _mean_se(xs) -> dict:
             "n": len(xs)}
 
 
-def sim_final(env: SimEnv, params, traj: Trajectories, n_samples: int, key) -> np.ndarray:
+def sim_final(env: SimEnv, params, traj: Trajectories, n_samples: int, key, common: bool = True) -> np.ndarray:
     """(R, M) simulated final normalised val from prefix 1 under each run's real actions; sample m of
     every run draws the same keys (common random numbers, `forecast.sample_futures`), so that a
-    group's runs are compared under the same noise, as its real runs share their seed."""
+    group's runs are compared under the same noise, as its real runs share their seed. `common=False`:
+    each run its own keys (the draws before 2026-12-05: results/sim_noise)."""
     n, out = env.spec.n_decisions, []
-    for start in range(0, len(traj), CHUNK):  # a bounded number of simulated episodes at once
+    for j, start in enumerate(range(0, len(traj), CHUNK)):  # a bounded number of simulated episodes at once
         runs = np.arange(start, min(start + CHUNK, len(traj)))
-        vals = sample_futures(env, params, traj, runs, 1, n, n_samples, key, common=True)  # (r, M, n): obs 1..n
+        k = key if common else jax.random.fold_in(key, j)
+        vals = sample_futures(env, params, traj, runs, 1, n, n_samples, k, common=common)  # (r, M, n): obs 1..n
         out.append(vals[np.arange(len(runs)), :, traj.length[runs] - 2])
     return np.concatenate(out)
 

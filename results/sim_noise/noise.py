@@ -18,29 +18,13 @@ import numpy as np
 from heldout import load_args
 
 from lrpilot.worldmodel import fidelity as fid
-from lrpilot.worldmodel.forecast import sample_futures
-from lrpilot.worldmodel.responses import CHUNK
 
 ckpt, S, env, params, traj = load_args()
-n = env.spec.n_decisions
-
-
-def finals(key, common: bool) -> np.ndarray:
-    """(R, S) simulated final val; independent keys as `fidelity.sim_final` drew them before (one key per chunk)."""
-    out = []
-    for j, start in enumerate(range(0, len(traj), CHUNK)):
-        runs = np.arange(start, min(start + CHUNK, len(traj)))
-        k = key if common else jax.random.fold_in(key, j)
-        vals = sample_futures(env, params, traj, runs, 1, n, S, k, common=common)
-        out.append(vals[np.arange(len(runs)), :, traj.length[runs] - 2])
-    return np.concatenate(out)
-
-
 real, grps = fid.final_val(traj), fid.groups(traj)
 within = lambda x, y: fid._mean_se([fid.spearman(x[g], y[g]) for g in grps])  # noqa: E731
 res = {"ckpt": ckpt, "samples": S, "n_groups": len(grps)}
 for name, common in (("independent", False), ("common", True)):
-    a, b = finals(jax.random.key(0), common), finals(jax.random.key(1), common)
+    a, b = (fid.sim_final(env, params, traj, S, jax.random.key(i), common) for i in (0, 1))
     ma, mb = np.nanmedian(a, 1), np.nanmedian(b, 1)
     res.update({f"{name}_a": within(ma, real), f"{name}_b": within(mb, real), f"{name}_sim_vs_sim": within(ma, mb),
                 f"{name}_2x_samples": within(np.nanmedian(np.concatenate([a, b], 1), 1), real)})
