@@ -39,6 +39,7 @@ class WorldModelConfig:
     loss_decay: float = 0.8  # weight of digit s is loss_decay**s
     obs_noise: float = 0.002  # training augmentation: std of the jitter added to stochastic observations
     history_mask: float = 0.0  # training augmentation: share of past observations whose losses the model reads as PAD
+    own_draws: float = 0.0  # scheduled sampling: share of past observations the model reads as its own draws (train.py)
     aux_weight: float = 0.0  # weight of the auxiliary loss: a regression head predicts each interval's change in val (train.py)
     aux_scale: str = "global"  # the change's unit in that loss: its std over all intervals, or per interval of the run ("interval")
     action_response: str = "model"  # model: the transformer's; residual: + a linear term fit on its residuals; noop: its no-op's + that term
@@ -76,6 +77,8 @@ class WorldModelConfig:
                              f"mixture={self.mixture}")
         if not 0 <= self.history_mask < 1:
             raise ValueError(f"WorldModelConfig.history_mask must be in [0, 1), got {self.history_mask}")
+        if not 0 <= self.own_draws < 1:
+            raise ValueError(f"WorldModelConfig.own_draws must be in [0, 1), got {self.own_draws}")
         if self.action_response not in RESPONSES:
             raise ValueError(f"WorldModelConfig.action_response must be one of {', '.join(RESPONSES)}, got {self.action_response!r}")
         if self.action_fit not in ACTION_FITS:

@@ -15,7 +15,10 @@ run's context, not only by continuing the curve it sees. Auxiliary loss (`aux_we
 regression head on the trunk predicts each interval's change of val, at the position from which
 val's first digit is predicted, and w times its squared error (in units of the changes' std) is
 added: a low-variance signal for the small effect of an action, which the digits' cross-entropy
-alone did not pick up (README, Simulator fidelity). `action_response` other than "model": after
+alone did not pick up (README, Simulator fidelity). Scheduled sampling (`own_draws` = q): each past
+observation is, with probability q, read as the model's own draw (`own_draws` below): the simulator
+reads its own draws from observation 1 on, where a model trained on real histories alone had never
+read one. `action_response` other than "model": after
 selection, a linear one-step action response is fit against the selected model (correction.py).
 Training state (parameters, optimizer state, step, best held-out loss) is checkpointed so that an
 interrupted run resumes.
@@ -37,6 +40,7 @@ from lrpilot import checkpoints
 from lrpilot.spec import EnvSpec
 from lrpilot.trainers import harness
 from lrpilot.trajectories import Trajectories
+from lrpilot.worldmodel.env import quantile_sample
 from lrpilot.worldmodel.model import WorldModelConfig, build, weighted_loss
 
 
@@ -156,6 +160,31 @@ def change_targets(ser, obs_RxKxF, length_R, per_interval: bool = False):
     return at, sd
 
 
+def own_draws(model, params, ser, key, seq_BxS, length_B, q: float):
+    """Scheduled sampling, two-pass (Mihaylova & Martins 2019): observation j of a run (1 <= j <= length - 2,
+    so that a later observation reads it) is, with probability q, replaced in the model's input by the model's
+    own draw of its stochastic fields, sampled as the simulator samples (`env.quantile_sample`: one uniform
+    per value, carried through its digits) from the teacher-forced prediction with no gradient, one pass per
+    digit (digit d given the drawn digits before it). Returns (the sequence as read (B, S), drawn (B, S): True
+    at a drawn value's digits); the targets stay the real symbols."""
+    spec, D, n = ser.spec, ser.digits, ser.spec.n_decisions
+    fields = [i for i, f in enumerate(spec.fields) if not f.deterministic]
+    pos_JxFxD = jnp.asarray([[[ser.obs_pos(j) + f * D + d for d in range(D)] for f in fields] for j in range(1, n + 1)])
+    k_pick, k_u = jax.random.split(key)
+    B = seq_BxS.shape[0]
+    pick_BxJ = jax.random.bernoulli(k_pick, q, (B, n)) & (jnp.arange(1, n + 1)[None] < length_B[:, None] - 1)
+    u = 1.0 - jax.random.uniform(k_u, (B * n * len(fields),))
+    draw = jax.vmap(lambda lg, u_: quantile_sample(None, lg, u_))
+    p, s = jax.lax.stop_gradient(params), seq_BxS
+    for d in range(D):
+        lg = model.apply({"params": p}, s)[0][:, pos_JxFxD[..., d] - 1]  # (B, n, F, base): predicting digit d
+        sym, u = draw(lg.reshape(-1, lg.shape[-1]), u)
+        s = s.at[:, pos_JxFxD[..., d]].set(jnp.where(pick_BxJ[..., None], sym.reshape(pick_BxJ.shape + (-1,)),
+                                                     s[:, pos_JxFxD[..., d]]))
+    drawn = jnp.zeros(s.shape, bool).at[:, pos_JxFxD].set(jnp.broadcast_to(pick_BxJ[:, :, None, None], (B,) + pos_JxFxD.shape))
+    return s, drawn
+
+
 def bootstrap(traj: Trajectories, idx: np.ndarray, seed: int) -> np.ndarray:
     """`idx` resampled by run group with replacement (as many groups as there are)."""
     keys = np.array([group_key(traj.meta[i], traj.files[i]) for i in idx])
@@ -230,9 +259,9 @@ def _train_member(traj: Trajectories, cfg: WorldModelConfig, out, log, progress,
         return ce + cfg.aux_weight * mse, {"train_loss": ce, "change_mse": mse}
 
     change_pos = jnp.asarray([ser.obs_pos(j) + spec.index("val") * ser.digits - 1 for j in range(1, spec.n_decisions + 1)])
-    field_of, _, step_of = ser.symbol_roles()
+    field_of, sig_of, step_of = ser.symbol_roles()
     loss_pos = jnp.asarray((field_of >= 0) & np.isin(field_of, [spec.index(n) for n in ("val", "train")]))
-    step_of = jnp.asarray(step_of)
+    step_of, sig_of = jnp.asarray(step_of), jnp.asarray(sig_of)
 
     def masked_input(key, s_):
         """The batch as the model reads it: with history_mask = q, each observation's loss digits
@@ -259,7 +288,11 @@ def _train_member(traj: Trajectories, cfg: WorldModelConfig, out, log, progress,
         k_batch, k_drop = jax.random.split(k_step)
         k_mask = jax.random.fold_in(k_step, 1)  # beside the split: the streams of history_mask = 0 stay as they were
         s_b, w_b, obs_b, len_b = augmented_batch(k_batch)
-        (_, metrics), g = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], masked_input(k_mask, s_b), s_b, w_b, k_drop,
+        s_in = s_b
+        if cfg.own_draws > 0:  # a drawn value's later digits are not targets: their input is its drawn lead digit
+            s_in, drawn = own_draws(model, state["params"], ser, jax.random.fold_in(k_step, 2), s_b, len_b, cfg.own_draws)
+            w_b = jnp.where(drawn & (sig_of >= 1)[None], 0.0, w_b)
+        (_, metrics), g = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], masked_input(k_mask, s_in), s_b, w_b, k_drop,
                                                                   obs_b, len_b)
         upd, o = tx.update(g, state["opt"], state["params"])
         return {"params": optax.apply_updates(state["params"], upd), "opt": o}, metrics
