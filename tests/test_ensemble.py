@@ -107,6 +107,18 @@ def test_ensemble_training_stacks_members_and_resumes(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="member"):
         train(traj, cfg, tmp_path / "ens4", only_member=2)
+    # a member saved before a config field existed (here own_draws) resumes; one of another config is refused
+    import json
+    head = tmp_path / "ens3.members" / "0" / "checkpoint.json"
+    h = json.loads(head.read_text())
+    del h["model_config"]["own_draws"]
+    head.write_text(json.dumps(h))
+    shutil.rmtree(tmp_path / "ens3")
+    logs.clear()
+    train(traj, cfg, tmp_path / "ens3", progress=False, log=logs.append)
+    assert sum("finished before" in line for line in logs) == 2
+    with pytest.raises(checkpoints.CheckpointError, match="own_draws: checkpoint has 0.0, expected 0.5"):
+        train(traj, dataclasses.replace(cfg, own_draws=0.5), tmp_path / "ens3", progress=False, log=lambda *_: None)
 
 
 def test_ensemble_of_seeds_only_trains_every_member_on_all_training_groups(tmp_path, monkeypatch):

@@ -118,7 +118,8 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
     for i in range(cfg.ensemble):
         path = None if out is None else Path(f"{out}.members") / str(i)
         if path is not None and checkpoints.exists(path):
-            ck = checkpoints.load(path, kind="worldmodel", spec=traj.spec, model_config=one.to_dict())
+            ck = checkpoints.load(path, kind="worldmodel", spec=traj.spec)
+            same_config(one, ck.model_config, path)
             results.append(TrainResult(ck.params, ck.meta["log"], ck.meta["best_heldout_loss"], ck.meta["n_train_runs"],
                                        ck.meta["n_heldout_runs"], ck.meta))
             log(f"[worldmodel] member {i}: finished before, loaded from {path}")
@@ -136,6 +137,17 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
                                    for r in results]})
         log(f"[worldmodel] saved the {cfg.ensemble}-member ensemble at {out}")
     return TrainResult(params, [r.log for r in results], best, results[0].n_train, results[0].n_heldout, {})
+
+
+def same_config(cfg: WorldModelConfig, saved: dict, path) -> None:
+    """A finished member at `path` belongs to this run only if its saved config is `cfg`; fields added
+    since it was saved read as their defaults (a new field's default is the behaviour before it)."""
+    old = WorldModelConfig.from_dict(saved)
+    diffs = [f"{f.name}: checkpoint has {getattr(old, f.name)!r}, expected {getattr(cfg, f.name)!r}"
+             for f in dataclasses.fields(cfg) if getattr(old, f.name) != getattr(cfg, f.name)]
+    if diffs:
+        raise checkpoints.CheckpointError(f"{path}: a member of another world-model configuration ({'; '.join(diffs)}); "
+                                          "remove it or train with its configuration")
 
 
 def change_targets(ser, obs_RxKxF, length_R, per_interval: bool = False):

@@ -3,7 +3,7 @@ under the real actions, the within-group Spearman of the simulated final val (me
 with the real one, beside ranking by the val at k alone (what the state so far tells, with nothing of the
 schedule to come). Held-out groups of the shipped data; runs that ended by k count with their real final val on
 both sides. Then, from observation 0 alone, how well the simulated val at each later observation h ranks the real
-one: where along the run the ranking is lost.
+one, beside the real val at observation 1 alone: where along the run the ranking is lost.
 
     python results/sim_noise/from_prefix.py CKPT [S] > OUT.md
 """
@@ -47,10 +47,13 @@ for k in KS:
 
 # From observation 0 alone: the within-group ranking of the val at each later observation h (simulated median
 # against real), runs that ended before h left out of that h's groups.
+# Beside it, the real val at observation 1 (the first response, known exactly): how much of the ranking at h the
+# first interval alone sets; the real ranking reshuffles as the schedules part.
 HS = (1, 2, 3, 5, 10, 15, 20)
-print("\n| observation h | simulated val at h from observation 0 |\n|---|---|")
+print("\n| observation h | simulated val at h from observation 0 | real val at 1 alone |\n|---|---|---|")
 for h in HS:
     ok = traj.length > h
     g_h = [g[ok[g]] for g in grps if ok[g].sum() >= 3]
     d = fid._mean_se([fid.spearman(from_0[g, h - 1], traj.obs[g, h, vi]) for g in g_h])
-    print(f"| {h} | {fmt(d)} ({len(g_h)} groups) |", flush=True)
+    d1 = fid._mean_se([fid.spearman(traj.obs[g, 1, vi], traj.obs[g, h, vi]) for g in g_h])
+    print(f"| {h} | {fmt(d)} ({len(g_h)} groups) | {fmt(d1)} |", flush=True)
