@@ -41,6 +41,7 @@ def test_own_draws_replace_exactly_the_picked_observations_stochastic_digits():
     assert 0.3 < drawn[eligible].mean() < 0.7  # q = 0.5 of the eligible observations
     s2, drawn2 = own_draws(model, params, ser, jax.random.key(1), jnp.asarray(seq), jnp.asarray(traj.length), 0.5)
     np.testing.assert_array_equal(np.asarray(drawn2), drawn)  # the key decides
+    np.testing.assert_array_equal(np.asarray(s2), s)
     with pytest.raises(ValueError, match="own_draws"):
         WorldModelConfig(own_draws=1.0)
 

@@ -177,7 +177,8 @@ def own_draws(model, params, ser, key, seq_BxS, length_B, q: float):
     so that a later observation reads it) is, with probability q, replaced in the model's input by the model's
     own draw of its stochastic fields, sampled as the simulator samples (`env.quantile_sample`: one uniform
     per value, carried through its digits) from the teacher-forced prediction with no gradient, one pass per
-    digit (digit d given the drawn digits before it). Returns (the sequence as read (B, S), drawn (B, S): True
+    digit (digit d given the value's drawn digits before it; earlier observations as read in that pass, their
+    later digits still real: a second digit is 1/base of its value). Returns (the sequence as read (B, S), drawn (B, S): True
     at a drawn value's digits); the targets stay the real symbols."""
     spec, D, n = ser.spec, ser.digits, ser.spec.n_decisions
     fields = [i for i, f in enumerate(spec.fields) if not f.deterministic]
