@@ -117,7 +117,8 @@ def _mean_se(xs) -> dict:
 def sim_final(env: SimEnv, params, traj: Trajectories, n_samples: int, key, common: bool = True) -> np.ndarray:
     """(R, M) simulated final normalised val from prefix 1 under each run's real actions; sample m of
     every run draws the same keys (common random numbers, `forecast.sample_futures`), so that a
-    group's runs are compared under the same noise, as its real runs share their seed. `common=False`:
+    group's runs, which differ in their actions, are compared under the same simulator noise (the
+    real runs of a group each have their own seed; only forked groups share one). `common=False`:
     each run its own keys (the draws before 2026-12-05: results/sim_noise)."""
     n, out = env.spec.n_decisions, []
     for j, start in enumerate(range(0, len(traj), CHUNK)):  # a bounded number of simulated episodes at once
