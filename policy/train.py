@@ -131,7 +131,8 @@ def train(wm_path: str, traj: Trajectories, cfg: PolicyConfig, out: str | Path, 
     fitted = harness.fit(TrainState(params, tx.init(params), jnp.int32(0)),
                          lambda ts, i: step(ts, env_params, jax.random.fold_in(k_run, i)),
                          harness.Schedule(cfg.iterations, log_every=1, checkpoint_every=cfg.checkpoint_every),
-                         state_dir=f"{out}.state", identity={"spec": wm_ck.spec.to_dict(), "trunk": model_config["trunk"]},
+                         state_dir=f"{out}.state", identity={"spec": wm_ck.spec.to_dict(), "trunk": model_config["trunk"],
+                                   "policy": harness.options(cfg, ("iterations", "checkpoint_every", "eval_envs"))},
                          progress=progress, desc="ppo", log=lambda s: log(f"[policy] {s}"),
                          postfix=lambda e: {"ret": f"{e['return_mean']:.4f}", "ent": f"{e['entropy']:.2f}"})
     ts, history = fitted.state, fitted.history

@@ -76,6 +76,27 @@ def test_resume_continues_exactly_and_refuses_another_model(tmp_path):
                     progress=False, log=lambda s: None)
 
 
+def test_identity_names_the_differing_fields_and_skips_keys_recorded_since(tmp_path):
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        lr: float = 0.1
+        noise: float = 0.0
+        steps: int = 10
+
+    assert harness.options(Cfg(noise=0.5, steps=20), skip=("steps",)) == {"noise": 0.5}  # defaults are left out
+    d = tmp_path / "run.state"
+    harness.fit(_start(), _step, harness.Schedule(10, eval_every=10), _score, state_dir=d, identity={"arch": 1}, progress=False, log=lambda s: None)
+    logs = []  # a state saved before "training" was recorded resumes, saying it was not checked
+    harness.fit(_start(), _step, harness.Schedule(20, eval_every=10), _score, state_dir=d, identity={"arch": 1, "training": harness.options(Cfg())},
+                progress=False, log=logs.append)
+    assert any("before its training was recorded" in line for line in logs) and any("step 10" in line for line in logs)
+    with pytest.raises(ValueError, match=r"different training \(training\.noise: 'default' in the state, 0\.5 now\)"):
+        harness.fit(_start(), _step, harness.Schedule(30, eval_every=10), _score, state_dir=d,
+                    identity={"arch": 1, "training": harness.options(Cfg(noise=0.5))}, progress=False, log=lambda s: None)
+
+
 def test_schedule_is_validated():
     with pytest.raises(ValueError, match="eval_every"):
         harness.fit(_start(), _step, harness.Schedule(10, eval_every=5), None, progress=False)

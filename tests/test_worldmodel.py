@@ -213,6 +213,8 @@ def test_training_lowers_heldout_loss_and_resumes(tmp_path):
     res2 = train(traj, longer, tmp_path / "wm", progress=False, log=logs.append)
     assert any("resuming" in line and "step 60" in line for line in logs)
     assert [h["step"] for h in res2.log] == [0, 20, 40, 60, 80]
+    with pytest.raises(ValueError, match=r"cannot resume.*training\.own_draws: 'default' in the state, 0\.5 now"):
+        train(traj, dataclasses.replace(longer, steps=100, own_draws=0.5), tmp_path / "wm", progress=False, log=lambda *_: None)
 
 
 def test_warm_start_continues_from_the_given_parameters():

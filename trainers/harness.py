@@ -13,7 +13,8 @@ policy): the caller plugs in a state, a `step` and an optional `evaluate`.
 * Every `checkpoint_every` steps (and at the end) the state, the best state and the history go
   into `state_dir` through orbax's `CheckpointManager` (the latest step only; orbax writes to a
   temporary directory and renames it, so a kill leaves the previous checkpoint). A rerun with
-  the same `identity` resumes there; a different identity is refused, naming the keys.
+  the same `identity` resumes there; a different identity is refused, naming the keys and fields
+  (`options(cfg)` makes a config's entry); a key recorded since the state was saved is not checked.
 """
 
 from __future__ import annotations
@@ -84,14 +85,31 @@ def _restore(state_dir: Path, state, identity: dict, log) -> tuple[Any, Any, dic
     meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     saved = meta.get("identity", {})
     want = json.loads(json.dumps(json_safe(identity)))
-    diff = sorted(k for k in set(saved) | set(want) if saved.get(k) != want.get(k))
+    for k in sorted(set(want) - set(saved)):  # recorded since this state was saved: it cannot tell
+        log(f"{state_dir} was saved before its {k} was recorded: resuming without checking it")
+    diff = sorted(k for k in saved if saved[k] != want.get(k))
     if diff:
-        raise ValueError(f"{state_dir}: cannot resume, it was started with different {', '.join(diff)}; "
-                         f"delete it or use another --out")
+        raise ValueError(f"{state_dir}: cannot resume, it was started with different {', '.join(diff)} "
+                         f"({'; '.join(_differences(k, saved[k], want.get(k)) for k in diff)}); delete it or use another --out")
     target = {"state": state, "best": state}
     trees = mngr.restore(step, args=ocp.args.Composite(trees=ocp.args.StandardRestore(target)))["trees"]
     log(f"resuming from {state_dir} at step {meta['step']}")
     return trees["state"], trees["best"], meta
+
+
+def _differences(key: str, saved, want) -> str:
+    """What differs under identity `key`: the fields of two dicts (a missing field: its default), else both values."""
+    if isinstance(saved, dict) and isinstance(want, dict):
+        return ", ".join(f"{key}.{f}: {saved.get(f, 'default')!r} in the state, {want.get(f, 'default')!r} now"
+                         for f in sorted(set(saved) | set(want)) if saved.get(f) != want.get(f))
+    return f"{key}: {saved!r} in the state, {want!r} now"
+
+
+def options(cfg, skip=()) -> dict:
+    """A config dataclass's fields that differ from their defaults, less `skip`: an identity entry for
+    `fit` that states saved before a field existed still match (it was then at its default)."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+            if f.name not in skip and getattr(cfg, f.name) != f.default}
 
 
 def _save(state_dir: Path, step: int, state, best, meta: dict) -> None:

@@ -139,6 +139,13 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
     return TrainResult(params, [r.log for r in results], best, results[0].n_train, results[0].n_heldout, {})
 
 
+ARCHITECTURE = ("n_layer", "d_model", "n_head", "base", "digits", "select", "val_frac")
+"""WorldModelConfig fields of a training state's "architecture" identity (as first recorded)."""
+NOT_IDENTITY = ARCHITECTURE + ("steps", "eval_every", "patience", "select_after", "ensemble",  # how long: a resume may extend it
+                                "action_response", "action_level", "action_convex", "action_hinge", "action_hinge_params", "action_fit")
+"""WorldModelConfig fields outside a training state's "training" identity (the action term is fit after training)."""
+
+
 def same_config(cfg: WorldModelConfig, saved: dict, path) -> None:
     """A finished member at `path` belongs to this run only if its saved config is `cfg`; fields added
     since it was saved read as their defaults (a new field's default is the behaviour before it)."""
@@ -332,11 +339,12 @@ def _train_member(traj: Trajectories, cfg: WorldModelConfig, out, log, progress,
 
         probe = Probe(model, ser, traj.subset(va_idx), cfg.select_samples, seed)
 
-    arch = {k: getattr(cfg, k) for k in ("n_layer", "d_model", "n_head", "base", "digits", "select", "val_frac")}
+    identity = {"spec": spec.to_dict(), "architecture": {k: getattr(cfg, k) for k in ARCHITECTURE},
+                "training": harness.options(cfg, NOT_IDENTITY)}
     fitted = harness.fit({"params": params, "opt": tx.init(params)}, lambda st, i: train_step(st, jnp.int32(i)),
                          harness.Schedule(cfg.steps, eval_every=cfg.eval_every, patience=cfg.patience,
                                           select_after=min(cfg.select_after, cfg.steps)), heldout,
-                         state_dir=f"{out}.state" if out else None, identity={"spec": spec.to_dict(), "architecture": arch},
+                         state_dir=f"{out}.state" if out else None, identity=identity,
                          progress=progress, desc="worldmodel", log=lambda s: log(f"[worldmodel] {s}"),
                          postfix=lambda e: {k: f"{e[k]:.4f}" for k in ("train_loss", "change_mse", "heldout_loss", "val_spearman") if k in e})
     best_params, best_step, history = fitted.best_state["params"], fitted.best_step, fitted.history
