@@ -90,11 +90,14 @@ def fidelity_table(paths: list[str]) -> str:
     def num(x, d=3):
         return "-" if x is None else f"{x:.{d}f}"
 
+    def ci(c):
+        return "" if not c else f" [{c[0]:.2f}, {c[1]:.2f}]"
+
     def ms(d):
         return "-" if d.get("mean") is None else num(d["mean"]) + (f" ± {d['stderr']:.3f}" if d.get("stderr") else "")
 
     rows = ["| world model | held-out groups | within-group Spearman | LR regression; one-step linear | Spearman on training groups | "
-            "action-effect ratio (real; linear one-step model) | high-LR cost ratio (real) | fork-effect ratio (real; corr) | "
+            "action-effect ratio [95% interval] (real; linear one-step model) | high-LR cost ratio [95% interval] (real, groups) | fork-effect ratio (real; corr) | "
             "final-val MAE (train mean; one-step linear) | forecast MAE h=1 / 5 / 10 (last value) |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
@@ -107,8 +110,10 @@ def fidelity_table(paths: list[str]) -> str:
         fork = "-" if fe.get("ratio") is None else f"{num(fe['ratio'], 2)} ({num(fe['real'], 4)}; {num(fe.get('corr'), 2)})"
         h = lambda n, i: num(fc[n]["mae"][i])  # noqa: E731
         rows.append(f"| `{Path(path).name}` | {f['n_groups']} | {ms(f['within_group_spearman'])} | "
-                    f"{ms(f['regression_spearman'])}; {ms(f.get('onestep_spearman', {}))} | {ms(tr.get('within_group_spearman', {}))} | {num(ae['ratio'], 2)} ({num(ae['real'], 4)}; {num(ae.get('linear_ratio'), 2)}) | "
-                    f"{num(hl['ratio'], 2)} ({num(hl['real'], 3)}) | {fork} | {num(f['final_val_mae'])} ({num(f['final_val_mae_train_mean'])}; "
+                    f"{ms(f['regression_spearman'])}; {ms(f.get('onestep_spearman', {}))} | {ms(tr.get('within_group_spearman', {}))} | {num(ae['ratio'], 2)}{ci(ae.get('ratio_ci95'))} "
+                    f"({num(ae['real'], 4)}; {num(ae.get('linear_ratio'), 2)}) | "
+                    f"{num(hl['ratio'], 2)}{ci(hl.get('ratio_ci95'))} ({num(hl['real'], 3)}"
+                    f"{'' if hl.get('n_groups') is None else ', ' + str(hl['n_groups']) + ' groups'}) | {fork} | {num(f['final_val_mae'])} ({num(f['final_val_mae_train_mean'])}; "
                     f"{num(f.get('onestep_final_val_mae'))}) | "
                     f"{h('worldmodel', 0)} / {h('worldmodel', 4)} / {h('worldmodel', 9)} "
                     f"({h('last_value', 0)} / {h('last_value', 4)} / {h('last_value', 9)}) |")

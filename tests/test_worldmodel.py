@@ -312,8 +312,8 @@ def test_fidelity_section_has_every_field(tiny_wm):
     for k in ("within_group_spearman", "regression_spearman", "onestep_spearman"):
         assert -1 <= h[k]["mean"] <= 1 and h[k]["n"] == 3
     assert h["final_val_mae"] > 0 and h["final_val_mae_train_mean"] > 0 and h["onestep_final_val_mae"] >= 0
-    assert {"real", "real_stderr", "sim", "ratio"} <= set(h["action_effect"]) and h["action_effect"]["n_rows"] == 120
-    assert set(h["high_lr_cost"]) == {"real", "sim", "ratio"}
+    assert {"real", "real_stderr", "sim", "ratio", "real_ci95", "ratio_ci95"} <= set(h["action_effect"]) and h["action_effect"]["n_rows"] == 120
+    assert set(h["high_lr_cost"]) == {"real", "sim", "ratio", "n_groups", "real_stderr", "sim_stderr", "ratio_ci95"}
     assert h["fork_effect"]["n_rows"] == 0 and h["fork_effect"]["ratio"] is None  # no forked group here
     assert "spread" not in h and h["action_effect"]["linear_ratio"] is not None  # one model: no spread to judge
     paired = h["action_effect"]["paired"]

@@ -35,7 +35,11 @@ final value is the spec's divergence ratio.
   `spread_vs_error`.
 * high_lr_cost: final val of runs that held >= 30x their base LR through the second half minus
   their groupmates held within 0.5-2x, averaged over groups that have both; real and simulated
-  (from prefix 1); ratio = sim / real.
+  (from prefix 1); ratio = sim / real; n_groups, the groups that have both, and the standard error of
+  each mean over them.
+* ratio_ci95 (action_effect, high_lr_cost) and real_ci95 (action_effect): 95% percentile intervals
+  over resamples of whole groups (`group_bootstrap`): a ratio's noise comes from its real reference
+  as much as from the simulator, and held-out references rest on a few groups.
 * fork_effect (`responses.fork_effect`; forked groups, `collect.edges.Fork`: one seed and one history up to the fork,
   then one action per branch): the next val of each branch minus the no-op branch's, against
   the action's LR change in doublings; the slope per doubling (real: noise-free, the branches
@@ -61,6 +65,7 @@ from lrpilot.worldmodel.responses import CHUNK, action_rows, fe_slope, fork_effe
 from lrpilot.worldmodel.train import group_key
 
 HIGH_LR, MID_LR = 30.0, (0.5, 2.0)
+N_BOOT = 1000  # resamples of whole groups behind each 95% interval
 
 
 def rank(x: np.ndarray) -> np.ndarray:
@@ -194,13 +199,65 @@ def spread_vs_error(env: SimEnv, params, traj: Trajectories, reps: int, key) -> 
             "error_low_spread": float(err[low].mean()), "error_high_spread": float(err[~low].mean()) if (~low).any() else None}
 
 
-def _high_lr_cost(traj: Trajectories, final: np.ndarray, grps) -> float | None:
+def group_bootstrap(cluster: np.ndarray, stat, n_boot: int = N_BOOT, seed: int = 0) -> list | None:
+    """95% percentile interval [lo, hi] of `stat(rows, draw)` over `n_boot` resamples of whole clusters
+    with replacement. cluster: (n,) each row's cluster id; stat gets the rows of the drawn clusters and
+    each row's draw index (a cluster drawn twice appears as two draws) and returns a float, NaN where
+    undefined (such resamples are dropped). None with fewer than 2 clusters or when more than half the
+    resamples are undefined."""
+    _, inv = np.unique(np.asarray(cluster), return_inverse=True)
+    members = [np.flatnonzero(inv == c) for c in range(inv.max() + 1)] if len(inv) else []
+    if len(members) < 2:
+        return None
+    sizes, rng, vals = np.array([len(m) for m in members]), np.random.default_rng(seed), []
+    for _ in range(n_boot):
+        pick = rng.integers(len(members), size=len(members))
+        vals.append(stat(np.concatenate([members[c] for c in pick]), np.repeat(np.arange(len(pick)), sizes[pick])))
+    vals = np.asarray(vals, float)
+    vals = vals[np.isfinite(vals)]
+    return None if len(vals) <= n_boot // 2 else [float(v) for v in np.percentile(vals, [2.5, 97.5])]
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def _action_intervals(run: np.ndarray, cluster: np.ndarray, x: np.ndarray, y: np.ndarray, y_sim) -> dict:
+    """real_ci95 (halving's effect) and ratio_ci95 over resampled groups; a run drawn twice is two runs."""
+    runs = lambda rows, draw: run[rows] + draw * (run.max() + 1)  # noqa: E731
+
+    def real(rows, draw):
+        return -fe_slope(runs(rows, draw), x[rows], y[rows])[0]
+
+    def ratio(rows, draw):
+        r = runs(rows, draw)
+        return _ratio(fe_slope(r, x[rows], y_sim[rows])[0], fe_slope(r, x[rows], y[rows])[0])
+
+    out = {"real_ci95": group_bootstrap(cluster, real)}
+    if y_sim is not None:
+        out["ratio_ci95"] = group_bootstrap(cluster, ratio, seed=1)
+    return out
+
+
+def _high_lr_diffs(traj: Trajectories, final: np.ndarray, grps) -> np.ndarray:
+    """Per group that has both: mean final val of its runs held >= HIGH_LR x base through the second
+    half minus its runs held within MID_LR."""
     li, n = traj.spec.index("log_lr"), traj.spec.n_decisions
     second = traj.obs[:, n // 2 + 1 :, li]
     high = (second >= math.log10(HIGH_LR) - 1e-6).all(1)
     mid = ((second >= math.log10(MID_LR[0]) - 1e-6) & (second <= math.log10(MID_LR[1]) + 1e-6)).all(1)
-    diffs = [final[g][high[g]].mean() - final[g][mid[g]].mean() for g in grps if high[g].any() and mid[g].any()]
-    return float(np.mean(diffs)) if diffs else None
+    return np.array([final[g][high[g]].mean() - final[g][mid[g]].mean() for g in grps if high[g].any() and mid[g].any()])
+
+
+def high_lr_cost(traj: Trajectories, real: np.ndarray, sim: np.ndarray, grps) -> dict:
+    """The high_lr_cost field: real and simulated cost, ratio, the groups behind them, standard errors and
+    the ratio's interval over resampled groups."""
+    dr, ds = _high_lr_diffs(traj, real, grps), _high_lr_diffs(traj, sim, grps)
+    se = lambda d: float(np.std(d, ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None  # noqa: E731
+    hr, hs = (float(dr.mean()), float(ds.mean())) if len(dr) else (None, None)
+    ci = group_bootstrap(np.arange(len(dr)), lambda rows, _: _ratio(ds[rows].mean(), dr[rows].mean()))
+    return {"real": hr, "sim": hs, "ratio": hs / hr if hr else None, "n_groups": len(dr), "real_stderr": se(dr),
+            "sim_stderr": se(ds), "ratio_ci95": ci}
 
 
 def fidelity(env: SimEnv, params, traj: Trajectories, train_traj: Trajectories, n_samples: int = 32, seed: int = 0,
@@ -228,21 +285,23 @@ def fidelity(env: SimEnv, params, traj: Trajectories, train_traj: Trajectories, 
                onestep_final_val_mae=float(np.mean(np.abs(one - real))))
     rows, x, y = action_rows(traj)
     eff = {"real": None, "real_stderr": None, "sim": None, "sim_stderr": None, "ratio": None, "linear_ratio": None,
-           "n_rows": len(rows)}
+           "n_rows": len(rows), "real_ci95": None, "ratio_ci95": None}
     if len(rows) >= 10 and np.ptp(x) > 0:
         run = np.array([r for r, _ in rows])
         slope, se = fe_slope(run, x, y)
         eff.update(real=-slope, real_stderr=se)  # halving is -1 doubling
+        y_sim = None
         if with_action_effect:
             vi = spec.index("val")
             y_sim = sim_next(env, params, traj, rows, n_samples, k_eff) - np.array([traj.obs[r, k, vi] for r, k in rows])
             s_slope, s_se = fe_slope(run, x, y_sim)
             eff.update(sim=-s_slope, sim_stderr=s_se, ratio=s_slope / slope if slope else None)
             eff["paired"] = paired_walk_response(env, params, traj, rows, n_samples, jax.random.fold_in(k_eff, 3))
+        cluster = np.array([group_key(traj.meta[r], traj.files[r]) for r in run])
+        eff.update(_action_intervals(run, cluster, x, y, y_sim))
         eff["linear_ratio"] = linear_action_ratio(traj, train_traj)
     out["action_effect"] = eff
-    hr, hs = _high_lr_cost(traj, real, grps), _high_lr_cost(traj, sim_med, grps)
-    out["high_lr_cost"] = {"real": hr, "sim": hs, "ratio": hs / hr if hr and hs is not None else None}
+    out["high_lr_cost"] = high_lr_cost(traj, real, sim_med, grps)
     if with_action_effect:
         out["fork_effect"] = fork_effect(env, params, traj, n_samples, jax.random.fold_in(k_eff, 1))
     if env.members > 1:
@@ -264,10 +323,11 @@ def evaluate(model, wm_params, ser, heldout: Trajectories, train: Trajectories, 
             f"{_fmt(f['within_group_spearman'])} (LR regression {_fmt(f['regression_spearman'])}, one-step linear "
             f"{_fmt(f['onestep_spearman'])}); final-val MAE "
             f"{f['final_val_mae']:.4f} (train mean {f['final_val_mae_train_mean']:.4f}); action effect ratio "
-            f"{_num(f['action_effect']['ratio'])} (real {_num(f['action_effect']['real'])}, linear one-step model "
+            f"{_num(f['action_effect']['ratio'])}{_ci(f['action_effect'].get('ratio_ci95'))} (real {_num(f['action_effect']['real'])}, linear one-step model "
             f"{_num(f['action_effect']['linear_ratio'])}" + ("" if not f["action_effect"].get("paired") else
             f"; paired response inside the walks {_num(f['action_effect']['paired']['per_doubling'])} per doubling")
-            + f"); high-LR cost ratio {_num(f['high_lr_cost']['ratio'])}; fork effect ratio {_num(f['fork_effect']['ratio'])} "
+            + f"); high-LR cost ratio {_num(f['high_lr_cost']['ratio'])}{_ci(f['high_lr_cost'].get('ratio_ci95'))} "
+            f"({f['high_lr_cost'].get('n_groups', 0)} groups); fork effect ratio {_num(f['fork_effect']['ratio'])} "
             f"(real {_num(f['fork_effect']['real'])} per doubling, {f['fork_effect']['n_rows']} branches, corr "
             f"{_num(f['fork_effect']['corr'])})" + ("" if "spread" not in f else
             f"; ensemble spread vs final error: Spearman {_num(f['spread']['spearman_spread_error'])}, error "
@@ -277,6 +337,10 @@ def evaluate(model, wm_params, ser, heldout: Trajectories, train: Trajectories, 
 
 def _fmt(d: dict) -> str:
     return "-" if d["mean"] is None else f"{d['mean']:.3f}" + (f" ± {d['stderr']:.3f}" if d["stderr"] else "")
+
+
+def _ci(ci) -> str:
+    return "" if not ci else f" [{ci[0]:.3g}, {ci[1]:.3g}]"
 
 
 def _num(x) -> str:
