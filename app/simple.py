@@ -116,6 +116,8 @@ def _brief(fid: dict | None) -> dict | None:
         return None
     return {side: {"within_group_spearman": f["within_group_spearman"], "n_groups": f["n_groups"],
                    "action_effect_ratio": f["action_effect"]["ratio"], "high_lr_cost_ratio": f["high_lr_cost"]["ratio"],
+                   "action_effect_ratio_ci95": f["action_effect"].get("ratio_ci95"),
+                   "high_lr_cost_ratio_ci95": f["high_lr_cost"].get("ratio_ci95"),
                    "final_val_mae": f["final_val_mae"]} for side, f in fid.items()}
 
 
@@ -190,6 +192,7 @@ def run(out: str | Path, cfg: SimpleConfig, wm_cfg: WorldModelConfig, pol_cfg: P
 def summary_markdown(summary: dict) -> str:
     """summary.json as a table, one row per round."""
     from lrpilot.app.evaluate import fmt
+    from lrpilot.worldmodel.fidelity import fmt_interval
 
     lines = ["| round | runs (this round) | held-out Spearman | action-effect ratio | high-LR ratio | "
              "sim: policy - best constant | sim: policy - best cosine | real: policy-driven - exploration, final val / val0 (groups) |",
@@ -203,8 +206,9 @@ def summary_markdown(summary: dict) -> str:
         rl = "-" if not real else (f"{real['final_val_rel']['policy_minus_explore']:+.4f} ± "
                                    f"{fmt(real['final_val_rel']['stderr'], None, 4)} ({real['n_groups']})")
         lines.append(f"| {e['round']} | {e['runs_total']} ({e['runs_this_round']}) | {fmt(sp.get('mean'), None, 3)}"
-                     f"{' ± ' + fmt(sp.get('stderr'), None, 3) if sp.get('stderr') else ''} | {fmt(h.get('action_effect_ratio'), None, 2)} | "
-                     f"{fmt(h.get('high_lr_cost_ratio'), None, 2)} | {c['mean']:+.4f} ± {c['stderr']:.4f} | "
+                     f"{' ± ' + fmt(sp.get('stderr'), None, 3) if sp.get('stderr') else ''} | {fmt(h.get('action_effect_ratio'), None, 2)}"
+                     f"{fmt_interval(h.get('action_effect_ratio_ci95'))} | {fmt(h.get('high_lr_cost_ratio'), None, 2)}"
+                     f"{fmt_interval(h.get('high_lr_cost_ratio_ci95'))} | {c['mean']:+.4f} ± {c['stderr']:.4f} | "
                      f"{k['mean']:+.4f} ± {k['stderr']:.4f} | {rl} |")
     lines += ["", "Round r's real runs were driven by round r-1's policy (round 0: --initial-policy); negative: the "
               "policy-driven runs ended lower than the exploration runs of their groups."]

@@ -86,12 +86,10 @@ def fidelity_table(paths: list[str]) -> str:
     """A markdown table of the held-out fidelity and forecasting of several `worldmodel eval` outputs, a
     row per output directory (named by the directory)."""
     from lrpilot.io import read_json
+    from lrpilot.worldmodel.fidelity import fmt_interval
 
     def num(x, d=3):
         return "-" if x is None else f"{x:.{d}f}"
-
-    def ci(c):
-        return "" if not c else f" [{c[0]:.2f}, {c[1]:.2f}]"
 
     def ms(d):
         return "-" if d.get("mean") is None else num(d["mean"]) + (f" ± {d['stderr']:.3f}" if d.get("stderr") else "")
@@ -110,9 +108,9 @@ def fidelity_table(paths: list[str]) -> str:
         fork = "-" if fe.get("ratio") is None else f"{num(fe['ratio'], 2)} ({num(fe['real'], 4)}; {num(fe.get('corr'), 2)})"
         h = lambda n, i: num(fc[n]["mae"][i])  # noqa: E731
         rows.append(f"| `{Path(path).name}` | {f['n_groups']} | {ms(f['within_group_spearman'])} | "
-                    f"{ms(f['regression_spearman'])}; {ms(f.get('onestep_spearman', {}))} | {ms(tr.get('within_group_spearman', {}))} | {num(ae['ratio'], 2)}{ci(ae.get('ratio_ci95'))} "
+                    f"{ms(f['regression_spearman'])}; {ms(f.get('onestep_spearman', {}))} | {ms(tr.get('within_group_spearman', {}))} | {num(ae['ratio'], 2)}{fmt_interval(ae.get('ratio_ci95'))} "
                     f"({num(ae['real'], 4)}; {num(ae.get('linear_ratio'), 2)}) | "
-                    f"{num(hl['ratio'], 2)}{ci(hl.get('ratio_ci95'))} ({num(hl['real'], 3)}"
+                    f"{num(hl['ratio'], 2)}{fmt_interval(hl.get('ratio_ci95'))} ({num(hl['real'], 3)}"
                     f"{'' if hl.get('n_groups') is None else ', ' + str(hl['n_groups']) + ' groups'}) | {fork} | {num(f['final_val_mae'])} ({num(f['final_val_mae_train_mean'])}; "
                     f"{num(f.get('onestep_final_val_mae'))}) | "
                     f"{h('worldmodel', 0)} / {h('worldmodel', 4)} / {h('worldmodel', 9)} "

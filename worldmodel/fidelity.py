@@ -323,10 +323,10 @@ def evaluate(model, wm_params, ser, heldout: Trajectories, train: Trajectories, 
             f"{_fmt(f['within_group_spearman'])} (LR regression {_fmt(f['regression_spearman'])}, one-step linear "
             f"{_fmt(f['onestep_spearman'])}); final-val MAE "
             f"{f['final_val_mae']:.4f} (train mean {f['final_val_mae_train_mean']:.4f}); action effect ratio "
-            f"{_num(f['action_effect']['ratio'])}{_ci(f['action_effect'].get('ratio_ci95'))} (real {_num(f['action_effect']['real'])}, linear one-step model "
+            f"{_num(f['action_effect']['ratio'])}{fmt_interval(f['action_effect'].get('ratio_ci95'), '.3g')} (real {_num(f['action_effect']['real'])}, linear one-step model "
             f"{_num(f['action_effect']['linear_ratio'])}" + ("" if not f["action_effect"].get("paired") else
             f"; paired response inside the walks {_num(f['action_effect']['paired']['per_doubling'])} per doubling")
-            + f"); high-LR cost ratio {_num(f['high_lr_cost']['ratio'])}{_ci(f['high_lr_cost'].get('ratio_ci95'))} "
+            + f"); high-LR cost ratio {_num(f['high_lr_cost']['ratio'])}{fmt_interval(f['high_lr_cost'].get('ratio_ci95'), '.3g')} "
             f"({f['high_lr_cost'].get('n_groups', 0)} groups); fork effect ratio {_num(f['fork_effect']['ratio'])} "
             f"(real {_num(f['fork_effect']['real'])} per doubling, {f['fork_effect']['n_rows']} branches, corr "
             f"{_num(f['fork_effect']['corr'])})" + ("" if "spread" not in f else
@@ -339,8 +339,9 @@ def _fmt(d: dict) -> str:
     return "-" if d["mean"] is None else f"{d['mean']:.3f}" + (f" ± {d['stderr']:.3f}" if d["stderr"] else "")
 
 
-def _ci(ci) -> str:
-    return "" if not ci else f" [{ci[0]:.3g}, {ci[1]:.3g}]"
+def fmt_interval(ci, spec: str = ".2f") -> str:
+    """' [lo, hi]' for an interval field (ratio_ci95, ...), '' for None."""
+    return "" if not ci else f" [{ci[0]:{spec}}, {ci[1]:{spec}}]"
 
 
 def _num(x) -> str:
