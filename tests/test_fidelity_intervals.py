@@ -43,11 +43,11 @@ def test_action_ratio_interval_is_exact_for_a_proportional_simulator():
     rows, x, y = action_rows(traj)
     run = np.array([r for r, _ in rows])
     cluster = run // 4  # 4 groups of 4 runs
-    out = fidelity._action_intervals(run, cluster, x, y, 0.5 * y)
+    out = fidelity.action_intervals(run, cluster, x, y, 0.5 * y)
     assert out["ratio_ci95"] == pytest.approx([0.5, 0.5])
     lo, hi = out["real_ci95"]
     assert lo < -fe_slope(run, x, y)[0] < hi
-    assert fidelity._action_intervals(run, cluster, x, y, None) == {"real_ci95": out["real_ci95"]}
+    assert fidelity.action_intervals(run, cluster, x, y, None) == {"real_ci95": out["real_ci95"]}
 
 
 def test_high_lr_cost_reports_its_groups_standard_errors_and_interval():

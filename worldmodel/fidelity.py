@@ -222,7 +222,7 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
-def _action_intervals(run: np.ndarray, cluster: np.ndarray, x: np.ndarray, y: np.ndarray, y_sim) -> dict:
+def action_intervals(run: np.ndarray, cluster: np.ndarray, x: np.ndarray, y: np.ndarray, y_sim) -> dict:
     """real_ci95 (halving's effect) and ratio_ci95 over resampled groups; a run drawn twice is two runs."""
     runs = lambda rows, draw: run[rows] + draw * (run.max() + 1)  # noqa: E731
 
@@ -239,7 +239,7 @@ def _action_intervals(run: np.ndarray, cluster: np.ndarray, x: np.ndarray, y: np
     return out
 
 
-def _high_lr_diffs(traj: Trajectories, final: np.ndarray, grps) -> np.ndarray:
+def high_lr_diffs(traj: Trajectories, final: np.ndarray, grps) -> np.ndarray:
     """Per group that has both: mean final val of its runs held >= HIGH_LR x base through the second
     half minus its runs held within MID_LR."""
     li, n = traj.spec.index("log_lr"), traj.spec.n_decisions
@@ -252,7 +252,7 @@ def _high_lr_diffs(traj: Trajectories, final: np.ndarray, grps) -> np.ndarray:
 def high_lr_cost(traj: Trajectories, real: np.ndarray, sim: np.ndarray, grps) -> dict:
     """The high_lr_cost field: real and simulated cost, ratio, the groups behind them, standard errors and
     the ratio's interval over resampled groups."""
-    dr, ds = _high_lr_diffs(traj, real, grps), _high_lr_diffs(traj, sim, grps)
+    dr, ds = high_lr_diffs(traj, real, grps), high_lr_diffs(traj, sim, grps)
     se = lambda d: float(np.std(d, ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None  # noqa: E731
     hr, hs = (float(dr.mean()), float(ds.mean())) if len(dr) else (None, None)
     ci = group_bootstrap(np.arange(len(dr)), lambda rows, _: _ratio(ds[rows].mean(), dr[rows].mean()))
@@ -298,7 +298,7 @@ def fidelity(env: SimEnv, params, traj: Trajectories, train_traj: Trajectories, 
             eff.update(sim=-s_slope, sim_stderr=s_se, ratio=s_slope / slope if slope else None)
             eff["paired"] = paired_walk_response(env, params, traj, rows, n_samples, jax.random.fold_in(k_eff, 3))
         cluster = np.array([group_key(traj.meta[r], traj.files[r]) for r in run])
-        eff.update(_action_intervals(run, cluster, x, y, y_sim))
+        eff.update(action_intervals(run, cluster, x, y, y_sim))
         eff["linear_ratio"] = linear_action_ratio(traj, train_traj)
     out["action_effect"] = eff
     out["high_lr_cost"] = high_lr_cost(traj, real, sim_med, grps)

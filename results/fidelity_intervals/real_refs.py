@@ -24,7 +24,7 @@ def refs(traj) -> dict:
     run = np.array([r for r, _ in rows])
     cluster = np.array([group_key(traj.meta[r], traj.files[r]) for r in run])
     slope, se = fe_slope(run, x, y)
-    ci = fidelity._action_intervals(run, cluster, x, y, None)["real_ci95"]
+    ci = fidelity.action_intervals(run, cluster, x, y, None)["real_ci95"]
     grps = fidelity.groups(traj)
     real = fidelity.final_val(traj)
     h = fidelity.high_lr_cost(traj, real, real, grps)  # sim = real: only the real side is read
@@ -32,7 +32,7 @@ def refs(traj) -> dict:
             "action_real": -slope, "action_real_ols_stderr": se, "action_real_ci95": ci,
             "high_lr_groups": h["n_groups"], "high_lr_real": h["real"], "high_lr_real_stderr": h["real_stderr"],
             "high_lr_real_ci95": fidelity.group_bootstrap(np.arange(h["n_groups"]), lambda r, _: dr[r].mean())
-            if (dr := fidelity._high_lr_diffs(traj, real, grps)).size else None}
+            if (dr := fidelity.high_lr_diffs(traj, real, grps)).size else None}
 
 
 def main():
