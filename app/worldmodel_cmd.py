@@ -64,7 +64,8 @@ def cmd_eval(args) -> int:
                                         n_samples=args.samples, seed=args.seed)
     if not args.all_runs and not args.no_fidelity:
         tr = training_runs(full, cfg)
-        result["fidelity"], details = fidelity.evaluate(model, ck.params, ser, traj, full.subset(tr), args.samples, args.seed)
+        result["fidelity"], details = fidelity.evaluate(model, ck.params, ser, traj, full.subset(tr), args.samples, args.seed,
+                                                        sides=("heldout",) if args.heldout_only else ("heldout", "train"))
         plots.fidelity_groups(details, out / "fidelity_heldout.png")
     result["checkpoint"] = str(args.ckpt)
     result["checkpoint_saved_at"] = ck.meta["saved_at"]  # which model 'pretrained' was when this ran
@@ -191,6 +192,9 @@ def register(sub) -> None:
     e.add_argument("--all-runs", action="store_true", help="evaluate on every run of --data (data never trained on; "
                    "no fidelity section, which needs the training split)")
     e.add_argument("--no-fidelity", action="store_true", help="skip the fidelity section (forecasting only)")
+    e.add_argument("--heldout-only", action="store_true", help="the fidelity section on the held-out groups only, without "
+                   "its 'train' side (most of the evaluation's time on large data; e.g. for a model judged on data it was "
+                   "not trained on)")
     e.set_defaults(func=cmd_eval)
     a = ws.add_parser("fit-action", help="add a linear one-step action response, fit on the model's residuals over its "
                       "training runs, to a trained world model (WorldModelConfig.action_response)")

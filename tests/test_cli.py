@@ -188,6 +188,9 @@ def test_worldmodel_eval_writes_forecasts_fidelity_and_which_checkpoint(tmp_path
                   "action_effect", "high_lr_cost"):
         assert field in held, field
     assert (out / "fan_context3.png").exists() and (out / "fidelity_heldout.png").exists()
+    assert main(["worldmodel", "eval", "--ckpt", str(ckpt), "--data", "starter", "--out", str(tmp_path / "held"),
+                 "--contexts", "3", "--samples", "2", "--heldout-only"]) == 0  # no training side: faster on large data
+    assert set(json.loads((tmp_path / "held" / "forecast.json").read_text())["fidelity"]) == {"heldout"}
 
 
 def test_worldmodel_compare_tabulates_each_eval_directory(tmp_path, capsys):
@@ -202,13 +205,16 @@ def test_worldmodel_compare_tabulates_each_eval_directory(tmp_path, capsys):
         fid = {"heldout": section(rho, fork), **({"train": section(0.7, None)} if fork else {})}
         if fork:  # written since the linear one-step baseline, and since the one-step baseline simulator
             fid["heldout"]["action_effect"]["linear_ratio"] = 0.56
+            fid["heldout"]["action_effect"]["ratio_ci95"] = [0.2, 0.81]  # written since the intervals over groups
+            fid["heldout"]["high_lr_cost"] = {"ratio": 1.1, "real": 0.3, "n_groups": 12, "ratio_ci95": [0.6, 1.5]}
             fid["heldout"].update(onestep_spearman={"mean": 0.58, "stderr": 0.05}, onestep_final_val_mae=0.09)
         (tmp_path / name / "forecast.json").write_text(json.dumps({"forecasters": fc, "fidelity": fid}))
     assert main(["worldmodel", "compare", str(tmp_path / "level"), str(tmp_path / "delta")]) == 0
     rows = capsys.readouterr().out.strip().splitlines()
     assert len(rows) == 4 and rows[2].startswith("| `level` | 9 | 0.500 ± 0.050 | 0.300; - | - |") and "| - |" in rows[2]
     assert rows[3].startswith("| `delta` | 9 | 0.610 ± 0.050 | 0.300; 0.580 ± 0.050 | 0.700 ± 0.050 |") and "0.90 (0.0047; 0.80)" in rows[3]
-    assert "| 0.50 (-0.0040; -) |" in rows[2] and "| 0.50 (-0.0040; 0.56) |" in rows[3]
+    assert "| 0.50 (-0.0040; -) |" in rows[2] and "| 0.50 [0.20, 0.81] (-0.0040; 0.56) |" in rows[3]
+    assert "| - (-) |" in rows[2] and "| 1.10 [0.60, 1.50] (0.300, 12 groups) |" in rows[3]
     assert "| 0.100 (0.120; -) |" in rows[2] and "| 0.100 (0.120; 0.090) |" in rows[3]
     (tmp_path / "bare").mkdir()
     (tmp_path / "bare" / "forecast.json").write_text(json.dumps({"forecasters": fc}))

@@ -310,11 +310,16 @@ def fidelity(env: SimEnv, params, traj: Trajectories, train_traj: Trajectories, 
 
 
 def evaluate(model, wm_params, ser, heldout: Trajectories, train: Trajectories, n_samples: int = 32, seed: int = 0,
-             log=print) -> tuple[dict, dict]:
-    """forecast.json's fidelity section: {"heldout": ..., "train": ...}, and the held-out details."""
+             log=print, sides: tuple[str, ...] = ("heldout", "train")) -> tuple[dict, dict]:
+    """forecast.json's fidelity section: {"heldout": ..., "train": ...} (the sides asked for), and the held-out
+    details. The regression and one-step baselines are fit on `train` whichever sides are measured."""
+    if "heldout" not in sides or not set(sides) <= {"heldout", "train"}:
+        raise ValueError(f"fidelity sides {sides!r}: expected 'heldout', optionally with 'train'")
     env = SimEnv(model, ser)
     out, details = {}, None
     for name, traj in (("heldout", heldout), ("train", train)):
+        if name not in sides:
+            continue
         params = env.params(wm_params, traj, max_prefix=1)
         out[name], d = fidelity(env, params, traj, train, n_samples, seed)
         details = d if name == "heldout" else details
