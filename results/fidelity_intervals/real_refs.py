@@ -28,11 +28,11 @@ def refs(traj) -> dict:
     grps = fidelity.groups(traj)
     real = fidelity.final_val(traj)
     h = fidelity.high_lr_cost(traj, real, real, grps)  # sim = real: only the real side is read
+    dr = fidelity.high_lr_diffs(traj, real, grps)  # per group: the high-LR runs less the 0.5-2x ones
     return {"action_rows": len(rows), "action_runs": len(np.unique(run)), "action_groups": len(np.unique(cluster)),
             "action_real": -slope, "action_real_ols_stderr": se, "action_real_ci95": ci,
             "high_lr_groups": h["n_groups"], "high_lr_real": h["real"], "high_lr_real_stderr": h["real_stderr"],
-            "high_lr_real_ci95": fidelity.group_bootstrap(np.arange(h["n_groups"]), lambda r, _: dr[r].mean())
-            if (dr := fidelity.high_lr_diffs(traj, real, grps)).size else None}
+            "high_lr_real_ci95": fidelity.group_bootstrap(np.arange(len(dr)), lambda r, _: dr[r].mean())}
 
 
 def main():
