@@ -28,8 +28,9 @@ from lrpilot.worldmodel.env import SimEnv
 from lrpilot.worldmodel.fidelity import final_val, lr_features, spearman
 from lrpilot.worldmodel.forecast import sample_futures
 
+ADDED = tuple(sys.argv[2:])  # policies named on the command line, set against round 3 in the last table
 POLICIES = ("round3", "kink30", "kink30_s1", "kink10", "round1", "round0", "round2", "convex_nolevel",
-            "convex_nolevel_all", "round3_lambda0", "round3_lambda1_halt", "v2_level_noop_level") + tuple(sys.argv[2:])
+            "convex_nolevel_all", "round3_lambda0", "round3_lambda1_halt", "v2_level_noop_level") + ADDED
 wm_path = sys.argv[1] if len(sys.argv) > 1 else checkpoints.pretrained("worldmodel")
 ck, cfg, model, ser = load_world_model(wm_path)
 spec, env = ck.spec, SimEnv(model, ser)
@@ -140,17 +141,16 @@ ok = (np.arange(2, n + 1)[None] < data.length[:, None]) & near[:, None] & np.isf
 for lo, hi in LR_BINS:
     s = ok & (lr_d >= lo) & (lr_d < hi)
     print(f"| {lo:g}-{hi:g} | {s.sum()} | {s.any(1).sum()} | {dv[s].mean():+.5f} |")
-if len(POLICIES) > 12:
+if ADDED:
     print("\n## The added policies against round 3: final normalised val, mean over seeds, real / simulated\n")
-    added = POLICIES[12:]
-    print("| task | configured LR | " + " | ".join(("round3",) + added) + " | simulated minus real, added - round3 |")
-    print("|---|---|" + "---|" * (len(added) + 2))
+    print("| task | configured LR | " + " | ".join(("round3",) + ADDED) + " | simulated minus real, added - round3 |")
+    print("|---|---|" + "---|" * (len(ADDED) + 2))
     for t in TASKS:
         for m in MULTS:
             i = cell(t, m)
-            by = {p: [j for j in i if rows[j][2] == p] for p in ("round3",) + added}
+            by = {p: [j for j in i if rows[j][2] == p] for p in ("round3",) + ADDED}
             rs = {p: (real[j, -1].mean(), med[j, -1].mean()) if j else None for p, j in by.items()}
             gaps = [f"{(rs[p][1] - rs['round3'][1]) - (rs[p][0] - rs['round3'][0]):+.4f}" if rs[p] and rs["round3"] else "-"
-                    for p in added]
+                    for p in ADDED]
             print(f"| {t} | x{m} | " + " | ".join(f"{v[0]:.4f} / {v[1]:.4f}" if v else "-" for v in rs.values())
                   + " | " + ", ".join(gaps) + " |")
