@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import inspect
 import re
+import typing
 
 
 def parse_bool(s: str) -> bool:
@@ -51,7 +52,7 @@ def add_config_flags(p, cls, prefix: str = "", skip: tuple[str, ...] = (), alias
                      default_note: str | None = None) -> None:
     """One flag per field of dataclass `cls` on parser or group `p`. `default_note` replaces the
     shown default (e.g. "the scale's value" where a preset supplies it)."""
-    helps = field_help(cls)
+    helps, hints = field_help(cls), typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
@@ -59,8 +60,8 @@ def add_config_flags(p, cls, prefix: str = "", skip: tuple[str, ...] = (), alias
         kw: dict = {"dest": _dest(f.name, prefix), "default": None}
         if isinstance(default, bool):
             kw.update(type=parse_bool, metavar="{true,false}")
-        elif isinstance(default, (tuple, list)):
-            kw.update(nargs="+", type=type(default[0]) if default else str)
+        elif isinstance(default, (tuple, list)):  # an empty default: the element type annotated (tuple[float, ...])
+            kw.update(nargs="+", type=type(default[0]) if default else (typing.get_args(hints[f.name]) or (str,))[0])
         elif default is None:
             kw.update(type=str)
         else:

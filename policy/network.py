@@ -33,6 +33,7 @@ class PolicyConfig:
     max_grad_norm: float = 0.5  # gradient clipping norm
     temperature: float = 1.0  # world-model sampling temperature
     max_prefix: int = 5  # episodes start after 1..max_prefix real observations
+    start_lr_mults: tuple[float, ...] = ()  # instead, start as deployed: observation 1 of the runs configured at each M x their default LR, the Ms weighted equally
     reward_scale: float = 10.0  # rewards are fractions of the initial loss: scale them for the value head
     seed: int = 0  # initialisation and rollouts
     eval_envs: int = 256  # episodes of the final simulator report
@@ -55,6 +56,8 @@ class PolicyConfig:
             raise ValueError(f"PolicyConfig: need 0 < lr_min_rel <= 1 <= lr_max_rel, got {self.lr_min_rel}, {self.lr_max_rel}")
         if self.pessimism < 0 or self.halt_spread < 0:
             raise ValueError(f"PolicyConfig: pessimism and halt_spread must be >= 0, got {self.pessimism}, {self.halt_spread}")
+        if any(not m > 0 for m in self.start_lr_mults):
+            raise ValueError(f"PolicyConfig.start_lr_mults must be positive LR multipliers, got {self.start_lr_mults}")
         if self.n_envs % self.n_minibatches:
             raise ValueError(f"PolicyConfig: n_envs={self.n_envs} not divisible by n_minibatches={self.n_minibatches}")
 

@@ -113,12 +113,31 @@ def evaluate(policy_path, wm_path, traj, n_envs: int = 256, seed: int = 0,
                                "n_runs": len(t)} for m, t in regimes.items()}}
 
 
+def episode_starts(traj: Trajectories, cfg: PolicyConfig) -> tuple[Trajectories, int]:
+    """(runs, max_prefix) that PPO's episodes start from: `traj` and cfg.max_prefix; or with
+    cfg.start_lr_mults, as deployed, observation 1 of the runs configured at each M x their default
+    LR (`Trajectories.at_lr_mult`), each M's runs repeated (cyclically) to the count of the M with
+    most, so that a uniform draw meets every M equally often. A ValueError names an M no run is near."""
+    if not cfg.start_lr_mults:
+        return traj, cfg.max_prefix
+    idx = [traj.at_lr_mult(m) for m in cfg.start_lr_mults]
+    n = max(len(i) for i in idx)
+    return traj.subset(np.concatenate([np.resize(i, n) for i in idx])), 1
+
+
 def train(wm_path: str, traj: Trajectories, cfg: PolicyConfig, out: str | Path, progress: bool = True, log=print,
           meta: dict | None = None) -> dict:
+    """PPO in the world model at `wm_path`, episodes started from `traj`: prefixes of 1..max_prefix
+    observations of its runs, or with cfg.start_lr_mults their first observation, as deployed, of the
+    runs at each multiplier (`episode_starts`). Resumes from OUT.state; saves the policy at `out`."""
     wm_ck, wm_cfg, wm, ser = load_world_model(wm_path)
     wm_ck.spec.check_same(traj.spec, where=str(wm_path))
     env = SimEnv(wm, ser)
-    env_params = env.params(jax.tree.map(jnp.asarray, wm_ck.params), traj, cfg.max_prefix, cfg.temperature)
+    traj, max_prefix = episode_starts(traj, cfg)
+    if cfg.start_lr_mults:
+        log(f"[policy] episodes start at observation 1 of {len(traj) // len(cfg.start_lr_mults)} runs per multiplier "
+            f"{', '.join(f'{m:g}' for m in cfg.start_lr_mults)} (repeated to equal counts)")
+    env_params = env.params(jax.tree.map(jnp.asarray, wm_ck.params), traj, max_prefix, cfg.temperature)
     trunk_cfg = dataclasses.replace(wm_cfg, ensemble=1)  # the policy has one trunk: member 0's for an ensemble
     net = build_policy(trunk_cfg, wm_ck.spec)
     iteration, tx = make_iteration(net, env, cfg)

@@ -238,6 +238,25 @@ def test_eval_by_lr_mult_starts_as_deployed_from_the_runs_of_each_regime(tmp_pat
     assert "--lr-mults must be positive, got -0.1" in capsys.readouterr().err
 
 
+def test_ppo_starts_as_deployed_from_each_regime_equally(tmp_path, traj, capsys):
+    from lrpilot.app.cli import main
+    from lrpilot.policy.train import episode_starts
+
+    mults = [0.1, 0.12, 1.0, 1.5, 10.0, 30.0] * 2  # x0.1: runs 0, 1, 6, 7; x10: runs 4, 10 (30 is 0.48 decades off)
+    runs = dataclasses.replace(traj, meta=[{**m, "base_lr_mult": x} for m, x in zip(traj.meta, mults)])
+    same, p = episode_starts(runs, PolicyConfig(max_prefix=4))
+    assert same is runs and p == 4  # without start_lr_mults: the data's prefixes of 1..max_prefix observations
+    starts, p = episode_starts(runs, PolicyConfig(max_prefix=4, start_lr_mults=(0.1, 10.0)))
+    assert p == 1  # observation 1, as deployed
+    assert starts.files == [runs.files[i] for i in (0, 1, 6, 7, 4, 10, 4, 10)]  # x10's two runs repeated to x0.1's four
+    with pytest.raises(ValueError, match="1000 x its default LR"):
+        episode_starts(runs, PolicyConfig(start_lr_mults=(1.0, 1000.0)))
+    # the flag takes several floats (an empty default typed from the field's annotation); a bad one is refused
+    assert main(["policy", "train", "--world-model", str(tmp_path / "nope"), "--out", str(tmp_path / "p"),
+                 "--start-lr-mults", "0.1", "-1"]) == 2
+    assert "--start-lr-mults must be positive LR multipliers, got (0.1, -1.0)" in capsys.readouterr().err
+
+
 def test_shipped_checkpoints_load_and_drive_a_run():
     from lrpilot import policy
     from lrpilot.policy.deploy import PolicyController
