@@ -15,6 +15,11 @@ have seen, up to the edges (stalls and divergence).
   from there on), then the schedule again. The branches' differences after `at` are the
   effect of the action alone, without the run-to-run noise that hides it in unpaired runs.
 
+* `sample_timing`: the branches of an anneal-timing group (family `timing`): one seed, 9 runs,
+  configured at x1, x3 and x10 of the model's default LR, each holding its LR and annealing from
+  25%, 50% or 75% of the run to its end. Their final losses rank when to anneal and how high to
+  hold before it, the judgement a deployed policy makes at a too-high configured LR.
+
 `sample_explorer_v2` draws one of these or of the starter's explorers (walks, cosine, WSD,
 constant with random warmups). Peaks are drawn half relative to the configured base LR and
 half relative to the model's default LR (`peak_abs / base_mult`), so a run with a mis-set
@@ -226,3 +231,20 @@ def sample_fork(rng: random.Random, branch: int, seed: int, base_mult: float, sp
         base = Follow(kind, peak, 0, spec=spec, warmup=rng.choice([0, 1, 2]))
     at = rng.randrange(n // 2, n - 1) if rng.random() < 2 / 3 else rng.randrange(2, n // 2)
     return Fork(base, at, branch if branch < spec.n_actions else None, seed, spec=spec)
+
+
+TIMING_LEVELS = (1.0, 3.0, 10.0)  # an anneal-timing branch's configured base LR, x the model's default LR
+TIMING_STARTS = (0.25, 0.5, 0.75)  # where its anneal starts, a fraction of the run
+
+
+def sample_timing(rng: random.Random, branch: int, seed: int, spec: EnvSpec = DEFAULT_SPEC) -> tuple[Anneal, float]:
+    """(explorer, base-LR multiplier) of branch `branch` (0..8) of an anneal-timing group whose shared
+    draws (anneal depth logU[0.01, 0.1] and shape) come from `rng`, seeded by the group. The run is
+    configured at TIMING_LEVELS[branch % 3] x the default LR, holds it and anneals from
+    TIMING_STARTS[branch // 3] of the run to its end, noise-free."""
+    if not 0 <= branch < len(TIMING_LEVELS) * len(TIMING_STARTS):
+        raise ValueError(f"timing: branch must be in [0, {len(TIMING_LEVELS) * len(TIMING_STARTS)}), got {branch}")
+    depth, shape = round(10 ** rng.uniform(-2, -1), 4), rng.choice(["cosine", "linear"])
+    start = TIMING_STARTS[branch // len(TIMING_LEVELS)]
+    return (Anneal(1.0, start=start, length=1.0 - start, depth=depth, shape=shape, warmup=0, seed=seed, spec=spec),
+            TIMING_LEVELS[branch % len(TIMING_LEVELS)])

@@ -45,6 +45,11 @@ class Job:
             raise ValueError(f"collect: unknown family '{self.family}'; expected one of {', '.join(FAMILIES)}")
         if self.parallel <= 0:
             raise ValueError(f"collect: --parallel must be positive, got {self.parallel}")
+        n_grid = len(edges.TIMING_LEVELS) * len(edges.TIMING_STARTS)
+        if FAMILIES[self.family].timing and self.parallel != n_grid:
+            raise ValueError(f"collect: a '{self.family}' group is the {n_grid}-run grid ({len(edges.TIMING_LEVELS)} "
+                             f"configured LRs x {len(edges.TIMING_STARTS)} anneal starts): --parallel must be {n_grid}, "
+                             f"got {self.parallel}")
         # checked here, before collect() records the job's arguments in DIR/jobs/seed<S>.json:
         # a job refused only when its first group is planned would leave that file behind, and
         # the corrected command would then be refused as a different job
@@ -71,8 +76,8 @@ class Job:
         return sample_group(random.Random(f"{self.seed}/group/{g}"), self.family, self.tasks)
 
     def run_seed(self, i: int) -> int:
-        """Run i's seed; a forked group's runs share their first run's (common random numbers)."""
-        if FAMILIES[self.family].fork:
+        """Run i's seed; a forked or anneal-timing group's runs share their first run's (common random numbers)."""
+        if FAMILIES[self.family].fork or FAMILIES[self.family].timing:
             i = i - i % self.parallel
         return self.seed * 1_000_003 + i
 
@@ -84,6 +89,9 @@ class Job:
             mult = sample_base_mult(random.Random(f"{self.seed}/base/g{g}"), self.family)
             return edges.sample_fork(random.Random(f"{self.seed}/fork/{g}"), i % self.parallel, self.run_seed(i) + i,
                                      mult, spec), mult
+        if FAMILIES[self.family].timing:  # shared draws per group; branch i % parallel sets the LR and the anneal start
+            g = i // self.parallel
+            return edges.sample_timing(random.Random(f"{self.seed}/timing/{g}"), i % self.parallel, self.run_seed(i) + i, spec)
         if FAMILIES[self.family].draws == "v1":  # the starter's order of draws, kept so that its job still grows
             ctrl = explore.sample_explorer(rng, self.run_seed(i), spec, self.policy, dict(self.mix))
             return ctrl, sample_base_mult(rng, self.family)

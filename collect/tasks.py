@@ -25,7 +25,10 @@ A "family" fixes the ranges:
 * `walk_gpu_high`: `gpu`'s models (at most 3,000 iterations) with each run's configured base LR at
   x3 to x30 of the default, for random walks and ramps there (`--explore walk ramp`): `walk_high`
   on the larger models, where one doubling costs about twice as much (the `fork_gpu` groups).
-* `tiny`, `tiny_fork`: tests.
+* `timing`: anneal-timing groups (`collect.edges.sample_timing`) of `fork`'s models: 9 runs that
+  share a seed, configured at x1, x3 and x10 of the default LR, each annealing from 25%, 50% or
+  75% of the run; how a run's history of LRs decides where it ends (the fidelity issue's ranking).
+* `tiny`, `tiny_fork`, `tiny_timing`: tests.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Family:
     protocol_share: float = 0.0  # share of groups that are exactly the small protocol (nanoGPT's CPU recipe)
     draws: str = "v1"  # v1: the starter's draws; v2: base LR scaled by width, drawn before the explorer
     fork: bool = False  # a group's runs share seed, base LR and schedule up to a fork decision (collect.edges.Fork)
+    timing: bool = False  # a group is 9 runs sharing a seed: 3 configured LRs x 3 anneal starts (collect.edges.sample_timing)
 
     def default_lr(self, cfg: TrainConfig) -> float:
         """A sensible LR for the model's size: v1 one LR for all; v2 1e-3 x sqrt(128 / n_embd)."""
@@ -84,10 +88,13 @@ FAMILIES = {
     "walk_high": dataclasses.replace(_CPU2, base_mult=(3, 30)),
     "fork_gpu": dataclasses.replace(_GPU, iters=(1000, 2000, 3000), fork=True),
     "walk_gpu_high": dataclasses.replace(_GPU, iters=(1000, 2000, 3000), base_mult=(3, 30)),
+    "timing": dataclasses.replace(_FORK, fork=False, timing=True),
     "tiny": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),
                    base_lr=3e-3, eval_iters=2, max_cost=1e9),
     "tiny_fork": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),
                         base_lr=3e-3, eval_iters=2, max_cost=1e9, base_mult=(1 / 30, 30), draws="v2", fork=True),
+    "tiny_timing": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),
+                          base_lr=3e-3, eval_iters=2, max_cost=1e9, draws="v2", timing=True),
 }
 
 

@@ -1,12 +1,13 @@
-"""Forked collection groups: one seed, one base LR and one schedule up to the fork, then one
-action per branch; the branches are identical before the fork and differ only by the action."""
+"""Paired collection groups. Forked: one seed, one base LR and one schedule up to the fork, then one
+action per branch; the branches are identical before the fork and differ only by the action.
+Anneal-timing: one seed, 3 configured LRs x 3 anneal starts; identical until they anneal."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lrpilot.collect.edges import Fork, sample_fork
+from lrpilot.collect.edges import TIMING_LEVELS, TIMING_STARTS, Fork, sample_fork, sample_timing
 from lrpilot.collect.explore import Follow
 from lrpilot.collect.job import Job, collect
 from lrpilot.spec import DEFAULT_SPEC
@@ -88,3 +89,38 @@ def test_collected_branches_are_identical_until_the_fork_then_differ_by_the_acti
     assert [int(t.actions[r, at]) for r in range(7)] == list(range(7))
     nxt = t.obs[:7, at + 1, vi]
     assert len(np.unique(nxt)) > 1  # the action alone moved the next validation loss
+
+
+def test_an_anneal_timing_group_is_the_grid_of_configured_lrs_and_anneal_starts():
+    import random
+
+    job = Job(family="tiny_timing", tasks=("python_docs",), parallel=9)
+    assert len({job.run_seed(i) for i in range(9)}) == 1 and job.run_seed(9) != job.run_seed(0)
+    drawn = [job.explorer(i, DEFAULT_SPEC) for i in range(9)]
+    assert [m for _, m in drawn] == [1.0, 3.0, 10.0] * 3 == list(TIMING_LEVELS) * 3
+    descr = [c.describe() for c, _ in drawn]
+    assert [d["start"] for d in descr] == [s for s in TIMING_STARTS for _ in range(3)]
+    assert len({(d["depth"], d["shape"]) for d in descr}) == 1 and 0.01 <= descr[0]["depth"] <= 0.1  # shared draws
+    assert all(d["start"] + d["length"] == 1.0 and d["peak"] == 1.0 for d in descr)  # hold the configured LR, anneal to the end
+    assert Job(family="timing", tasks=("python_docs",), parallel=9).group(0).cfg.max_iters <= 800  # fork's models
+    with pytest.raises(ValueError, match=r"9-run grid .*--parallel must be 9, got 8"):
+        Job(family="timing", tasks=("python_docs",), parallel=8)
+    with pytest.raises(ValueError, match=r"branch must be in \[0, 9\), got 9"):
+        sample_timing(random.Random(0), 9, 0)
+
+
+def test_collected_timing_runs_hold_their_lr_until_they_anneal(tmp_path):
+    job = Job(family="tiny_timing", tasks=("python_docs",), parallel=9)
+    assert collect(tmp_path, job, 9, progress=False, log=lambda *_: None) == 9
+    t = load_dir(tmp_path, DEFAULT_SPEC)
+    order = np.argsort([m["run_index"] for m in t.meta])
+    first = round(TIMING_STARTS[0] * N)  # the first decision an anneal acts at
+    for b in range(3, 9):  # a later anneal: the same run as the earliest-annealing branch at its LR until then
+        r, r0 = order[b], order[b % 3]
+        assert t.meta[r]["base_lr_mult"] == t.meta[r0]["base_lr_mult"]
+        np.testing.assert_array_equal(t.obs[r, : first + 1], t.obs[r0, : first + 1])
+    noop = DEFAULT_SPEC.noop_action
+    for r in order:
+        start = t.meta[r]["controller"]["start"]
+        held = int(np.ceil(start * N - 0.5))  # decisions whose interval's middle is before the anneal
+        assert (t.actions[r, :held] == noop).all() and (t.actions[r, held:t.length[r] - 1] != noop).any()
