@@ -28,6 +28,8 @@ A "family" fixes the ranges:
 * `timing`: anneal-timing groups (`collect.edges.sample_timing`) of `fork`'s models: 9 runs that
   share a seed, configured at x1, x3 and x10 of the default LR, each annealing from 25%, 50% or
   75% of the run; how a run's history of LRs decides where it ends (the fidelity issue's ranking).
+  `timing_small`: the same groups, every one at the small protocol's size and length (nanoGPT's CPU
+  recipe, 2,000 iterations), where the validation runs and the deployed policy act.
 * `tiny`, `tiny_fork`, `tiny_timing`: tests.
 """
 
@@ -89,6 +91,7 @@ FAMILIES = {
     "fork_gpu": dataclasses.replace(_GPU, iters=(1000, 2000, 3000), fork=True),
     "walk_gpu_high": dataclasses.replace(_GPU, iters=(1000, 2000, 3000), base_mult=(3, 30)),
     "timing": dataclasses.replace(_FORK, fork=False, timing=True),
+    "timing_small": dataclasses.replace(_CPU2, protocol_share=1.0, timing=True),
     "tiny": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),
                    base_lr=3e-3, eval_iters=2, max_cost=1e9),
     "tiny_fork": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),

@@ -103,6 +103,9 @@ def test_an_anneal_timing_group_is_the_grid_of_configured_lrs_and_anneal_starts(
     assert len({(d["depth"], d["shape"]) for d in descr}) == 1 and 0.01 <= descr[0]["depth"] <= 0.1  # shared draws
     assert all(d["start"] + d["length"] == 1.0 and d["peak"] == 1.0 for d in descr)  # hold the configured LR, anneal to the end
     assert Job(family="timing", tasks=("python_docs",), parallel=9).group(0).cfg.max_iters <= 800  # fork's models
+    small = Job(family="timing_small", tasks=("python_docs",), parallel=9)
+    assert {(p.cfg.n_layer, p.cfg.n_embd, p.cfg.block_size, p.cfg.batch_size, p.cfg.max_iters)
+            for p in map(small.group, range(5))} == {(4, 128, 64, 12, 2000)}  # the small protocol, every group
     with pytest.raises(ValueError, match=r"9-run grid .*--parallel must be 9, got 8"):
         Job(family="timing", tasks=("python_docs",), parallel=8)
     with pytest.raises(ValueError, match=r"branch must be in \[0, 9\), got 9"):
