@@ -235,6 +235,7 @@ def sample_fork(rng: random.Random, branch: int, seed: int, base_mult: float, sp
 
 TIMING_LEVELS = (1.0, 3.0, 10.0)  # an anneal-timing branch's configured base LR, x the model's default LR
 TIMING_STARTS = (0.25, 0.5, 0.75)  # where its anneal starts, a fraction of the run
+TIMING_GRID = len(TIMING_LEVELS) * len(TIMING_STARTS)  # runs in an anneal-timing group
 
 
 def sample_timing(rng: random.Random, branch: int, seed: int, spec: EnvSpec = DEFAULT_SPEC) -> tuple[Anneal, float]:
@@ -242,8 +243,8 @@ def sample_timing(rng: random.Random, branch: int, seed: int, spec: EnvSpec = DE
     draws (anneal depth logU[0.01, 0.1] and shape) come from `rng`, seeded by the group. The run is
     configured at TIMING_LEVELS[branch % 3] x the default LR, holds it and anneals from
     TIMING_STARTS[branch // 3] of the run to its end, noise-free."""
-    if not 0 <= branch < len(TIMING_LEVELS) * len(TIMING_STARTS):
-        raise ValueError(f"timing: branch must be in [0, {len(TIMING_LEVELS) * len(TIMING_STARTS)}), got {branch}")
+    if not 0 <= branch < TIMING_GRID:
+        raise ValueError(f"timing: branch must be in [0, {TIMING_GRID}), got {branch}")
     depth, shape = round(10 ** rng.uniform(-2, -1), 4), rng.choice(["cosine", "linear"])
     start = TIMING_STARTS[branch // len(TIMING_LEVELS)]
     return (Anneal(1.0, start=start, length=1.0 - start, depth=depth, shape=shape, warmup=0, seed=seed, spec=spec),

@@ -45,11 +45,10 @@ class Job:
             raise ValueError(f"collect: unknown family '{self.family}'; expected one of {', '.join(FAMILIES)}")
         if self.parallel <= 0:
             raise ValueError(f"collect: --parallel must be positive, got {self.parallel}")
-        n_grid = len(edges.TIMING_LEVELS) * len(edges.TIMING_STARTS)
-        if FAMILIES[self.family].timing and self.parallel != n_grid:
-            raise ValueError(f"collect: a '{self.family}' group is the {n_grid}-run grid ({len(edges.TIMING_LEVELS)} "
-                             f"configured LRs x {len(edges.TIMING_STARTS)} anneal starts): --parallel must be {n_grid}, "
-                             f"got {self.parallel}")
+        if FAMILIES[self.family].timing and self.parallel != edges.TIMING_GRID:
+            raise ValueError(f"collect: a '{self.family}' group is the {edges.TIMING_GRID}-run grid "
+                             f"({len(edges.TIMING_LEVELS)} configured LRs x {len(edges.TIMING_STARTS)} anneal starts): "
+                             f"--parallel must be {edges.TIMING_GRID}, got {self.parallel}")
         # checked here, before collect() records the job's arguments in DIR/jobs/seed<S>.json:
         # a job refused only when its first group is planned would leave that file behind, and
         # the corrected command would then be refused as a different job
