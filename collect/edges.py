@@ -238,14 +238,17 @@ TIMING_STARTS = (0.25, 0.5, 0.75)  # where its anneal starts, a fraction of the 
 TIMING_GRID = len(TIMING_LEVELS) * len(TIMING_STARTS)  # runs in an anneal-timing group
 
 
-def sample_timing(rng: random.Random, branch: int, seed: int, spec: EnvSpec = DEFAULT_SPEC) -> tuple[Anneal, float]:
+def sample_timing(rng: random.Random, branch: int, seed: int, spec: EnvSpec = DEFAULT_SPEC,
+                  levels: tuple[float, ...] = TIMING_LEVELS) -> tuple[Anneal, float]:
     """(explorer, base-LR multiplier) of branch `branch` (0..8) of an anneal-timing group whose shared
     draws (anneal depth logU[0.01, 0.1] and shape) come from `rng`, seeded by the group. The run is
-    configured at TIMING_LEVELS[branch % 3] x the default LR, holds it and anneals from
-    TIMING_STARTS[branch // 3] of the run to its end, noise-free."""
+    configured at levels[branch % 3] x the default LR (the family's; TIMING_LEVELS by default), holds
+    it and anneals from TIMING_STARTS[branch // 3] of the run to its end, noise-free."""
     if not 0 <= branch < TIMING_GRID:
         raise ValueError(f"timing: branch must be in [0, {TIMING_GRID}), got {branch}")
+    if len(levels) != len(TIMING_LEVELS) or not all(x > 0 for x in levels):
+        raise ValueError(f"timing: levels must be {len(TIMING_LEVELS)} positive LR multipliers, got {levels}")
     depth, shape = round(10 ** rng.uniform(-2, -1), 4), rng.choice(["cosine", "linear"])
     start = TIMING_STARTS[branch // len(TIMING_LEVELS)]
     return (Anneal(1.0, start=start, length=1.0 - start, depth=depth, shape=shape, warmup=0, seed=seed, spec=spec),
-            TIMING_LEVELS[branch % len(TIMING_LEVELS)])
+            levels[branch % len(levels)])

@@ -90,7 +90,8 @@ class Job:
                                      mult, spec), mult
         if FAMILIES[self.family].timing:  # shared draws per group; branch i % parallel sets the LR and the anneal start
             g = i // self.parallel
-            return edges.sample_timing(random.Random(f"{self.seed}/timing/{g}"), i % self.parallel, self.run_seed(i) + i, spec)
+            return edges.sample_timing(random.Random(f"{self.seed}/timing/{g}"), i % self.parallel, self.run_seed(i) + i, spec,
+                                       FAMILIES[self.family].timing_levels)
         if FAMILIES[self.family].draws == "v1":  # the starter's order of draws, kept so that its job still grows
             ctrl = explore.sample_explorer(rng, self.run_seed(i), spec, self.policy, dict(self.mix))
             return ctrl, sample_base_mult(rng, self.family)

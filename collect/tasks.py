@@ -29,7 +29,9 @@ A "family" fixes the ranges:
   share a seed, configured at x1, x3 and x10 of the default LR, each annealing from 25%, 50% or
   75% of the run; how a run's history of LRs decides where it ends (the fidelity issue's ranking).
   `timing_small`: the same groups, every one at the small protocol's size and length (nanoGPT's CPU
-  recipe, 2,000 iterations), where the validation runs and the deployed policy act.
+  recipe, 2,000 iterations), where the validation runs and the deployed policy act. `timing_high`:
+  `timing_small`'s groups configured at x1, x30 and x100 of the default LR: what holding an LR above
+  30x the default costs, and what annealing from there recovers (the simulators' weakest regime).
 * `tiny`, `tiny_fork`, `tiny_timing`: tests.
 """
 
@@ -40,6 +42,7 @@ import math
 import random
 
 from lrpilot import corpora
+from lrpilot.collect.edges import TIMING_LEVELS
 from lrpilot.data import PYTHON_TASKS, misplaced_tasks
 from lrpilot.trainers.config import SMALL, TrainConfig
 
@@ -59,6 +62,7 @@ class Family:
     draws: str = "v1"  # v1: the starter's draws; v2: base LR scaled by width, drawn before the explorer
     fork: bool = False  # a group's runs share seed, base LR and schedule up to a fork decision (collect.edges.Fork)
     timing: bool = False  # a group is 9 runs sharing a seed: 3 configured LRs x 3 anneal starts (collect.edges.sample_timing)
+    timing_levels: tuple[float, ...] = TIMING_LEVELS  # a timing group's 3 configured LRs, x the model's default LR
 
     def default_lr(self, cfg: TrainConfig) -> float:
         """A sensible LR for the model's size: v1 one LR for all; v2 1e-3 x sqrt(128 / n_embd)."""
@@ -92,6 +96,7 @@ FAMILIES = {
     "walk_gpu_high": dataclasses.replace(_GPU, iters=(1000, 2000, 3000), base_mult=(3, 30)),
     "timing": dataclasses.replace(_FORK, fork=False, timing=True),
     "timing_small": dataclasses.replace(_CPU2, protocol_share=1.0, timing=True),
+    "timing_high": dataclasses.replace(_CPU2, protocol_share=1.0, timing=True, timing_levels=(1.0, 30.0, 100.0)),
     "tiny": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),
                    base_lr=3e-3, eval_iters=2, max_cost=1e9),
     "tiny_fork": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),

@@ -106,10 +106,15 @@ def test_an_anneal_timing_group_is_the_grid_of_configured_lrs_and_anneal_starts(
     small = Job(family="timing_small", tasks=("python_docs",), parallel=9)
     assert {(p.cfg.n_layer, p.cfg.n_embd, p.cfg.block_size, p.cfg.batch_size, p.cfg.max_iters)
             for p in map(small.group, range(5))} == {(4, 128, 64, 12, 2000)}  # the small protocol, every group
+    high = Job(family="timing_high", tasks=("python_docs",), parallel=9)  # the same grid above 30x the default
+    assert [high.explorer(i, DEFAULT_SPEC)[1] for i in range(9)] == [1.0, 30.0, 100.0] * 3
+    assert {(p.cfg.n_embd, p.cfg.max_iters) for p in map(high.group, range(3))} == {(128, 2000)}
     with pytest.raises(ValueError, match=r"9-run grid .*--parallel must be 9, got 8"):
         Job(family="timing", tasks=("python_docs",), parallel=8)
     with pytest.raises(ValueError, match=r"branch must be in \[0, 9\), got 9"):
         sample_timing(random.Random(0), 9, 0)
+    with pytest.raises(ValueError, match=r"levels must be 3 positive LR multipliers, got \(1.0, 30.0\)"):
+        sample_timing(random.Random(0), 0, 0, levels=(1.0, 30.0))
 
 
 def test_collected_timing_runs_hold_their_lr_until_they_anneal(tmp_path):

@@ -1,7 +1,7 @@
-"""The simulators on the anneal-timing groups (collect/data/v2 job 17, family `timing`; data no world model here
-was trained on): 9 runs per group share a seed and differ only in their configured LR (x1 / x3 / x10 of the
-default) and where they anneal (25 / 50 / 75% of the run). From observation 1 under each run's real actions
-(`fidelity.sim_final`: median of 8 samples, common keys, seed 0), per group:
+"""The simulators on the anneal-timing groups (collect/data/v2, families `timing` and `timing_small`): 9 runs per
+group share a seed and differ only in their configured LR (x1 / x3 / x10 of the default) and where they anneal
+(25 / 50 / 75% of the run). From observation 1 under each run's real actions (`fidelity.sim_final`: median of 8
+samples, common keys, seed 0), per group:
 
 * within-group Spearman of simulated vs real final normalised val (`fidelity.groups`, `fidelity.spearman`), beside
   the LR-regression baseline fit on the training data of `--train` (`fidelity.lr_features`);
@@ -10,10 +10,12 @@ default) and where they anneal (25 / 50 / 75% of the run). From observation 1 un
 * the value of annealing late: mean final val with the anneal at 75% minus at 25%, by configured LR.
 
 Run from the repository root:
-    python results/timing_fidelity/score.py NAME=WORLD_MODEL ... > results/timing_fidelity/score.md
-(default: shipped=pretrained, the shipped ensemble)
+    python results/timing_fidelity/score.py [--jobs J ...] [--heldout-of NAME] NAME=WORLD_MODEL ... > OUT.md
+(default: shipped=pretrained, the shipped ensemble). `--jobs`: only these collection jobs (default: every timing
+job present); `--heldout-of NAME`: only the groups on the held-out side of NAME's split (its heldout_frac and
+seed), which NAME never trained on; every model is then scored on the same groups.
 """
-import sys
+import argparse
 
 import jax
 import jax.numpy as jnp
@@ -25,21 +27,51 @@ from lrpilot.policy.train import load_world_model
 from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel import fidelity
 from lrpilot.worldmodel.env import SimEnv
+from lrpilot.worldmodel.train import split_runs
 
 DATA = "collect/data/v2"
 TRAIN = ["starter", "collect/data/v2.parquet"]  # the regression baseline's fit: the shipped data
 LEVELS, STARTS = (1.0, 3.0, 10.0), (0.25, 0.5, 0.75)
 
-models = dict(a.split("=", 1) for a in sys.argv[1:]) or {"shipped": "pretrained"}
+FAMILIES = ("timing", "timing_small")
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("models", nargs="*", metavar="NAME=WORLD_MODEL")
+parser.add_argument("--jobs", type=int, nargs="+", help="collection jobs (job seeds) to score; default: all")
+parser.add_argument("--heldout-of", metavar="NAME", help="only the groups held out of NAME's training")
+args = parser.parse_args()
+models = dict(a.split("=", 1) for a in args.models) or {"shipped": "pretrained"}
+if args.heldout_of is not None and args.heldout_of not in models:
+    parser.error(f"--heldout-of {args.heldout_of!r}: not one of the models {sorted(models)}")
+loaded = {name: load_world_model(checkpoints.pretrained("worldmodel") if path == "pretrained" else path)
+          for name, path in models.items()}
+if args.heldout_of is not None:
+    cfg = loaded[args.heldout_of][1]
+    held_frac, held_seed = cfg.heldout_frac, cfg.seed
+
+cache: dict = {}  # the groups' runs, read once per observation spec
+
+
+def timing_groups(spec):
+    """The 9-run timing groups (asked jobs; held-out side if asked) re-derived under `spec`: (runs, [9 indices])."""
+    if spec.to_json() not in cache:
+        runs = load_dir([DATA], spec)
+        held = (set(split_runs(runs, held_frac, held_seed)[1]) if args.heldout_of is not None  # split as trained
+                else set(range(len(runs))))
+        runs = runs.subset([i for i, m in enumerate(runs.meta) if m.get("family") in FAMILIES and i in held
+                            and (args.jobs is None or m.get("job_seed") in args.jobs)])
+        grps = [g for g in fidelity.groups(runs) if len(g) == 9]
+        if not grps:
+            raise SystemExit(f"{DATA}: no complete timing group (jobs {args.jobs or 'all'}"
+                             f"{', held out of ' + args.heldout_of if args.heldout_of else ''})")
+        runs = runs.subset(np.concatenate(grps))
+        cache[spec.to_json()] = runs, [np.arange(9 * i, 9 * i + 9) for i in range(len(grps))]
+    return cache[spec.to_json()]
+
+
 rows = []
-for name, path in models.items():
-    path = checkpoints.pretrained("worldmodel") if path == "pretrained" else path
-    ck, cfg, model, ser = load_world_model(path)
-    runs = load_dir([DATA], ck.spec)
-    runs = runs.subset([i for i, m in enumerate(runs.meta) if m.get("family") == "timing" and m.get("job_seed") == 17])
-    grps = [g for g in fidelity.groups(runs) if len(g) == 9]
-    keep = np.concatenate(grps)
-    runs, grps = runs.subset(keep), [np.arange(9 * i, 9 * i + 9) for i in range(len(grps))]
+for name, (ck, cfg, model, ser) in loaded.items():
+    runs, grps = timing_groups(ck.spec)
     env = SimEnv(model, ser)
     params = env.params(jax.tree.map(jnp.asarray, ck.params), runs, 1)
     sim = np.nanmedian(fidelity.sim_final(env, params, runs, 8, jax.random.key(0)), axis=1)
@@ -66,7 +98,9 @@ def cell_diff(x, sel_a, sel_b):
     return d.mean(), d.std(ddof=1) / np.sqrt(len(d))
 
 
-print(f"{len(grps)} anneal-timing groups of 9 runs (job 17), {len(runs)} runs; tasks: "
+jobs = sorted({runs.meta[g[0]]["job_seed"] for g in grps})
+print(f"{len(grps)} anneal-timing groups of 9 runs (jobs {', '.join(map(str, jobs))}"
+      f"{'; held out of ' + args.heldout_of if args.heldout_of else ''}), {len(runs)} runs; tasks: "
       + ", ".join(f"{t} {n}" for t, n in zip(*np.unique([runs.meta[g[0]]['task'] for g in grps], return_counts=True))))
 print()
 print("| simulator | within-group Spearman | regret of its pick (final normalised val) | final-val MAE |")
