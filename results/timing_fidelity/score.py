@@ -10,7 +10,7 @@ samples, common keys, seed 0), per group:
 * the value of annealing late: mean final val with the anneal at 75% minus at 25%, by configured LR.
 
 Run from the repository root:
-    python results/timing_fidelity/score.py [--jobs J ...] [--heldout-of NAME] NAME=WORLD_MODEL ... > OUT.md
+    python results/timing_fidelity/score.py [--jobs J,J...] [--heldout-of NAME] NAME=WORLD_MODEL ... > OUT.md
 (default: shipped=pretrained, the shipped ensemble). `--jobs`: only these collection jobs (default: every timing
 job present); `--heldout-of NAME`: only the groups on the held-out side of NAME's split (its heldout_frac and
 seed), which NAME never trained on; every model is then scored on the same groups.
@@ -37,7 +37,8 @@ FAMILIES = ("timing", "timing_small")
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("models", nargs="*", metavar="NAME=WORLD_MODEL")
-parser.add_argument("--jobs", type=int, nargs="+", help="collection jobs (job seeds) to score; default: all")
+parser.add_argument("--jobs", type=lambda s: [int(j) for j in s.split(",")], metavar="J[,J...]",
+                    help="collection jobs (job seeds) to score, comma-separated; default: all")
 parser.add_argument("--heldout-of", metavar="NAME", help="only the groups held out of NAME's training")
 args = parser.parse_args()
 models = dict(a.split("=", 1) for a in args.models) or {"shipped": "pretrained"}
