@@ -23,6 +23,7 @@ import numpy as np
 
 from lrpilot import checkpoints
 from lrpilot.app.checks import data_dirs
+from lrpilot.collect.edges import TIMING_GRID, TIMING_LEVELS
 from lrpilot.policy.train import load_world_model
 from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel import fidelity
@@ -31,8 +32,6 @@ from lrpilot.worldmodel.train import split_runs
 
 DATA = "collect/data/v2"
 TRAIN = ["starter", "collect/data/v2.parquet"]  # the regression baseline's fit: the shipped data
-LEVELS, STARTS = (1.0, 3.0, 10.0), (0.25, 0.5, 0.75)
-
 FAMILIES = ("timing", "timing_small")
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -57,16 +56,16 @@ def timing_groups(spec):
     """The 9-run timing groups (asked jobs; held-out side if asked) re-derived under `spec`: (runs, [9 indices])."""
     if spec.to_json() not in cache:
         runs = load_dir([DATA], spec)
-        held = (set(split_runs(runs, held_frac, held_seed)[1]) if args.heldout_of is not None  # split as trained
-                else set(range(len(runs))))
-        runs = runs.subset([i for i, m in enumerate(runs.meta) if m.get("family") in FAMILIES and i in held
+        held = set(split_runs(runs, held_frac, held_seed)[1]) if args.heldout_of is not None else None  # as trained
+        runs = runs.subset([i for i, m in enumerate(runs.meta) if m.get("family") in FAMILIES
+                            and (held is None or i in held)
                             and (args.jobs is None or m.get("job_seed") in args.jobs)])
-        grps = [g for g in fidelity.groups(runs) if len(g) == 9]
+        grps = [g for g in fidelity.groups(runs) if len(g) == TIMING_GRID]
         if not grps:
             raise SystemExit(f"{DATA}: no complete timing group (jobs {args.jobs or 'all'}"
                              f"{', held out of ' + args.heldout_of if args.heldout_of else ''})")
         runs = runs.subset(np.concatenate(grps))
-        cache[spec.to_json()] = runs, [np.arange(9 * i, 9 * i + 9) for i in range(len(grps))]
+        cache[spec.to_json()] = runs, [np.arange(TIMING_GRID * i, TIMING_GRID * (i + 1)) for i in range(len(grps))]
     return cache[spec.to_json()]
 
 
@@ -100,7 +99,7 @@ def cell_diff(x, sel_a, sel_b):
 
 
 jobs = sorted({runs.meta[g[0]]["job_seed"] for g in grps})
-print(f"{len(grps)} anneal-timing groups of 9 runs (jobs {', '.join(map(str, jobs))}"
+print(f"{len(grps)} anneal-timing groups of {TIMING_GRID} runs (jobs {', '.join(map(str, jobs))}"
       f"{'; held out of ' + args.heldout_of if args.heldout_of else ''}), {len(runs)} runs; tasks: "
       + ", ".join(f"{t} {n}" for t, n in zip(*np.unique([runs.meta[g[0]]['task'] for g in grps], return_counts=True))))
 print()
@@ -119,7 +118,7 @@ print("|---|---|" + "---|" * len(rows))
 contrasts = [("configured x10 - x1 (all anneal starts)", level == 10, level == 1),
              ("configured x3 - x1 (all anneal starts)", level == 3, level == 1)]
 contrasts += [(f"anneal at 75% - at 25%, configured x{L:g}", (level == L) & (start == 0.75), (level == L) & (start == 0.25))
-              for L in LEVELS]
+              for L in TIMING_LEVELS]
 for label, a, b in contrasts:
     cells = [cell_diff(x, a, b) for x in [real] + [r[3] for r in rows]]
     print(f"| {label} | " + " | ".join(f"{m:+.4f} ± {s:.4f}" for m, s in cells) + " |")
