@@ -8,11 +8,18 @@ added later trains only its own runs). Each candidate's score is its mean best v
 cells (task x multiplier), and beside it the mean and the worst of its per-cell margin over
 cosine. The chosen candidate has the lowest score. shakespeare_char, enwik8 and text8 are refused.
 
+A candidate may name several checkpoints of one recipe (PPO seeds: NAME=CKPT,CKPT): it is then
+judged as the recipe, each cell the mean over its checkpoints, its standard error over the
+checkpoints (PPO seed to seed, which one checkpoint's runs do not show), and a cell counts only where
+every checkpoint finished it. The single checkpoints' scores are listed beside it, so choosing a
+recipe does not reward the luckiest of several seeds.
+
     OUT/runs/...        the runs (as `lrpilot evaluate`)
     OUT/results.json    the grid (FORMATS.md)
-    OUT/selection.json  {"validation": the grid, "reference": "cosine", "candidates": {name: {"controller",
-                        "score", "margin_mean", "margin_worst", "cells": {"task x mult": {"best_val_loss",
-                        "stderr", "cosine", "margin"}}}}, "chosen": name}
+    OUT/selection.json  {"validation": the grid, "reference": "cosine", "candidates": {name: {"controllers": [spec,
+                        ...], "score", "margin_mean", "margin_worst", "member_scores": {spec: score} (several
+                        checkpoints only), "cells": {"task x mult": {"best_val_loss", "stderr", "cosine",
+                        "margin"}}}}, "chosen": name}
     OUT/selection.md    the same as a table
 """
 
@@ -52,24 +59,38 @@ class Validation:
 VALIDATION = Validation()
 
 
-def score(results: dict, candidates: dict[str, str]) -> dict:
-    """selection.json's candidates and choice from `lrpilot evaluate`'s results (module docstring)."""
-    out = {}
-    for name, ctrl in candidates.items():
+def _cell(rows: dict, ctrls: list[str]) -> tuple[float, float | None] | None:
+    """A cell's (mean, stderr) for a candidate's checkpoints `ctrls`; None unless every one finished it."""
+    means = [rows[c]["best_val_loss_mean"] for c in ctrls]
+    if any(m is None for m in means):
+        return None
+    if len(ctrls) == 1:
+        return means[0], rows[ctrls[0]]["best_val_loss_stderr"]
+    return float(np.mean(means)), float(np.std(means, ddof=1) / np.sqrt(len(means)))
+
+
+def score(results: dict, candidates: dict[str, str | list[str]]) -> dict:
+    """selection.json's candidates and choice from `lrpilot evaluate`'s results (module docstring);
+    `candidates`: {name: controller spec, or a list of them for one recipe's checkpoints}."""
+    def summary(ctrls: list[str]) -> dict:
         cells = {}
         for m, by_task in results["by_lr_mult"].items():
             for task, rows in by_task.items():
-                c, ref = rows[ctrl], rows[REFERENCE]
-                if c["best_val_loss_mean"] is None or ref["best_val_loss_mean"] is None:
-                    continue
-                cells[f"{task} x{m}"] = {"best_val_loss": c["best_val_loss_mean"], "stderr": c["best_val_loss_stderr"],
-                                         "cosine": ref["best_val_loss_mean"],
-                                         "margin": c["best_val_loss_mean"] - ref["best_val_loss_mean"]}
+                c, ref = _cell(rows, ctrls), rows[REFERENCE]["best_val_loss_mean"]
+                if c is not None and ref is not None:
+                    cells[f"{task} x{m}"] = {"best_val_loss": c[0], "stderr": c[1], "cosine": ref, "margin": c[0] - ref}
         margins = [v["margin"] for v in cells.values()]
-        out[name] = {"controller": ctrl, "cells": cells,
-                     "score": float(np.mean([v["best_val_loss"] for v in cells.values()])) if cells else None,
-                     "margin_mean": float(np.mean(margins)) if cells else None,
-                     "margin_worst": float(np.max(margins)) if cells else None}
+        return {"controllers": list(ctrls), "cells": cells,
+                "score": float(np.mean([v["best_val_loss"] for v in cells.values()])) if cells else None,
+                "margin_mean": float(np.mean(margins)) if cells else None,
+                "margin_worst": float(np.max(margins)) if cells else None}
+
+    out = {}
+    for name, ctrls in candidates.items():
+        ctrls = [ctrls] if isinstance(ctrls, str) else ctrls
+        out[name] = summary(ctrls)
+        if len(ctrls) > 1:
+            out[name]["member_scores"] = {c: summary([c])["score"] for c in ctrls}
     ranked = sorted((n for n in out if out[n]["score"] is not None), key=lambda n: out[n]["score"])
     return {"reference": REFERENCE, "candidates": out, "chosen": ranked[0] if ranked else None}
 
@@ -88,25 +109,34 @@ def selection_markdown(sel: dict) -> str:
             x = v["cells"].get(c)
             return "-" if x is None else f"{x['best_val_loss']:.4f}" + (f" ± {x['stderr']:.4f}" if x["stderr"] else "")
         mark = " (chosen)" if name == sel["chosen"] else ""
+        seeds = v.get("member_scores")
+        if seeds:
+            mark += f" (mean of {len(seeds)}: " + " / ".join(f"{x:.4f}" if x is not None else "-" for x in seeds.values()) + ")"
         lines.append(f"| {name}{mark} | " + " | ".join(cell(c) for c in cells)
                      + (f" | {v['score']:.4f} | {v['margin_mean']:+.4f} | {v['margin_worst']:+.4f} |" if v["score"] is not None
                         else " | - | - | - |"))
     lines += ["", "Best val loss (nats/char), mean ± standard error over the seeds; margin: candidate - cosine in the "
-              "same cell (negative: the candidate is better). The chosen candidate has the lowest mean."]
+              "same cell (negative: the candidate is better). The chosen candidate has the lowest mean. A candidate of several "
+              "checkpoints (one recipe's PPO seeds): each cell the mean over them, its standard error over the checkpoints; "
+              "their own means in brackets."]
     return "\n".join(lines) + "\n"
 
 
-def select(candidates: dict[str, str], out: str | Path, validation: Validation = VALIDATION, max_batch: int = 0,
+def select(candidates: dict[str, str | list[str]], out: str | Path, validation: Validation = VALIDATION, max_batch: int = 0,
            progress: bool = True, log=print) -> dict:
     """Trains what is missing of the validation grid for `candidates` ({name: policy checkpoint, or
-    a learned controller's spec `policy:CKPT` / `policy_est:CKPT`}) and cosine, and writes
-    selection.json / selection.md under `out`."""
+    a learned controller's spec `policy:CKPT` / `policy_est:CKPT`, or a list of them for one recipe})
+    and cosine, and writes selection.json / selection.md under `out`."""
     from lrpilot.app.evaluate import Grid, evaluate
 
     if not candidates:
         raise ValueError("select: give at least one candidate, NAME=POLICY_CHECKPOINT")
-    ctrls = {name: c if c.startswith(LEARNED) else f"policy:{c}" for name, c in candidates.items()}
-    grid = Grid(tasks=list(validation.tasks), controllers=[REFERENCE, *ctrls.values()], seeds=list(validation.seeds),
+    ctrls = {name: [c if c.startswith(LEARNED) else f"policy:{c}" for c in ([cs] if isinstance(cs, str) else cs)]
+             for name, cs in candidates.items()}
+    if not all(ctrls.values()):
+        raise ValueError(f"select: a candidate without a checkpoint: {candidates}")
+    specs = list(dict.fromkeys(c for cs in ctrls.values() for c in cs))  # each checkpoint trained once
+    grid = Grid(tasks=list(validation.tasks), controllers=[REFERENCE, *specs], seeds=list(validation.seeds),
                 scale=validation.scale, lr_mults=list(validation.lr_mults))
     results = evaluate(grid, Path(out), max_batch=max_batch, progress=progress, log=log)
     sel = {"validation": dataclasses.asdict(validation), **score(results, ctrls)}
@@ -115,21 +145,25 @@ def select(candidates: dict[str, str], out: str | Path, validation: Validation =
     return sel
 
 
-def _candidates(items: list[str]) -> dict[str, str]:
+def _candidates(items: list[str]) -> dict[str, list[str]]:
     from lrpilot import checkpoints
     from lrpilot.app.checks import resolve_ckpt
 
     out = {}
     for it in items:
-        name, sep, path = it.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--candidates: expected NAME=POLICY_CHECKPOINT, got {it!r}")
+        name, sep, paths = it.partition("=")
+        if not sep or not name or not paths or "" in paths.split(","):
+            raise ValueError(f"--candidates: expected NAME=POLICY_CHECKPOINT[,POLICY_CHECKPOINT...], got {it!r}")
         if name in out:
             raise ValueError(f"--candidates: the name {name!r} is given twice")
-        kind = next((k for k in LEARNED if path.startswith(k)), "")
-        path = resolve_ckpt(path[len(kind):], kind="policy")
-        checkpoints.load(path, kind="policy")  # a missing or wrong checkpoint is named before any run
-        out[name] = kind + path
+        out[name] = []
+        for path in paths.split(","):
+            kind = next((k for k in LEARNED if path.startswith(k)), "")
+            path = resolve_ckpt(path[len(kind):], kind="policy")
+            checkpoints.load(path, kind="policy")  # a missing or wrong checkpoint is named before any run
+            if kind + path in out[name]:
+                raise ValueError(f"--candidates: {name!r} names {kind + path} twice")
+            out[name].append(kind + path)
     return out
 
 
@@ -137,7 +171,8 @@ def cmd_select(args) -> int:
     v = Validation(tasks=tuple(args.tasks), lr_mults=tuple(args.lr_mults), seeds=tuple(args.seeds), scale=args.scale)
     sel = select(_candidates(args.candidates), args.out, v, max_batch=args.max_batch, progress=not args.quiet)
     print((Path(args.out) / "selection.md").read_text())
-    print(f"chosen: {sel['chosen']} ({sel['candidates'][sel['chosen']]['controller']})" if sel["chosen"] else "no candidate finished")
+    print(f"chosen: {sel['chosen']} ({', '.join(sel['candidates'][sel['chosen']]['controllers'])})" if sel["chosen"]
+          else "no candidate finished")
     return 0
 
 
@@ -146,8 +181,9 @@ def register(sub) -> None:
     from lrpilot.trainers.config import SCALES
 
     s = sub.add_parser("select", help="compare candidate policies on real runs of a validation set (never a test task)")
-    s.add_argument("--candidates", nargs="+", required=True, metavar="NAME=CKPT",
-                   help="policy checkpoints to compare (CKPT, policy:CKPT, or policy_est:CKPT for its val-estimate mode)")
+    s.add_argument("--candidates", nargs="+", required=True, metavar="NAME=CKPT[,CKPT]",
+                   help="policy checkpoints to compare (CKPT, policy:CKPT, or policy_est:CKPT for its val-estimate mode); "
+                        "several comma-separated checkpoints (one recipe's PPO seeds) are judged as one candidate, on their mean")
     s.add_argument("--out", required=True, help="the grid's directory (resumable: finished runs are kept)")
     s.add_argument("--tasks", nargs="+", default=list(VALIDATION.tasks), help="validation corpora (offline corpora only)")
     s.add_argument("--lr-mults", nargs="+", type=float, default=list(VALIDATION.lr_mults), help="base-LR multipliers")

@@ -8,7 +8,7 @@ import pytest
 
 from lrpilot import checkpoints
 from lrpilot.app.cli import main
-from lrpilot.app.select import score
+from lrpilot.app.select import score, selection_markdown
 from lrpilot.io import read_json
 
 TINY = ["--tasks", "python_docs", "--lr-mults", "1", "10", "--seeds", "1", "--scale", "tiny", "--quiet"]
@@ -32,11 +32,16 @@ def test_select_on_real_runs_and_add_a_candidate(tmp_path, capsys):
     first = (out / "runs").rglob("final_info.json")
     stamps = {p: p.stat().st_mtime_ns for p in first}
     assert main(["select", "--candidates", f"shipped={shipped}", f"again={shipped}/", "est=policy_est:pretrained",
-                 "--out", str(out), *TINY]) == 0
+                 f"both={shipped},policy_est:pretrained", "--out", str(out), *TINY]) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     sel2 = read_json(out / "selection.json")
-    assert set(sel2["candidates"]) == {"shipped", "again", "est"}
-    assert sel2["candidates"]["est"]["controller"] == f"policy_est:{shipped}" and sel2["candidates"]["est"]["score"] > 0
+    assert set(sel2["candidates"]) == {"shipped", "again", "est", "both"}
+    assert sel2["candidates"]["est"]["controllers"] == [f"policy_est:{shipped}"] and sel2["candidates"]["est"]["score"] > 0
+    # two checkpoints as one recipe: each cell their mean (no run of their own), their own scores beside it
+    both, one, est = (sel2["candidates"][n] for n in ("both", "shipped", "est"))
+    assert both["controllers"] == [f"policy:{shipped}", f"policy_est:{shipped}"] and "member_scores" not in one
+    assert both["member_scores"] == {f"policy:{shipped}": one["score"], f"policy_est:{shipped}": est["score"]}
+    assert both["score"] == pytest.approx((one["score"] + est["score"]) / 2)
     assert sel2["candidates"]["again"]["score"] == pytest.approx(sel["candidates"]["shipped"]["score"])  # same policy, same seeds
     best = min(sel2["candidates"], key=lambda n: sel2["candidates"][n]["score"])
     assert sel2["chosen"] == best and f"| {best} (chosen) |" in (out / "selection.md").read_text()
@@ -56,11 +61,34 @@ def test_score_ranks_by_mean_and_reports_margins():
     assert b["cells"]["t x10"] == {"best_val_loss": 1.9, "stderr": 0.01, "cosine": 2.0, "margin": pytest.approx(-0.1)}
 
 
+def test_a_recipe_of_several_checkpoints_is_judged_on_their_mean():
+    """The lucky seed of a recipe does not win it: its cells are the mean over its checkpoints (standard
+    error over them), counted only where each finished; a single checkpoint of a spread recipe still
+    shows its own score."""
+    def row(x):
+        return {"best_val_loss_mean": x, "best_val_loss_stderr": 0.01}
+
+    results = {"by_lr_mult": {"1": {"t": {"cosine": row(2.0), "policy:a0": row(1.8), "policy:a1": row(2.4),
+                                          "policy:b0": row(1.95), "policy:b1": row(1.97)}},
+                              "10": {"t": {"cosine": row(2.0), "policy:a0": row(1.9), "policy:a1": row(None),  # unfinished
+                                           "policy:b0": row(1.9), "policy:b1": row(1.92)}}}}
+    s = score(results, {"a": ["policy:a0", "policy:a1"], "b": ["policy:b0", "policy:b1"], "a0": ["policy:a0"]})
+    a, b, a0 = (s["candidates"][n] for n in ("a", "b", "a0"))
+    assert set(a["cells"]) == {"t x1"} and a["score"] == pytest.approx(2.1)  # x10 dropped: a1 lacks it
+    assert a["cells"]["t x1"]["stderr"] == pytest.approx(0.3)  # std of (1.8, 2.4) / sqrt(2)
+    assert a["member_scores"] == {"policy:a0": pytest.approx(1.85), "policy:a1": pytest.approx(2.4)}
+    assert b["score"] == pytest.approx(1.935) and a0["score"] == pytest.approx(1.85)
+    assert s["chosen"] == "a0"  # a single checkpoint is still a candidate of its own
+    assert "(mean of 2: 1.8500 / 2.4000)" in selection_markdown({"validation": {}, **s})
+
+
 @pytest.mark.parametrize("argv, match", [
     (["--candidates", "a=pretrained", "--tasks", "shakespeare_char"], "test tasks"),
     (["--candidates", "a=pretrained", "--tasks", "nope"], "offline corpora"),
     (["--candidates", "apretrained"], "NAME=POLICY_CHECKPOINT"),
     (["--candidates", "a=pretrained", "a=pretrained"], "given twice"),
+    (["--candidates", "a=pretrained,"], "NAME=POLICY_CHECKPOINT[,POLICY_CHECKPOINT...]"),
+    (["--candidates", "a=pretrained,pretrained"], "twice"),
     (["--candidates", "a=/no/such/policy"], "/no/such/policy"),
     (["--candidates", "a=policy_est:/no/such/policy"], "/no/such/policy"),
 ])

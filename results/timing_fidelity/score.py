@@ -1,12 +1,13 @@
-"""The simulators on the anneal-timing groups (collect/data/v2, families `timing` and `timing_small`): 9 runs per
-group share a seed and differ only in their configured LR (x1 / x3 / x10 of the default) and where they anneal
-(25 / 50 / 75% of the run). From observation 1 under each run's real actions (`fidelity.sim_final`: median of 8
+"""The simulators on the anneal-timing groups (collect/data/v2, families `timing`, `timing_small`, `timing_high`): 9
+runs per group share a seed and differ only in their configured LR (x1 / x3 / x10 of the default; x1 / x30 / x100 in
+`timing_high`) and where they anneal (25 / 50 / 75% of the run). From observation 1 under each run's real actions (`fidelity.sim_final`: median of 8
 samples, common keys, seed 0), per group:
 
 * within-group Spearman of simulated vs real final normalised val (`fidelity.groups`, `fidelity.spearman`), beside
   the LR-regression baseline fit on the training data of `--train` (`fidelity.lr_features`);
 * regret: the real final val of the run the simulator ranks best, minus the group's best real one;
-* the cost of the configured LR: mean final val at x10 (and x3) minus x1, real and simulated, over the groups;
+* the cost of the configured LR: mean final val at each level minus x1, real and simulated, over the groups that
+  have the level;
 * the value of annealing late: mean final val with the anneal at 75% minus at 25%, by configured LR.
 
 Run from the repository root:
@@ -23,7 +24,7 @@ import numpy as np
 
 from lrpilot import checkpoints
 from lrpilot.app.checks import data_dirs
-from lrpilot.collect.edges import TIMING_GRID, TIMING_LEVELS
+from lrpilot.collect.edges import TIMING_GRID
 from lrpilot.policy.train import load_world_model
 from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel import fidelity
@@ -32,7 +33,7 @@ from lrpilot.worldmodel.train import split_runs
 
 DATA = "collect/data/v2"
 TRAIN = ["starter", "collect/data/v2.parquet"]  # the regression baseline's fit: the shipped data
-FAMILIES = ("timing", "timing_small")
+FAMILIES = ("timing", "timing_small", "timing_high")
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("models", nargs="*", metavar="NAME=WORLD_MODEL")
@@ -93,9 +94,9 @@ def per_group(pred, real):
 
 
 def cell_diff(x, sel_a, sel_b):
-    """Mean over groups of x[a] - x[b] (one run each per group), with its standard error."""
-    d = np.array([x[g][sel_a[g]].mean() - x[g][sel_b[g]].mean() for g in grps])
-    return d.mean(), d.std(ddof=1) / np.sqrt(len(d))
+    """Mean over the groups that have both cells of x[a] - x[b], with its standard error and the group count."""
+    d = np.array([x[g][sel_a[g]].mean() - x[g][sel_b[g]].mean() for g in grps if sel_a[g].any() and sel_b[g].any()])
+    return d.mean(), d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.nan, len(d)
 
 
 jobs = sorted({runs.meta[g[0]]["job_seed"] for g in grps})
@@ -115,10 +116,10 @@ print("Mean differences over the groups (final normalised val; positive: the fir
 print()
 print("| contrast | real | " + " | ".join(r[0] for r in rows) + " |")
 print("|---|---|" + "---|" * len(rows))
-contrasts = [("configured x10 - x1 (all anneal starts)", level == 10, level == 1),
-             ("configured x3 - x1 (all anneal starts)", level == 3, level == 1)]
+levels = sorted(set(level[np.concatenate(grps)]), reverse=True)  # every family's levels present: 100, 30, 10, 3, 1
+contrasts = [(f"configured x{L:g} - x1 (all anneal starts)", level == L, level == 1) for L in levels if L != 1]
 contrasts += [(f"anneal at 75% - at 25%, configured x{L:g}", (level == L) & (start == 0.75), (level == L) & (start == 0.25))
-              for L in TIMING_LEVELS]
+              for L in sorted(levels)]
 for label, a, b in contrasts:
     cells = [cell_diff(x, a, b) for x in [real] + [r[3] for r in rows]]
-    print(f"| {label} | " + " | ".join(f"{m:+.4f} ± {s:.4f}" for m, s in cells) + " |")
+    print(f"| {label} ({cells[0][2]} groups) | " + " | ".join(f"{m:+.4f} ± {s:.4f}" for m, s, _ in cells) + " |")
