@@ -217,7 +217,8 @@ def register(sub) -> None:
     a.add_argument("--keep", action="store_true", help="keep the checkpoint's fitted term (its response, level terms and "
                    "fit) and fit only the action terms the flags add to it, on what it leaves (stagewise)")
     a.add_argument("--fit", choices=list(ACTION_FITS), default="all", help="the decisions it is fit on: every run's "
-                   "pooled (all), or only random-walk and fork runs' within each run (exogenous: run fixed effects)")
+                   "pooled (all), only random-walk and fork runs' within each run (exogenous: run fixed effects), or only "
+                   "the runs of groups sharing a seed, within each group at each decision (paired: fork and anneal-timing groups)")
     a.set_defaults(func=cmd_fit_action)
     c = ws.add_parser("compare", help="a markdown table of the fidelity of several `worldmodel eval` outputs")
     c.add_argument("evals", nargs="+", help="output directories of lrpilot worldmodel eval (each with forecast.json)")

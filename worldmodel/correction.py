@@ -34,6 +34,12 @@ transformer's business). Which decisions (`WorldModelConfig.action_fit`):
 * "exogenous": only runs whose actions do not depend on their state (random walks and forked
   branches, `EXOGENOUS`), within each run (run fixed effects: every column and the target less
   its run mean), so that a run's own level of difficulty cannot pose as an action's effect.
+* "paired": only runs of groups that share one seed (initialisation, batches, evaluation batches:
+  the fork and anneal-timing families, `paired_groups`), within each group at each decision
+  (group x decision fixed effects), without the state and the run context as controls (between
+  paired runs both differ by what their LRs did): the runs of a cell differ only by their LR
+  schedules, so what the LR level costs (psi, above 30x the default) and what an action does are
+  read off paired runs rather than off runs that differ in everything else.
 
 `action_convex` adds a x log_abs_lr^2: one doubling's effect grows with the LR in effect, from nil at a
 tenth of the model's default LR to several times the effect at the default beyond x30 (README, "What the
@@ -56,6 +62,7 @@ The weights live in the parameters as `params["action_linear"]` = {"w": (ActionT
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -219,6 +226,18 @@ def expected_next_val(model, wm_params, ser, traj: Trajectories, samples: int = 
     return np.where(np.arange(n + 1)[None] >= length[:, None], np.nan, out)
 
 
+def paired_groups(traj: Trajectories) -> np.ndarray:
+    """(R,) an id per group of >= 2 runs that share one seed within one collection job's group (same
+    directory, job seed, group and run seed: the fork and anneal-timing families), -1 for any other run."""
+    keys = [(str(Path(f).parent), m.get("job_seed"), m.get("group"), m.get("seed"))
+            if None not in (m.get("job_seed"), m.get("group"), m.get("seed")) else None for m, f in zip(traj.meta, traj.files)]
+    count: dict = {}
+    for k in keys:
+        count[k] = count.get(k, 0) + 1
+    ids = {k: i for i, k in enumerate(k for k in count if k is not None and count[k] >= 2)}
+    return np.array([ids.get(k, -1) for k in keys], np.int64)
+
+
 def within_runs(run: np.ndarray, M: np.ndarray) -> np.ndarray:
     """M (n, ...) less the mean of its rows of the same run (run: (n,) ids): run fixed effects."""
     _, inv, count = np.unique(run, return_inverse=True, return_counts=True)
@@ -247,13 +266,16 @@ def fit(model, wm_params, ser, traj: Trajectories, rows_from: str = "all", keep:
                              f"level terms (missing: {missing or 'psi'}); a kept term can only gain action terms")
     if rows_from == "exogenous":
         traj = traj.subset([i for i, m in enumerate(traj.meta) if (m.get("controller") or {}).get("name") in EXOGENOUS])
+    elif rows_from == "paired":
+        traj = traj.subset(np.flatnonzero(paired_groups(traj) >= 0))
     rows = [(r, k) for r in range(len(traj)) for k in range(1, traj.length[r] - 1)
             if traj.actions[r, k] >= 0 and traj.obs[r, k + 1, vi] < ratio and traj.obs[r, k, vi] < ratio]
     new = [j for j, c in enumerate(names) if keep is None or c not in old]  # the columns fit here
     if not new:
         raise ValueError(f"action_linear: the kept term already has every column of {list(names)}: nothing to fit")
     if len(rows) < 2 * len(new):
-        which = "" if rows_from == "all" else f" of {' or '.join(EXOGENOUS)} runs (action_fit = {rows_from})"
+        which = {"all": "", "exogenous": f" of {' or '.join(EXOGENOUS)} runs (action_fit = exogenous)",
+                 "paired": " of runs in groups that share a seed (action_fit = paired)"}[rows_from]
         raise ValueError(f"action_linear: {len(rows)} training decisions{which}, need at least {2 * len(new)}")
     r, k = np.array([x for x, _ in rows]), np.array([x for _, x in rows])
     lp = log_params(traj)[r].astype(np.float64)
@@ -265,14 +287,20 @@ def fit(model, wm_params, ser, traj: Trajectories, rows_from: str = "all", keep:
     a = np.log2(np.asarray(sp.actions))[traj.actions[r, k]]
     if keep is not None:  # what the kept term leaves
         y = y - (keep_terms.features(sp, a, o, lb, lp) @ np.asarray(keep["w"], np.float64) + float(keep["b"]))
-    state = [o[:, sp.index(f)] for f in ("progress", "val", "train")] + [o[:, vi] - traj.obs[r, k - 1, vi]]
+    # controls: the state and the run context, but not between paired runs, whose states differ by what their LRs did
+    # and whose context differs by the configured LR alone: there it is all the level's (and the actions') to explain
+    paired = rows_from == "paired"
+    state = [] if paired else [o[:, sp.index(f)] for f in ("progress", "val", "train")] + [o[:, vi] - traj.obs[r, k - 1, vi]]
     if not terms.level:  # the LR level as plain state terms (psi has them otherwise)
         state += [o[:, sp.index("log_lr")], o[:, sp.index("log_lr")] + lb]
-    ctx = traj.static[r].astype(np.float64) if traj.static is not None else np.zeros((len(r), 0))
+    ctx = traj.static[r].astype(np.float64) if traj.static is not None and not paired else np.zeros((len(r), 0))
     cols = terms.features(sp, a, o, lb, lp)
-    X = np.concatenate([np.stack(state, 1), ctx, cols[:, new]], 1)
+    X = np.column_stack([*state, ctx, cols[:, new]])
     if rows_from == "exogenous":  # run fixed effects (the context, constant within a run, drops out)
         X, y = within_runs(r, X), within_runs(r, y)
+    elif rows_from == "paired":  # group x decision fixed effects: what the paired runs share at step k drops out
+        cell = paired_groups(traj)[r] * (traj.obs.shape[1] + 1) + k
+        X, y = within_runs(cell, X), within_runs(cell, y)
     mu, sd, kept, coef = ridge(X, y)
     full = np.zeros(X.shape[1])
     full[kept] = coef / sd[kept]  # raw units

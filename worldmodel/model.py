@@ -47,7 +47,8 @@ class WorldModelConfig:
     action_convex: bool = False  # that term's action part gains a x (log10 absolute LR)^2 (correction.py)
     action_hinge: float | None = None  # ... and a x max(0, log10 absolute LR - action_hinge - action_hinge_params x log10 N)
     action_hinge_params: float = 0.0  # the kink's shift per decade of the parameter count N (correction.py)
-    action_fit: str = "all"  # that term's fit: "all" decisions pooled, or "exogenous" (random-walk and fork runs, run fixed effects)
+    action_fit: str = "all"  # that term's fit: "all" decisions pooled, "exogenous" (random-walk and fork runs, run fixed effects)
+    # or "paired" (runs of groups sharing a seed, group x decision fixed effects; correction.py)
     # training
     learning_rate: float = 1e-3  # peak AdamW learning rate (warmup, then cosine to a tenth)
     weight_decay: float = 0.1  # AdamW weight decay on 2-D weights
@@ -124,7 +125,7 @@ class WorldModelConfig:
 
 HEADS = ("categorical", "mixture")
 RESPONSES = ("model", "residual", "noop")
-ACTION_FITS = ("all", "exogenous")
+ACTION_FITS = ("all", "exogenous", "paired")
 LEGACY = {"val_frac": 0.0, "select": "nll", "patience": 5}
 """How a checkpoint saved before checkpoint selection by fidelity was trained (its missing fields)."""
 
