@@ -141,7 +141,7 @@ def cmd_fit_action(args) -> int:
         if "action_linear" not in ck.params or old.action_response != args.response:
             raise SystemExit(f"worldmodel fit-action --keep: {src} has no linear action term with action_response "
                              f"{args.response!r} to keep (its action_response: {old.action_response!r})")
-        args.level = old.action_level  # --fit: how the added terms are fit (the kept ones' stays in the meta)
+        args.level = args.level or old.action_level  # --level adds psi to a term without; --fit: how the added terms are fit
         args.convex = args.convex or old.action_convex
         if old.action_hinge is not None:
             raise SystemExit(f"worldmodel fit-action --keep: {src}'s term already has a kink (action_hinge {old.action_hinge})")
@@ -215,7 +215,8 @@ def register(sub) -> None:
                    "model's size, to an absolute LR of 10^(H + S x log10 parameter count) (e.g. H -0.396, S -0.191: x30 of "
                    "the collected runs' default LR at every size; results/rel_hinge/)")
     a.add_argument("--keep", action="store_true", help="keep the checkpoint's fitted term (its response, level terms and "
-                   "fit) and fit only the action terms the flags add to it, on what it leaves (stagewise)")
+                   "fit) and fit only the terms the flags add to it (action terms; --level: the level terms, where it has "
+                   "none), on what it leaves (stagewise)")
     a.add_argument("--fit", choices=list(ACTION_FITS), default="all", help="the decisions it is fit on: every run's "
                    "pooled (all), only random-walk and fork runs' within each run (exogenous: run fixed effects), or only "
                    "the runs of groups sharing a seed, within each group at each decision (paired: fork and anneal-timing groups)")

@@ -192,7 +192,7 @@ def test_a_kept_term_stays_and_only_the_added_terms_are_fit_on_what_it_leaves():
     assert out["w"][j] > 0.3 * 0.03 and fresh > 0.3 * 0.03  # the kink is found stagewise too (the kept term's a*L took some)
     with pytest.raises(ValueError, match="nothing to fit"):
         correction.with_action_linear(base, kept, ser, runs, keep_terms=correction.ActionTerms.of(base.cfg))
-    with pytest.raises(ValueError, match="only gain action terms"):  # the kept term's psi cannot be dropped
+    with pytest.raises(ValueError, match="can only gain terms"):  # the kept term's psi cannot be dropped
         level_free = more.clone(cfg=dataclasses.replace(more.cfg, action_level=False))
         correction.with_action_linear(level_free, kept, ser, runs, keep_terms=correction.ActionTerms.of(base.cfg))
     with pytest.raises(ValueError, match="needs parameters that have one"):
@@ -305,6 +305,15 @@ def test_paired_fit_reads_the_cost_of_the_lr_level_off_runs_that_share_a_seed(mo
     assert abs(pooled - 0.004) > 0.3 * 0.004, pooled  # pooled: the unpaired runs' drift passes for part of the level's effect
     with pytest.raises(ValueError, match="groups that share a seed"):
         correction.fit(model, params, ser, runs.subset(np.arange(48, 96)), rows_from="paired")
+    # stagewise: a term without psi kept, psi added from the paired runs, centred on every training decision
+    phi_only = model.clone(cfg=dataclasses.replace(model.cfg, action_level=False))
+    kept = correction.with_action_linear(phi_only, params, ser, runs)
+    out = correction.with_action_linear(model, kept, ser, runs, "paired", keep_terms=correction.ActionTerms.of(phi_only.cfg))
+    w = out["action_linear"]["w"]
+    np.testing.assert_array_equal(w[: terms.n_phi], kept["action_linear"]["w"])
+    assert cost(out["action_linear"]) == pytest.approx(cost(paired), rel=1e-4)
+    shift = terms.features(SPEC_V2, np.zeros(len(o)), o, np.repeat(runs.static[:, 0], SPEC.n_decisions - 1)) @ w
+    assert abs(shift.mean() + float(out["action_linear"]["b"])) < 1e-6  # no shift on average over all the runs
 
 
 def test_level_terms_correct_every_step_centred_on_the_training_decisions():

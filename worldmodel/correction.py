@@ -253,31 +253,31 @@ def fit(model, wm_params, ser, traj: Trajectories, rows_from: str = "all", keep:
     `traj` (module docstring) against the model's expected next val under the real action (action_response
     = residual) or the no-op (noop); `rows_from`: the decisions it is fit on, "all" or "exogenous" (module
     docstring). With `keep` (an `action_linear` of the layout `keep_terms`, whose columns `terms` must
-    all have, psi alike), those weights stay as they are and only the columns `terms` adds are fit, on
-    what the model with the kept term leaves (stagewise). One model."""
+    all have), those weights stay as they are and only the columns `terms` adds (action terms, or psi
+    where the kept term has none) are fit, on what the model with the kept term leaves (stagewise).
+    One model."""
     sp, terms = traj.spec, ActionTerms.of(model.cfg)
-    vi, ratio = sp.index("val"), sp.divergence_ratio
+    vi = sp.index("val")
     names = terms.names()
     if keep is not None:
         old = layout(keep_terms, np.asarray(keep["w"])).names()
         missing = [c for c in old if c not in names]
-        if missing or terms.level != (len(old) > keep_terms.n_phi):
-            raise ValueError(f"action_linear: the kept term's columns {list(old)} are not a part of {list(names)} with the same "
-                             f"level terms (missing: {missing or 'psi'}); a kept term can only gain action terms")
+        if missing:
+            raise ValueError(f"action_linear: the kept term's columns {list(old)} are not a part of {list(names)} (missing: "
+                             f"{missing}); a kept term can only gain terms")
+    psi_mean = _psi_mean(terms, traj)  # over every training decision, whichever the weights are fit on
     if rows_from == "exogenous":
         traj = traj.subset([i for i, m in enumerate(traj.meta) if (m.get("controller") or {}).get("name") in EXOGENOUS])
     elif rows_from == "paired":
         traj = traj.subset(np.flatnonzero(paired_groups(traj) >= 0))
-    rows = [(r, k) for r in range(len(traj)) for k in range(1, traj.length[r] - 1)
-            if traj.actions[r, k] >= 0 and traj.obs[r, k + 1, vi] < ratio and traj.obs[r, k, vi] < ratio]
+    r, k = _decisions(traj)
     new = [j for j, c in enumerate(names) if keep is None or c not in old]  # the columns fit here
     if not new:
         raise ValueError(f"action_linear: the kept term already has every column of {list(names)}: nothing to fit")
-    if len(rows) < 2 * len(new):
+    if len(r) < 2 * len(new):
         which = {"all": "", "exogenous": f" of {' or '.join(EXOGENOUS)} runs (action_fit = exogenous)",
                  "paired": " of runs in groups that share a seed (action_fit = paired)"}[rows_from]
-        raise ValueError(f"action_linear: {len(rows)} training decisions{which}, need at least {2 * len(new)}")
-    r, k = np.array([x for x, _ in rows]), np.array([x for _, x in rows])
+        raise ValueError(f"action_linear: {len(r)} training decisions{which}, need at least {2 * len(new)}")
     lp = log_params(traj)[r].astype(np.float64)
     terms.check_log_params(lp, sp, "action_linear")
     noop = model.cfg.action_response == "noop"
@@ -306,12 +306,35 @@ def fit(model, wm_params, ser, traj: Trajectories, rows_from: str = "all", keep:
     full[kept] = coef / sd[kept]  # raw units
     w = np.zeros(len(names))
     w[new] = full[-len(new):]
-    if keep is not None:
+    # phi uncentred (the no-op's phi is 0); psi centred on every training decision, so that where the transformer was
+    # trained it shifts nothing on average (paired runs sit at higher LRs than most); the intercept and the state terms dropped
+    b = -float(w[terms.n_phi:] @ psi_mean) if terms.level else 0.0
+    if keep is not None:  # the kept weights in their places; psi's centring only where psi is new
+        had_psi = len(old) > keep_terms.n_phi
         w[[names.index(c) for c in old]] = np.asarray(keep["w"], np.float64)
-        return {"w": w.astype(np.float32), "b": np.float32(keep["b"])}
-    # phi uncentred (the no-op's phi is 0); psi centred on the training decisions; the intercept and the state terms dropped
-    b = -float(w[terms.n_phi:] @ cols[:, terms.n_phi:].mean(0))
+        b = float(keep["b"]) if had_psi else float(keep["b"]) + b
     return {"w": w.astype(np.float32), "b": np.float32(b)}
+
+
+def _decisions(traj: Trajectories) -> tuple[np.ndarray, np.ndarray]:
+    """(run, k) indices of the decisions k >= 1 a term is fit on: taken, and neither val k nor k + 1 diverged."""
+    vi, ratio = traj.spec.index("val"), traj.spec.divergence_ratio
+    rows = [(r, k) for r in range(len(traj)) for k in range(1, traj.length[r] - 1)
+            if traj.actions[r, k] >= 0 and traj.obs[r, k + 1, vi] < ratio and traj.obs[r, k, vi] < ratio]
+    return np.array([x for x, _ in rows], np.int64), np.array([x for _, x in rows], np.int64)
+
+
+def _psi_mean(terms: ActionTerms, traj: Trajectories) -> np.ndarray:
+    """(6,) psi's mean over the decisions of `traj` (zeros without psi)."""
+    if not terms.level:
+        return np.zeros(0)
+    r, k = _decisions(traj)
+    if not len(r):
+        return np.zeros(6)
+    a = np.log2(np.asarray(traj.spec.actions))[traj.actions[r, k]]
+    lp = log_params(traj)[r].astype(np.float64)
+    cols = terms.features(traj.spec, a, traj.obs[r, k].astype(np.float64), log_base(traj)[r].astype(np.float64), lp)
+    return cols[:, terms.n_phi:].mean(0)
 
 
 def with_action_linear(model, wm_params, ser, traj: Trajectories, rows_from: str = "all",
