@@ -143,8 +143,10 @@ def cmd_fit_action(args) -> int:
                              f"{args.response!r} to keep (its action_response: {old.action_response!r})")
         args.level = args.level or old.action_level  # --level adds psi to a term without; --fit: how the added terms are fit
         args.convex = args.convex or old.action_convex
-        if old.action_hinge is not None:
+        if old.action_hinge is not None and args.hinge is not None:
             raise SystemExit(f"worldmodel fit-action --keep: {src}'s term already has a kink (action_hinge {old.action_hinge})")
+        if old.action_hinge is not None:  # the kept kink stays where it is
+            args.hinge, args.hinge_params = old.action_hinge, old.action_hinge_params
     cfg = dataclasses.replace(old, action_response=args.response, action_level=args.level, action_fit=args.fit,
                               action_convex=args.convex, action_hinge=args.hinge, action_hinge_params=args.hinge_params)
     model, ser = build(cfg, ck.spec)

@@ -468,3 +468,20 @@ def test_fit_action_refuses_a_missing_checkpoint_before_reading_data(tmp_path, c
     with pytest.raises(SystemExit, match="no linear action term with action_response 'residual'"):
         main(["worldmodel", "fit-action", "--ckpt", "pretrained", "--keep", "--response", "residual", "--hinge", "-1",
               "--data", str(tmp_path / "no_data"), "--out", str(out)])
+    # a kept kink stays where it is: a second one is refused; without --hinge it is kept (the data is looked up next)
+    import json
+    import shutil
+
+    from lrpilot import checkpoints
+
+    kinked = tmp_path / "kinked"
+    shutil.copytree(checkpoints.pretrained("worldmodel"), kinked)
+    header = json.loads((kinked / "checkpoint.json").read_text())
+    header["model_config"]["action_hinge"] = -1.0
+    (kinked / "checkpoint.json").write_text(json.dumps(header))
+    with pytest.raises(SystemExit, match="already has a kink"):
+        main(["worldmodel", "fit-action", "--ckpt", str(kinked), "--keep", "--response", "noop", "--hinge", "-2",
+              "--data", str(tmp_path / "no_data"), "--out", str(out)])
+    assert main(["worldmodel", "fit-action", "--ckpt", str(kinked), "--keep", "--level", "--response", "noop", "--fit", "paired",
+                 "--data", str(tmp_path / "no_data"), "--out", str(out)]) == 2
+    assert "no_data" in capsys.readouterr().err and not out.exists()
