@@ -251,71 +251,6 @@ def test_exogenous_fit_ignores_reactive_runs_whose_actions_follow_their_dynamics
         WorldModelConfig(action_fit="walks")
 
 
-def _paired_runs(n_groups: int, level_cost: float, seed: int = 2) -> Trajectories:
-    """Spec v2 runs that hold their LR, configured at log10 base LR A in {0, 0.5, 1}; val changes by -d + level_cost * A
-    + e_k + noise per step. Paired: 3 runs per group share one seed (a drift d and shocks e_k of their own group's).
-    Then as many unpaired runs (one seed each) whose drift grows with A (the high-LR runs on easy tasks): pooled
-    with them, the level's cost is misread."""
-    rng = np.random.default_rng(seed)
-    n = SPEC.n_decisions
-    levels = np.tile([0.0, 0.5, 1.0], 2 * n_groups)
-    drift = np.concatenate([np.repeat(rng.uniform(0.005, 0.03, n_groups), 3), 0.01 + 0.04 * levels[3 * n_groups:]])
-    shocks = np.concatenate([np.repeat(rng.normal(0, 0.01, (n_groups, n)), 3, 0),
-                             rng.normal(0, 0.02, (3 * n_groups, n))])  # noisy: the last change hides the drift
-    R = len(levels)
-    obs = np.zeros((R, n + 1, SPEC.n_obs), np.float32)
-    for r in range(R):
-        val = 1.0
-        obs[r, 0] = SPEC.observation(0, 1.0, 4.0, None, 4.0)[0]
-        for k in range(n):
-            val = val - drift[r] + level_cost * levels[r] + shocks[r, k] + rng.normal(0, 0.001)
-            obs[r, k + 1] = SPEC.observation(k + 1, 1.0, 4.0 * val, 4.0 * val, 4.0)[0]
-    metas = [{"task": "t", "job_seed": 5, "group": r // 3, "seed": r // 3 if r < 3 * n_groups else 1000 + r, "family": "test",
-              "controller": {"name": "anneal"}} for r in range(R)]
-    static = np.stack([levels, np.full(R, 5.0), np.full(R, 3.0), np.full(R, 3.0)], 1).astype(np.float32)
-    return Trajectories(SPEC_V2, obs, np.full((R, n), SPEC.noop_action, np.int32), np.full(R, n + 1, np.int32),
-                        np.zeros(R, bool), metas, [f"job5/run{r}.parquet" for r in range(R)], np.full((R, n + 1), np.nan),
-                        static=static)
-
-
-def test_paired_fit_reads_the_cost_of_the_lr_level_off_runs_that_share_a_seed(monkeypatch):
-    """Runs of one group share their seed and differ by the configured LR only: within each group at each
-    decision, the level's cost per step is what they differ by. Pooled with unpaired runs whose drift
-    grows with the LR, it is misread; the paired fit leaves the unpaired runs out."""
-    model, ser, params = _tiny(spec=SPEC_V2, action_response="noop", action_level=True)
-    runs = _paired_runs(16, level_cost=0.004)
-    vi = SPEC.index("val")
-
-    def persistence(model, wm_params, ser, traj, noop=False, **_):  # a transformer that knows how runs go on, not the LR
-        return np.concatenate([np.full((len(traj), 1), np.nan), traj.obs[:, :-1, vi]], 1)
-
-    monkeypatch.setattr(correction, "expected_next_val", persistence)
-    ids = correction.paired_groups(runs)
-    assert (ids[:48] == np.repeat(np.arange(16), 3)).all() and (ids[48:] == -1).all()
-    terms = correction.ActionTerms.of(model.cfg)
-    o = runs.obs[:, 1:-1].reshape(-1, SPEC.n_obs)
-
-    def cost(lin):  # the level term's shift per step at log10 base LR 1 against 0, over the runs' observations
-        at = [terms.features(SPEC_V2, np.zeros(len(o)), o, np.full(len(o), A)) @ lin["w"] for A in (1.0, 0.0)]
-        return float(np.mean(at[0] - at[1]))
-
-    paired = correction.with_action_linear(model, params, ser, runs, "paired")["action_linear"]
-    assert cost(paired) == pytest.approx(0.004, rel=0.2)
-    pooled = cost(correction.fit(model, params, ser, runs))
-    assert abs(pooled - 0.004) > 0.3 * 0.004, pooled  # pooled: the unpaired runs' drift passes for part of the level's effect
-    with pytest.raises(ValueError, match="groups that share a seed"):
-        correction.fit(model, params, ser, runs.subset(np.arange(48, 96)), rows_from="paired")
-    # stagewise: a term without psi kept, psi added from the paired runs, centred on every training decision
-    phi_only = model.clone(cfg=dataclasses.replace(model.cfg, action_level=False))
-    kept = correction.with_action_linear(phi_only, params, ser, runs)
-    out = correction.with_action_linear(model, kept, ser, runs, "paired", keep_terms=correction.ActionTerms.of(phi_only.cfg))
-    w = out["action_linear"]["w"]
-    np.testing.assert_array_equal(w[: terms.n_phi], kept["action_linear"]["w"])
-    assert cost(out["action_linear"]) == pytest.approx(cost(paired), rel=1e-4)
-    shift = terms.features(SPEC_V2, np.zeros(len(o)), o, np.repeat(runs.static[:, 0], SPEC.n_decisions - 1)) @ w
-    assert abs(shift.mean() + float(out["action_linear"]["b"])) < 1e-6  # no shift on average over all the runs
-
-
 def test_level_terms_correct_every_step_centred_on_the_training_decisions():
     model, ser, params = _tiny(action_response="noop", action_level=True)
     params = {**params, "digit_head": jax.tree.map(jnp.zeros_like, params["digit_head"])}
@@ -468,20 +403,4 @@ def test_fit_action_refuses_a_missing_checkpoint_before_reading_data(tmp_path, c
     with pytest.raises(SystemExit, match="no linear action term with action_response 'residual'"):
         main(["worldmodel", "fit-action", "--ckpt", "pretrained", "--keep", "--response", "residual", "--hinge", "-1",
               "--data", str(tmp_path / "no_data"), "--out", str(out)])
-    # a kept kink stays where it is: a second one is refused; without --hinge it is kept (the data is looked up next)
-    import json
-    import shutil
 
-    from lrpilot import checkpoints
-
-    kinked = tmp_path / "kinked"
-    shutil.copytree(checkpoints.pretrained("worldmodel"), kinked)
-    header = json.loads((kinked / "checkpoint.json").read_text())
-    header["model_config"]["action_hinge"] = -1.0
-    (kinked / "checkpoint.json").write_text(json.dumps(header))
-    with pytest.raises(SystemExit, match="already has a kink"):
-        main(["worldmodel", "fit-action", "--ckpt", str(kinked), "--keep", "--response", "noop", "--hinge", "-2",
-              "--data", str(tmp_path / "no_data"), "--out", str(out)])
-    assert main(["worldmodel", "fit-action", "--ckpt", str(kinked), "--keep", "--level", "--response", "noop", "--fit", "paired",
-                 "--data", str(tmp_path / "no_data"), "--out", str(out)]) == 2
-    assert "no_data" in capsys.readouterr().err and not out.exists()
