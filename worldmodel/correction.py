@@ -50,11 +50,13 @@ cost above x30 of the default it also credits doubling a tiny LR; the real effec
 With `action_hinge_params` s the kink moves with the model's size: at 10^(h + s P), so that it can sit at
 a fixed multiple of a reference LR that falls with the parameter count (results/rel_hinge/: the
 collected runs' default LRs follow log10 LR = -1.873 - 0.191 P within 0.03 decades).
-A fitted term can be kept and only new action terms fit on what it leaves (`fit`'s keep, `worldmodel
-fit-action --keep`): stagewise, so that a term right where it was fit stays so.
+A fitted term can be kept and only new terms fit on what it leaves (`fit`'s keep, `worldmodel
+fit-action --keep`: action terms, or psi where the kept term has none): stagewise, so that a term
+right where it was fit stays so.
 With `action_level` the linear term also corrects the transformer's response to the LR level:
-psi (log_lr, log_abs_lr, their squares and products with progress), centred on the decisions it
-is fit on (`b`), is added to phi, applied at every step (the no-op too).
+psi (log_lr, log_abs_lr, their squares and products with progress), centred on every training
+decision (`b`; whichever decisions its weights are fit on), is added to phi, applied at every step
+(the no-op too).
 The weights live in the parameters as `params["action_linear"]` = {"w": (ActionTerms.n,), "b": ()}
 (a leading member axis for an ensemble: one fit per member); the model's layers never read them.
 """
@@ -251,8 +253,8 @@ def fit(model, wm_params, ser, traj: Trajectories, rows_from: str = "all", keep:
     """{"w": (terms.n,) the weights of the columns of the model's action terms (`ActionTerms.of` its config:
     `terms`); "b": () the centring of psi} fit on the training runs
     `traj` (module docstring) against the model's expected next val under the real action (action_response
-    = residual) or the no-op (noop); `rows_from`: the decisions it is fit on, "all" or "exogenous" (module
-    docstring). With `keep` (an `action_linear` of the layout `keep_terms`, whose columns `terms` must
+    = residual) or the no-op (noop); `rows_from`: the decisions it is fit on, "all", "exogenous" or "paired"
+    (module docstring). With `keep` (an `action_linear` of the layout `keep_terms`, whose columns `terms` must
     all have), those weights stay as they are and only the columns `terms` adds (action terms, or psi
     where the kept term has none) are fit, on what the model with the kept term leaves (stagewise).
     One model."""
