@@ -59,6 +59,11 @@ class Validation:
 VALIDATION = Validation()
 
 
+def _members(ctrls: str | list[str]) -> list[str]:
+    """A candidate's checkpoints: one spec, or the list of one recipe's."""
+    return [ctrls] if isinstance(ctrls, str) else list(ctrls)
+
+
 def _cell(rows: dict, ctrls: list[str]) -> tuple[float, float | None] | None:
     """A cell's (mean, stderr) for a candidate's checkpoints `ctrls`; None unless every one finished it."""
     means = [rows[c]["best_val_loss_mean"] for c in ctrls]
@@ -87,7 +92,7 @@ def score(results: dict, candidates: dict[str, str | list[str]]) -> dict:
 
     out = {}
     for name, ctrls in candidates.items():
-        ctrls = [ctrls] if isinstance(ctrls, str) else ctrls
+        ctrls = _members(ctrls)
         out[name] = summary(ctrls)
         if len(ctrls) > 1:
             out[name]["member_scores"] = {c: summary([c])["score"] for c in ctrls}
@@ -131,8 +136,7 @@ def select(candidates: dict[str, str | list[str]], out: str | Path, validation: 
 
     if not candidates:
         raise ValueError("select: give at least one candidate, NAME=POLICY_CHECKPOINT")
-    ctrls = {name: [c if c.startswith(LEARNED) else f"policy:{c}" for c in ([cs] if isinstance(cs, str) else cs)]
-             for name, cs in candidates.items()}
+    ctrls = {name: [c if c.startswith(LEARNED) else f"policy:{c}" for c in _members(cs)] for name, cs in candidates.items()}
     if not all(ctrls.values()):
         raise ValueError(f"select: a candidate without a checkpoint: {candidates}")
     specs = list(dict.fromkeys(c for cs in ctrls.values() for c in cs))  # each checkpoint trained once

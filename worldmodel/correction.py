@@ -271,7 +271,8 @@ def fit(model, wm_params, ser, traj: Trajectories, rows_from: str = "all", keep:
     if rows_from == "exogenous":
         traj = traj.subset([i for i, m in enumerate(traj.meta) if (m.get("controller") or {}).get("name") in EXOGENOUS])
     elif rows_from == "paired":
-        traj = traj.subset(np.flatnonzero(paired_groups(traj) >= 0))
+        group = paired_groups(traj)
+        traj, group = traj.subset(np.flatnonzero(group >= 0)), group[group >= 0]
     r, k = _decisions(traj)
     new = [j for j, c in enumerate(names) if keep is None or c not in old]  # the columns fit here
     if not new:
@@ -301,7 +302,7 @@ def fit(model, wm_params, ser, traj: Trajectories, rows_from: str = "all", keep:
     if rows_from == "exogenous":  # run fixed effects (the context, constant within a run, drops out)
         X, y = within_runs(r, X), within_runs(r, y)
     elif rows_from == "paired":  # group x decision fixed effects: what the paired runs share at step k drops out
-        cell = paired_groups(traj)[r] * (traj.obs.shape[1] + 1) + k
+        cell = group[r] * (traj.obs.shape[1] + 1) + k
         X, y = within_runs(cell, X), within_runs(cell, y)
     mu, sd, kept, coef = ridge(X, y)
     full = np.zeros(X.shape[1])

@@ -116,7 +116,7 @@ print("Mean differences over the groups (final normalised val; positive: the fir
 print()
 print("| contrast | real | " + " | ".join(r[0] for r in rows) + " |")
 print("|---|---|" + "---|" * len(rows))
-levels = sorted(set(level[np.concatenate(grps)]), reverse=True)  # every family's levels present: 100, 30, 10, 3, 1
+levels = sorted(set(level), reverse=True)  # every family's levels present: 100, 30, 10, 3, 1
 contrasts = [(f"configured x{L:g} - x1 (all anneal starts)", level == L, level == 1) for L in levels if L != 1]
 contrasts += [(f"anneal at 75% - at 25%, configured x{L:g}", (level == L) & (start == 0.75), (level == L) & (start == 0.25))
               for L in sorted(levels)]
