@@ -141,13 +141,21 @@ def cmd_fit_action(args) -> int:
         if "action_linear" not in ck.params or old.action_response != args.response:
             raise SystemExit(f"worldmodel fit-action --keep: {src} has no linear action term with action_response "
                              f"{args.response!r} to keep (its action_response: {old.action_response!r})")
+        if old.action_level and args.level_terms not in (None, old.action_level_terms):
+            raise SystemExit(f"worldmodel fit-action --keep: {src}'s term already has level terms "
+                             f"(action_level_terms {old.action_level_terms}), not {args.level_terms}")
+        if old.action_level:  # kept as they are
+            args.level_terms = old.action_level_terms
         args.level = args.level or old.action_level  # --level adds psi to a term without; --fit: how the added terms are fit
         args.convex = args.convex or old.action_convex
         if old.action_hinge is not None and args.hinge is not None:
             raise SystemExit(f"worldmodel fit-action --keep: {src}'s term already has a kink (action_hinge {old.action_hinge})")
         if old.action_hinge is not None:  # the kept kink stays where it is
             args.hinge, args.hinge_params = old.action_hinge, old.action_hinge_params
+    if args.level_terms is not None and not args.level:
+        raise SystemExit("worldmodel fit-action: --level-terms needs --level")
     cfg = dataclasses.replace(old, action_response=args.response, action_level=args.level, action_fit=args.fit,
+                              action_level_terms=args.level_terms or "both",
                               action_convex=args.convex, action_hinge=args.hinge, action_hinge_params=args.hinge_params)
     model, ser = build(cfg, ck.spec)
     full = load_dir(data_dirs(args.data), ck.spec)
@@ -167,7 +175,7 @@ def cmd_fit_action(args) -> int:
 
 
 def register(sub) -> None:
-    from lrpilot.worldmodel.model import ACTION_FITS, WorldModelConfig
+    from lrpilot.worldmodel.model import ACTION_FITS, LEVEL_TERMS, WorldModelConfig
 
     w = sub.add_parser("worldmodel", help="train or evaluate the world model")
     ws = w.add_subparsers(dest="wm_command", required=True)
@@ -208,6 +216,9 @@ def register(sub) -> None:
     a.add_argument("--out", required=True, help="the new checkpoint")
     a.add_argument("--level", action="store_true", help="the linear term also corrects the model's response to the LR "
                    "level (log LR, log absolute LR, their squares and products with progress), at every step")
+    a.add_argument("--level-terms", choices=list(LEVEL_TERMS), default=None, help="with --level: the level terms of the "
+                   "log LR relative to the configured one and the absolute (both; the default), or of the absolute alone "
+                   "(absolute: an anneal moves the relative log LR too)")
     a.add_argument("--convex", action="store_true", help="the action's term gains a x (log10 absolute LR)^2: one "
                    "doubling's effect grows with the LR in effect")
     a.add_argument("--hinge", type=float, default=None, metavar="H", help="the action's term gains a x max(0, log10 "

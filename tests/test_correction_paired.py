@@ -101,3 +101,54 @@ def test_fit_action_keeps_a_kept_kink_where_it_is(tmp_path, capsys):
     assert main(["worldmodel", "fit-action", "--ckpt", str(kinked), "--keep", "--level", "--response", "noop", "--fit", "paired",
                  "--data", str(tmp_path / "no_data"), "--out", str(out)]) == 2
     assert "no_data" in capsys.readouterr().err and not out.exists()
+
+
+def test_absolute_level_terms_read_the_lr_in_effect_alone(monkeypatch):
+    """action_level_terms "absolute": psi is A, A x p, A^2 (3 columns), so two states at one absolute LR get one
+    correction whatever their LR relative to the configured one (an anneal from x10 to x1 lands where x1 holds);
+    fit on paired runs it reads the level's cost as the 6-column psi does; a checkpoint's 3 psi weights are read as
+    this layout and a length that fits neither is refused, named."""
+    model, ser, params = _tiny(spec=SPEC_V2, action_response="noop", action_level=True, action_level_terms="absolute")
+    terms = correction.ActionTerms.of(model.cfg)
+    assert terms.names()[terms.n_phi:] == ("A", "A*p", "A^2") and terms.n == terms.n_phi + 3
+    o = np.stack([SPEC.observation(5, 1.0, 3.0, 3.0, 4.0)[0]] * 2)
+    o[:, SPEC.index("log_lr")] = [-1.0, 0.0]  # annealed a decade from log10 base 1, holding at log10 base 0: both at A = 0
+    cols = terms.features(SPEC_V2, np.zeros(2), o, np.array([1.0, 0.0]))
+    np.testing.assert_array_equal(cols[0], cols[1])
+    both = correction.ActionTerms(level=True).features(SPEC_V2, np.zeros(2), o, np.array([1.0, 0.0]))
+    assert not np.array_equal(both[0], both[1])  # L tells them apart
+    vi = SPEC.index("val")
+    monkeypatch.setattr(correction, "expected_next_val", lambda model, wm_params, ser, traj, noop=False, **_: np.concatenate(
+        [np.full((len(traj), 1), np.nan), traj.obs[:, :-1, vi]], 1))
+    runs = _paired_runs(16, level_cost=0.004)
+    lin = correction.with_action_linear(model, params, ser, runs, "paired")["action_linear"]
+    ob = runs.obs[:, 1:-1].reshape(-1, SPEC.n_obs)
+    at = [terms.features(SPEC_V2, np.zeros(len(ob)), ob, np.full(len(ob), A)) @ lin["w"] for A in (1.0, 0.0)]
+    assert float(np.mean(at[0] - at[1])) == pytest.approx(0.004, rel=0.2)
+    assert correction.layout(correction.ActionTerms(level_terms="absolute"), lin["w"]).level
+    with pytest.raises(ValueError, match="expected 7 \\(or 10 with action_level\\).*action_level_terms=absolute"):
+        correction.layout(correction.ActionTerms(level_terms="absolute"), np.zeros(13))
+    with pytest.raises(ValueError, match="action_level_terms must be one of both, absolute, and both without action_level"):
+        dataclasses.replace(model.cfg, action_level=False)
+
+
+def test_fit_action_level_terms_refusals(tmp_path):
+    """--level-terms without --level, and --keep of a term whose level terms differ, are refused before any data is read."""
+    import json
+    import shutil
+
+    from lrpilot import checkpoints
+    from lrpilot.app.cli import main
+
+    out, data = tmp_path / "wm_fit", str(tmp_path / "no_data")
+    with pytest.raises(SystemExit, match="--level-terms needs --level"):
+        main(["worldmodel", "fit-action", "--ckpt", "pretrained", "--level-terms", "absolute", "--data", data, "--out", str(out)])
+    leveled = tmp_path / "leveled"
+    shutil.copytree(checkpoints.pretrained("worldmodel"), leveled)
+    header = json.loads((leveled / "checkpoint.json").read_text())
+    header["model_config"].update(action_response="noop", action_level=True)
+    (leveled / "checkpoint.json").write_text(json.dumps(header))
+    with pytest.raises(SystemExit, match="already has level terms \\(action_level_terms both\\), not absolute"):
+        main(["worldmodel", "fit-action", "--ckpt", str(leveled), "--keep", "--level-terms", "absolute", "--data", data,
+              "--out", str(out)])
+    assert not out.exists()

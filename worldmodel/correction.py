@@ -54,9 +54,10 @@ A fitted term can be kept and only new terms fit on what it leaves (`fit`'s keep
 fit-action --keep`: action terms, or psi where the kept term has none): stagewise, so that a term
 right where it was fit stays so.
 With `action_level` the linear term also corrects the transformer's response to the LR level:
-psi (log_lr, log_abs_lr, their squares and products with progress), centred on every training
-decision (`b`; whichever decisions its weights are fit on), is added to phi, applied at every step
-(the no-op too).
+psi (log_lr, log_abs_lr, their squares and products with progress; log_abs_lr's alone with
+`action_level_terms` "absolute": log_lr moves with an anneal as well, so that its level terms fit on
+paired runs can act as a second anneal response), centred on every training decision (`b`;
+whichever decisions its weights are fit on), is added to phi, applied at every step (the no-op too).
 The weights live in the parameters as `params["action_linear"]` = {"w": (ActionTerms.n,), "b": ()}
 (a leading member axis for an ensemble: one fit per member); the model's layers never read them.
 """
@@ -116,18 +117,20 @@ class ActionTerms:
     """The layout of the linear term (module docstring): phi's 7 terms, then a*A^2 with `convex`, then
     a*max(0, A - hinge - hinge_params*P) with a `hinge` (a kink at the absolute LR 10^hinge for a model of
     one parameter, moving by hinge_params decades per decade of the parameter count: P = log10 of it),
-    then psi's 6 with `level`. `WorldModelConfig`'s action_convex, action_hinge, action_hinge_params,
-    action_level (`of`); the term's columns are named (`names`) so that weights of one layout can be
+    then psi's with `level`: 6 (L, A, their squares and products with progress), or A's 3 alone with
+    level_terms "absolute". `WorldModelConfig`'s action_convex, action_hinge, action_hinge_params,
+    action_level, action_level_terms (`of`); the term's columns are named (`names`) so that weights of one layout can be
     carried into a larger one (`fit` with `keep`)."""
 
     convex: bool = False
     hinge: float | None = None
     hinge_params: float = 0.0
     level: bool = False
+    level_terms: str = "both"
 
     @classmethod
     def of(cls, cfg) -> "ActionTerms":
-        return cls(cfg.action_convex, cfg.action_hinge, cfg.action_hinge_params, cfg.action_level)
+        return cls(cfg.action_convex, cfg.action_hinge, cfg.action_hinge_params, cfg.action_level, cfg.action_level_terms)
 
     @property
     def n_phi(self) -> int:
@@ -135,12 +138,17 @@ class ActionTerms:
         return N_FEATURES + bool(self.convex) + (self.hinge is not None)
 
     @property
+    def psi_names(self) -> tuple[str, ...]:
+        """psi's columns with `level` (whatever `level` is)."""
+        return PSI_NAMES if self.level_terms == "both" else PSI_NAMES[3:]
+
+    @property
     def n(self) -> int:
-        return self.n_phi + 6 * self.level
+        return self.n_phi + len(self.psi_names) * self.level
 
     def names(self) -> tuple[str, ...]:
         kink = () if self.hinge is None else (f"a*kink({self.hinge:g},{self.hinge_params:g})",)
-        return (*PHI_NAMES, *("a*A^2",) * self.convex, *kink, *PSI_NAMES * self.level)
+        return (*PHI_NAMES, *("a*A^2",) * self.convex, *kink, *self.psi_names * self.level)
 
     def check_log_params(self, log_params, spec, who: str) -> None:
         """Raises ValueError (prefixed by `who`) when the kink moves with the parameter count and some run's
@@ -162,7 +170,9 @@ class ActionTerms:
         if self.hinge is not None:
             kink = self.hinge + (self.hinge_params * log_params_x if self.hinge_params else 0.0)
             cols += [a_log2 * xp.maximum(log_abs - kink, 0.0)]
-        cols += [log_lr, log_lr * p, log_lr * log_lr, log_abs, log_abs * p, log_abs * log_abs] if self.level else []
+        if self.level:
+            cols += [log_lr, log_lr * p, log_lr * log_lr] if self.level_terms == "both" else []
+            cols += [log_abs, log_abs * p, log_abs * log_abs]
         return xp.stack(cols, axis=-1)
 
 
@@ -178,12 +188,12 @@ def action_features(spec, a_log2, obs_xF, log_base_x, level: bool = False):
 
 
 def layout(terms: ActionTerms, w) -> ActionTerms:
-    """`terms` with `level` read from the weights' length (checkpoints name psi by its 6 columns);
+    """`terms` with `level` read from the weights' length (checkpoints name psi by its columns);
     raises ValueError naming the layout when the length fits neither with nor without psi."""
-    n = w.shape[-1]
-    if n not in (terms.n_phi, terms.n_phi + 6):
-        raise ValueError(f"action_linear: {n} weights, expected {terms.n_phi} (or {terms.n_phi + 6} with action_level) for "
-                         f"action_convex={terms.convex}, action_hinge={terms.hinge}")
+    n, n_psi = w.shape[-1], len(terms.psi_names)
+    if n not in (terms.n_phi, terms.n_phi + n_psi):
+        raise ValueError(f"action_linear: {n} weights, expected {terms.n_phi} (or {terms.n_phi + n_psi} with action_level) for "
+                         f"action_convex={terms.convex}, action_hinge={terms.hinge}, action_level_terms={terms.level_terms}")
     return dataclasses.replace(terms, level=n > terms.n_phi)
 
 
@@ -328,12 +338,12 @@ def _decisions(traj: Trajectories) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _psi_mean(terms: ActionTerms, traj: Trajectories) -> np.ndarray:
-    """(6,) psi's mean over the decisions of `traj` (zeros without psi)."""
+    """(n_psi,) psi's mean over the decisions of `traj` (zeros without psi: (0,))."""
     if not terms.level:
         return np.zeros(0)
     r, k = _decisions(traj)
     if not len(r):
-        return np.zeros(6)
+        return np.zeros(len(terms.psi_names))
     a = np.log2(np.asarray(traj.spec.actions))[traj.actions[r, k]]
     lp = log_params(traj)[r].astype(np.float64)
     cols = terms.features(traj.spec, a, traj.obs[r, k].astype(np.float64), log_base(traj)[r].astype(np.float64), lp)

@@ -142,7 +142,8 @@ def train(traj: Trajectories, cfg: WorldModelConfig, out: str | Path | None = No
 ARCHITECTURE = ("n_layer", "d_model", "n_head", "base", "digits", "select", "val_frac")
 """WorldModelConfig fields of a training state's "architecture" identity (as first recorded)."""
 NOT_IDENTITY = ARCHITECTURE + ("steps", "eval_every", "patience", "select_after", "ensemble",  # how long: a resume may extend it
-                                "action_response", "action_level", "action_convex", "action_hinge", "action_hinge_params", "action_fit")
+                                "action_response", "action_level", "action_level_terms", "action_convex", "action_hinge",
+                                "action_hinge_params", "action_fit")
 """WorldModelConfig fields outside a training state's "training" identity (the action term is fit after training)."""
 
 
