@@ -217,8 +217,9 @@ def register(sub) -> None:
     a.add_argument("--level", action="store_true", help="the linear term also corrects the model's response to the LR "
                    "level (log LR, log absolute LR, their squares and products with progress), at every step")
     a.add_argument("--level-terms", choices=list(LEVEL_TERMS), default=None, help="with --level: the level terms of the "
-                   "log LR relative to the configured one and the absolute (both; the default), or of the absolute alone "
-                   "(absolute: an anneal moves the relative log LR too)")
+                   "log LR relative to the configured one and the absolute (both; the default), of the absolute alone "
+                   "(absolute: an anneal moves the relative log LR too), or of how far the absolute one is above the "
+                   "action term's kink (kink, with --hinge or a kept kink: the level's cost above it alone)")
     a.add_argument("--convex", action="store_true", help="the action's term gains a x (log10 absolute LR)^2: one "
                    "doubling's effect grows with the LR in effect")
     a.add_argument("--hinge", type=float, default=None, metavar="H", help="the action's term gains a x max(0, log10 "

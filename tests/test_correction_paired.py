@@ -128,8 +128,25 @@ def test_absolute_level_terms_read_the_lr_in_effect_alone(monkeypatch):
     assert correction.layout(correction.ActionTerms(level_terms="absolute"), lin["w"]).level
     with pytest.raises(ValueError, match="expected 7 \\(or 10 with action_level\\).*action_level_terms=absolute"):
         correction.layout(correction.ActionTerms(level_terms="absolute"), np.zeros(13))
-    with pytest.raises(ValueError, match="action_level_terms must be one of both, absolute, and both without action_level"):
+    with pytest.raises(ValueError, match="action_level_terms must be one of both, absolute, kink, and both without action_level"):
         dataclasses.replace(model.cfg, action_level=False)
+
+
+def test_kink_level_terms_are_nil_below_the_kink():
+    """action_level_terms "kink": psi is K, K x p, K^2 with K = max(0, A - the action term's kink), so that a state
+    anywhere below the kink (an anneal at the default LR) gets no level correction, one above it gets K's; without a
+    kink it is refused, named."""
+    terms = correction.ActionTerms(hinge=-2.0, level=True, level_terms="kink")
+    assert terms.names()[terms.n_phi:] == ("K", "K*p", "K^2")
+    o = np.stack([SPEC.observation(6, 1.0, 3.0, 3.0, 4.0)[0]] * 3)
+    p = o[0, SPEC.index("progress")]
+    cols = terms.features(SPEC_V2, np.zeros(3), o, np.array([-3.0, -2.5, -1.5]))[:, terms.n_phi:]
+    np.testing.assert_allclose(cols[:2], 0.0)
+    np.testing.assert_allclose(cols[2], [0.5, 0.5 * p, 0.25], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"kink \(with a hinge\), got 'kink' \(hinge=None\)"):
+        correction.ActionTerms(level=True, level_terms="kink")
+    with pytest.raises(ValueError, match="action_level_terms kink .* needs action_hinge"):
+        _tiny(action_response="noop", action_level=True, action_level_terms="kink")
 
 
 def test_fit_action_level_terms_refusals(tmp_path):

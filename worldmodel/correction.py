@@ -55,8 +55,8 @@ fit-action --keep`: action terms, or psi where the kept term has none): stagewis
 right where it was fit stays so.
 With `action_level` the linear term also corrects the transformer's response to the LR level:
 psi (log_lr, log_abs_lr, their squares and products with progress; log_abs_lr's alone with
-`action_level_terms` "absolute": log_lr moves with an anneal as well, so that its level terms fit on
-paired runs can act as a second anneal response), centred on every training decision (`b`;
+`action_level_terms` "absolute"; of K = max(0, log_abs_lr - the action term's kink) with "kink": the
+level's cost above the kink alone, so that an anneal below it stays the transformer's and phi's), centred on every training decision (`b`;
 whichever decisions its weights are fit on), is added to phi, applied at every step (the no-op too).
 The weights live in the parameters as `params["action_linear"]` = {"w": (ActionTerms.n,), "b": ()}
 (a leading member axis for an ensemble: one fit per member); the model's layers never read them.
@@ -117,8 +117,8 @@ class ActionTerms:
     """The layout of the linear term (module docstring): phi's 7 terms, then a*A^2 with `convex`, then
     a*max(0, A - hinge - hinge_params*P) with a `hinge` (a kink at the absolute LR 10^hinge for a model of
     one parameter, moving by hinge_params decades per decade of the parameter count: P = log10 of it),
-    then psi's with `level`: 6 (L, A, their squares and products with progress), or A's 3 alone with
-    level_terms "absolute". `WorldModelConfig`'s action_convex, action_hinge, action_hinge_params,
+    then psi's with `level`: 6 (L, A, their squares and products with progress), A's 3 alone with
+    level_terms "absolute", or those of K = max(0, A - the kink) with "kink" (the level's cost above the kink only). `WorldModelConfig`'s action_convex, action_hinge, action_hinge_params,
     action_level, action_level_terms (`of`); the term's columns are named (`names`) so that weights of one layout can be
     carried into a larger one (`fit` with `keep`)."""
 
@@ -127,6 +127,11 @@ class ActionTerms:
     hinge_params: float = 0.0
     level: bool = False
     level_terms: str = "both"
+
+    def __post_init__(self):
+        if self.level_terms not in ("both", "absolute", "kink") or (self.level_terms == "kink" and self.hinge is None):
+            raise ValueError(f"ActionTerms: level_terms must be both, absolute or kink (with a hinge), got "
+                             f"{self.level_terms!r} (hinge={self.hinge!r})")
 
     @classmethod
     def of(cls, cfg) -> "ActionTerms":
@@ -140,7 +145,7 @@ class ActionTerms:
     @property
     def psi_names(self) -> tuple[str, ...]:
         """psi's columns with `level` (whatever `level` is)."""
-        return PSI_NAMES if self.level_terms == "both" else PSI_NAMES[3:]
+        return {"both": PSI_NAMES, "absolute": PSI_NAMES[3:], "kink": ("K", "K*p", "K^2")}[self.level_terms]
 
     @property
     def n(self) -> int:
@@ -172,7 +177,8 @@ class ActionTerms:
             cols += [a_log2 * xp.maximum(log_abs - kink, 0.0)]
         if self.level:
             cols += [log_lr, log_lr * p, log_lr * log_lr] if self.level_terms == "both" else []
-            cols += [log_abs, log_abs * p, log_abs * log_abs]
+            above = xp.maximum(log_abs - kink, 0.0) if self.level_terms == "kink" else log_abs  # K, or A
+            cols += [above, above * p, above * above]
         return xp.stack(cols, axis=-1)
 
 
