@@ -143,7 +143,7 @@ def test_kink_level_terms_are_nil_below_the_kink():
     cols = terms.features(SPEC_V2, np.zeros(3), o, np.array([-3.0, -2.5, -1.5]))[:, terms.n_phi:]
     np.testing.assert_allclose(cols[:2], 0.0)
     np.testing.assert_allclose(cols[2], [0.5, 0.5 * p, 0.25], rtol=1e-6)
-    with pytest.raises(ValueError, match=r"kink \(with a hinge\), got 'kink' \(hinge=None\)"):
+    with pytest.raises(ValueError, match=r"both, absolute, kink \(kink with a hinge\), got .kink. \(hinge=None\)"):
         correction.ActionTerms(level=True, level_terms="kink")
     with pytest.raises(ValueError, match="action_level_terms kink .* needs action_hinge"):
         _tiny(action_response="noop", action_level=True, action_level_terms="kink")

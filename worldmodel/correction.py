@@ -56,8 +56,9 @@ right where it was fit stays so.
 With `action_level` the linear term also corrects the transformer's response to the LR level:
 psi (log_lr, log_abs_lr, their squares and products with progress; log_abs_lr's alone with
 `action_level_terms` "absolute"; of K = max(0, log_abs_lr - the action term's kink) with "kink": the
-level's cost above the kink alone, so that an anneal below it stays the transformer's and phi's), centred on every training decision (`b`;
-whichever decisions its weights are fit on), is added to phi, applied at every step (the no-op too).
+level's cost above the kink alone, so that an anneal below it stays the transformer's and phi's),
+centred on every training decision (`b`; whichever decisions its weights are fit on), is added to
+phi, applied at every step (the no-op too).
 The weights live in the parameters as `params["action_linear"]` = {"w": (ActionTerms.n,), "b": ()}
 (a leading member axis for an ensemble: one fit per member); the model's layers never read them.
 """
@@ -72,7 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrpilot.trajectories import Trajectories
-from lrpilot.worldmodel.model import member
+from lrpilot.worldmodel.model import LEVEL_TERMS, member
 
 N_FEATURES = 7
 RIDGE = 1e-3  # ridge strength per row, on standardised columns (as fidelity's linear baseline)
@@ -118,9 +119,10 @@ class ActionTerms:
     a*max(0, A - hinge - hinge_params*P) with a `hinge` (a kink at the absolute LR 10^hinge for a model of
     one parameter, moving by hinge_params decades per decade of the parameter count: P = log10 of it),
     then psi's with `level`: 6 (L, A, their squares and products with progress), A's 3 alone with
-    level_terms "absolute", or those of K = max(0, A - the kink) with "kink" (the level's cost above the kink only). `WorldModelConfig`'s action_convex, action_hinge, action_hinge_params,
-    action_level, action_level_terms (`of`); the term's columns are named (`names`) so that weights of one layout can be
-    carried into a larger one (`fit` with `keep`)."""
+    level_terms "absolute", or those of K = max(0, A - the kink) with "kink" (the level's cost above the
+    kink only). `WorldModelConfig`'s action_convex, action_hinge, action_hinge_params, action_level,
+    action_level_terms (`of`); the term's columns are named (`names`) so that weights of one layout can
+    be carried into a larger one (`fit` with `keep`)."""
 
     convex: bool = False
     hinge: float | None = None
@@ -129,8 +131,8 @@ class ActionTerms:
     level_terms: str = "both"
 
     def __post_init__(self):
-        if self.level_terms not in ("both", "absolute", "kink") or (self.level_terms == "kink" and self.hinge is None):
-            raise ValueError(f"ActionTerms: level_terms must be both, absolute or kink (with a hinge), got "
+        if self.level_terms not in LEVEL_TERMS or (self.level_terms == "kink" and self.hinge is None):
+            raise ValueError(f"ActionTerms: level_terms must be one of {', '.join(LEVEL_TERMS)} (kink with a hinge), got "
                              f"{self.level_terms!r} (hinge={self.hinge!r})")
 
     @classmethod
