@@ -141,10 +141,10 @@ def cmd_fit_action(args) -> int:
         if "action_linear" not in ck.params or old.action_response != args.response:
             raise SystemExit(f"worldmodel fit-action --keep: {src} has no linear action term with action_response "
                              f"{args.response!r} to keep (its action_response: {old.action_response!r})")
-        if old.action_level and args.level_terms not in (None, old.action_level_terms):
-            raise SystemExit(f"worldmodel fit-action --keep: {src}'s term already has level terms "
-                             f"(action_level_terms {old.action_level_terms}), not {args.level_terms}")
-        if old.action_level:  # kept as they are
+        if old.action_level:  # its level terms are kept as they are
+            if args.level_terms not in (None, old.action_level_terms):
+                raise SystemExit(f"worldmodel fit-action --keep: {src}'s term already has level terms "
+                                 f"(action_level_terms {old.action_level_terms}), not {args.level_terms}")
             args.level_terms = old.action_level_terms
         args.level = args.level or old.action_level  # --level adds psi to a term without; --fit: how the added terms are fit
         args.convex = args.convex or old.action_convex

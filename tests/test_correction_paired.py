@@ -42,26 +42,48 @@ def _paired_runs(n_groups: int, level_cost: float, seed: int = 2) -> Trajectorie
                         static=static)
 
 
+def _persistence(model, wm_params, ser, traj, noop=False, **_):
+    """(R, n+1) `expected_next_val` of a transformer that knows how runs go on, not the LR: the last val."""
+    vi = SPEC.index("val")
+    return np.concatenate([np.full((len(traj), 1), np.nan), traj.obs[:, :-1, vi]], 1)
+
+
+def _level_cost(terms, lin, runs) -> float:
+    """The linear term's shift per step at log10 base LR 1 against 0, over the runs' observations 1..n-1."""
+    o = runs.obs[:, 1:-1].reshape(-1, SPEC.n_obs)
+    at = [terms.features(SPEC_V2, np.zeros(len(o)), o, np.full(len(o), A)) @ lin["w"] for A in (1.0, 0.0)]
+    return float(np.mean(at[0] - at[1]))
+
+
+def _patched_pretrained(tmp_path, name: str, **model_config):
+    """A copy of the shipped world model at tmp_path / name with these model_config fields changed."""
+    import json
+    import shutil
+
+    from lrpilot import checkpoints
+
+    path = tmp_path / name
+    shutil.copytree(checkpoints.pretrained("worldmodel"), path)
+    header = json.loads((path / "checkpoint.json").read_text())
+    header["model_config"].update(model_config)
+    (path / "checkpoint.json").write_text(json.dumps(header))
+    return path
+
+
 def test_paired_fit_reads_the_cost_of_the_lr_level_off_runs_that_share_a_seed(monkeypatch):
     """Runs of one group share their seed and differ by the configured LR only: within each group at each
     decision, the level's cost per step is what they differ by. Pooled with unpaired runs whose drift
     grows with the LR, it is misread; the paired fit leaves the unpaired runs out."""
     model, ser, params = _tiny(spec=SPEC_V2, action_response="noop", action_level=True)
     runs = _paired_runs(16, level_cost=0.004)
-    vi = SPEC.index("val")
-
-    def persistence(model, wm_params, ser, traj, noop=False, **_):  # a transformer that knows how runs go on, not the LR
-        return np.concatenate([np.full((len(traj), 1), np.nan), traj.obs[:, :-1, vi]], 1)
-
-    monkeypatch.setattr(correction, "expected_next_val", persistence)
+    monkeypatch.setattr(correction, "expected_next_val", _persistence)
     ids = correction.paired_groups(runs)
     assert (ids[:48] == np.repeat(np.arange(16), 3)).all() and (ids[48:] == -1).all()
     terms = correction.ActionTerms.of(model.cfg)
     o = runs.obs[:, 1:-1].reshape(-1, SPEC.n_obs)
 
-    def cost(lin):  # the level term's shift per step at log10 base LR 1 against 0, over the runs' observations
-        at = [terms.features(SPEC_V2, np.zeros(len(o)), o, np.full(len(o), A)) @ lin["w"] for A in (1.0, 0.0)]
-        return float(np.mean(at[0] - at[1]))
+    def cost(lin):
+        return _level_cost(terms, lin, runs)
 
     paired = correction.with_action_linear(model, params, ser, runs, "paired")["action_linear"]
     assert cost(paired) == pytest.approx(0.004, rel=0.2)
@@ -83,18 +105,10 @@ def test_paired_fit_reads_the_cost_of_the_lr_level_off_runs_that_share_a_seed(mo
 def test_fit_action_keeps_a_kept_kink_where_it_is(tmp_path, capsys):
     """--keep on a term with a kink: a second kink is refused, named; without --hinge the kink is kept and
     --level --fit paired goes on to the data (looked up next: a missing directory is named)."""
-    import json
-    import shutil
-
-    from lrpilot import checkpoints
     from lrpilot.app.cli import main
 
     out = tmp_path / "wm_fit"
-    kinked = tmp_path / "kinked"
-    shutil.copytree(checkpoints.pretrained("worldmodel"), kinked)
-    header = json.loads((kinked / "checkpoint.json").read_text())
-    header["model_config"]["action_hinge"] = -1.0
-    (kinked / "checkpoint.json").write_text(json.dumps(header))
+    kinked = _patched_pretrained(tmp_path, "kinked", action_hinge=-1.0)
     with pytest.raises(SystemExit, match="already has a kink"):
         main(["worldmodel", "fit-action", "--ckpt", str(kinked), "--keep", "--response", "noop", "--hinge", "-2",
               "--data", str(tmp_path / "no_data"), "--out", str(out)])
@@ -117,14 +131,10 @@ def test_absolute_level_terms_read_the_lr_in_effect_alone(monkeypatch):
     np.testing.assert_array_equal(cols[0], cols[1])
     both = correction.ActionTerms(level=True).features(SPEC_V2, np.zeros(2), o, np.array([1.0, 0.0]))
     assert not np.array_equal(both[0], both[1])  # L tells them apart
-    vi = SPEC.index("val")
-    monkeypatch.setattr(correction, "expected_next_val", lambda model, wm_params, ser, traj, noop=False, **_: np.concatenate(
-        [np.full((len(traj), 1), np.nan), traj.obs[:, :-1, vi]], 1))
+    monkeypatch.setattr(correction, "expected_next_val", _persistence)
     runs = _paired_runs(16, level_cost=0.004)
     lin = correction.with_action_linear(model, params, ser, runs, "paired")["action_linear"]
-    ob = runs.obs[:, 1:-1].reshape(-1, SPEC.n_obs)
-    at = [terms.features(SPEC_V2, np.zeros(len(ob)), ob, np.full(len(ob), A)) @ lin["w"] for A in (1.0, 0.0)]
-    assert float(np.mean(at[0] - at[1])) == pytest.approx(0.004, rel=0.2)
+    assert _level_cost(terms, lin, runs) == pytest.approx(0.004, rel=0.2)
     assert correction.layout(correction.ActionTerms(level_terms="absolute"), lin["w"]).level
     with pytest.raises(ValueError, match="expected 7 \\(or 10 with action_level\\).*action_level_terms=absolute"):
         correction.layout(correction.ActionTerms(level_terms="absolute"), np.zeros(13))
@@ -151,20 +161,12 @@ def test_kink_level_terms_are_nil_below_the_kink():
 
 def test_fit_action_level_terms_refusals(tmp_path):
     """--level-terms without --level, and --keep of a term whose level terms differ, are refused before any data is read."""
-    import json
-    import shutil
-
-    from lrpilot import checkpoints
     from lrpilot.app.cli import main
 
     out, data = tmp_path / "wm_fit", str(tmp_path / "no_data")
     with pytest.raises(SystemExit, match="--level-terms needs --level"):
         main(["worldmodel", "fit-action", "--ckpt", "pretrained", "--level-terms", "absolute", "--data", data, "--out", str(out)])
-    leveled = tmp_path / "leveled"
-    shutil.copytree(checkpoints.pretrained("worldmodel"), leveled)
-    header = json.loads((leveled / "checkpoint.json").read_text())
-    header["model_config"].update(action_response="noop", action_level=True)
-    (leveled / "checkpoint.json").write_text(json.dumps(header))
+    leveled = _patched_pretrained(tmp_path, "leveled", action_response="noop", action_level=True)
     with pytest.raises(SystemExit, match="already has level terms \\(action_level_terms both\\), not absolute"):
         main(["worldmodel", "fit-action", "--ckpt", str(leveled), "--keep", "--level-terms", "absolute", "--data", data,
               "--out", str(out)])

@@ -176,10 +176,11 @@ class ActionTerms:
         cols += [a_log2 * log_abs * log_abs] if self.convex else []
         if self.hinge is not None:
             kink = self.hinge + (self.hinge_params * log_params_x if self.hinge_params else 0.0)
-            cols += [a_log2 * xp.maximum(log_abs - kink, 0.0)]
+            above_kink = xp.maximum(log_abs - kink, 0.0)  # K
+            cols += [a_log2 * above_kink]
         if self.level:
             cols += [log_lr, log_lr * p, log_lr * log_lr] if self.level_terms == "both" else []
-            above = xp.maximum(log_abs - kink, 0.0) if self.level_terms == "kink" else log_abs  # K, or A
+            above = above_kink if self.level_terms == "kink" else log_abs  # K, or A
             cols += [above, above * p, above * above]
         return xp.stack(cols, axis=-1)
 
