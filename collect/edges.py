@@ -19,6 +19,11 @@ have seen, up to the edges (stalls and divergence).
   configured at x1, x3 and x10 of the model's default LR, each holding its LR and annealing from
   25%, 50% or 75% of the run to its end. Their final losses rank when to anneal and how high to
   hold before it, the judgement a deployed policy makes at a too-high configured LR.
+* `sample_drop`: the branches of a drop group (family `timing_drop`): one seed, 9 runs configured at
+  one LR, each cutting it as fast as the actions allow (halving at every decision) from 5%, 30% or
+  55% of the run down to 0.1x, 0.01x or 0.001x and holding it there: what a too-deep, too-early
+  anneal costs against a shallower or later one, the failure a policy finds in a simulator that
+  prices a vanishing LR too cheaply.
 
 `sample_explorer_v2` draws one of these or of the starter's explorers (walks, cosine, WSD,
 constant with random warmups). Peaks are drawn half relative to the configured base LR and
@@ -252,3 +257,23 @@ def sample_timing(rng: random.Random, branch: int, seed: int, spec: EnvSpec = DE
     start = TIMING_STARTS[branch // len(TIMING_LEVELS)]
     return (Anneal(1.0, start=start, length=1.0 - start, depth=depth, shape=shape, warmup=0, seed=seed, spec=spec),
             levels[branch % len(levels)])
+
+
+DROP_STARTS = (0.05, 0.3, 0.55)  # where a drop branch starts cutting its LR, a fraction of the run
+DROP_FLOORS = (0.1, 0.01, 0.001)  # the LR it cuts to, x the configured one (0.001: the spec's lowest, lr_range)
+DROP_LEVELS = (1.0, 10.0)  # a drop group's configured LR: x logU over this range of the model's default
+
+
+def sample_drop(rng: random.Random, branch: int, seed: int, spec: EnvSpec = DEFAULT_SPEC) -> tuple[Anneal, float]:
+    """(explorer, base-LR multiplier) of branch `branch` (0..8) of a drop group whose shared draw (the
+    configured LR, logU over DROP_LEVELS x the default LR) comes from `rng`, seeded by the group. The run
+    holds the configured LR until DROP_STARTS[branch // 3] of the run, then halves it at every decision
+    (an exponential cut over one decision, which the actions reach as fast as they can) down to
+    DROP_FLOORS[branch % 3] of it and holds that to the end, noise-free."""
+    if not 0 <= branch < len(DROP_STARTS) * len(DROP_FLOORS):
+        raise ValueError(f"drop: branch must be in [0, {len(DROP_STARTS) * len(DROP_FLOORS)}), got {branch}")
+    lo, hi = map(math.log10, DROP_LEVELS)
+    mult = round(10 ** rng.uniform(lo, hi), 3)
+    start, floor = DROP_STARTS[branch // len(DROP_FLOORS)], DROP_FLOORS[branch % len(DROP_FLOORS)]
+    return Anneal(1.0, start=start, length=1.0 / spec.n_decisions, depth=floor, shape="exp", warmup=0, seed=seed,
+                  spec=spec), mult

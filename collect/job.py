@@ -46,8 +46,8 @@ class Job:
         if self.parallel <= 0:
             raise ValueError(f"collect: --parallel must be positive, got {self.parallel}")
         if FAMILIES[self.family].timing and self.parallel != edges.TIMING_GRID:
-            raise ValueError(f"collect: a '{self.family}' group is the {edges.TIMING_GRID}-run grid "
-                             f"({len(edges.TIMING_LEVELS)} configured LRs x {len(edges.TIMING_STARTS)} anneal starts): "
+            grid = "anneal starts x cut floors" if FAMILIES[self.family].drop else "configured LRs x anneal starts"
+            raise ValueError(f"collect: a '{self.family}' group is the {edges.TIMING_GRID}-run grid (3 {grid}): "
                              f"--parallel must be {edges.TIMING_GRID}, got {self.parallel}")
         # checked here, before collect() records the job's arguments in DIR/jobs/seed<S>.json:
         # a job refused only when its first group is planned would leave that file behind, and
@@ -90,6 +90,8 @@ class Job:
                                      mult, spec), mult
         if FAMILIES[self.family].timing:  # shared draws per group; branch i % parallel sets the LR and the anneal start
             g = i // self.parallel
+            if FAMILIES[self.family].drop:  # ... or the cut's start and floor
+                return edges.sample_drop(random.Random(f"{self.seed}/drop/{g}"), i % self.parallel, self.run_seed(i) + i, spec)
             return edges.sample_timing(random.Random(f"{self.seed}/timing/{g}"), i % self.parallel, self.run_seed(i) + i, spec,
                                        FAMILIES[self.family].timing_levels)
         if FAMILIES[self.family].draws == "v1":  # the starter's order of draws, kept so that its job still grows

@@ -32,7 +32,10 @@ A "family" fixes the ranges:
   recipe, 2,000 iterations), where the validation runs and the deployed policy act. `timing_high`:
   `timing_small`'s groups configured at x1, x30 and x100 of the default LR: what holding an LR above
   30x the default costs, and what annealing from there recovers (the simulators' weakest regime).
-* `tiny`, `tiny_fork`, `tiny_timing`: tests.
+  `timing_drop`: drop groups (`collect.edges.sample_drop`) at the small protocol: 9 runs that share a
+  seed and a configured LR (x1 to x10 of the default), each cutting it by halving at every decision
+  from 5%, 30% or 55% of the run to 0.1x, 0.01x or 0.001x: what holding a vanishing LR costs.
+* `tiny`, `tiny_fork`, `tiny_timing`, `tiny_drop`: tests.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class Family:
     fork: bool = False  # a group's runs share seed, base LR and schedule up to a fork decision (collect.edges.Fork)
     timing: bool = False  # a group is 9 runs sharing a seed: 3 configured LRs x 3 anneal starts (collect.edges.sample_timing)
     timing_levels: tuple[float, ...] = TIMING_LEVELS  # a timing group's 3 configured LRs, x the model's default LR
+    drop: bool = False  # with timing: a group's 9 runs cut the LR early and deep instead (collect.edges.sample_drop)
 
     def default_lr(self, cfg: TrainConfig) -> float:
         """A sensible LR for the model's size: v1 one LR for all; v2 1e-3 x sqrt(128 / n_embd)."""
@@ -97,6 +101,7 @@ FAMILIES = {
     "timing": dataclasses.replace(_FORK, fork=False, timing=True),
     "timing_small": dataclasses.replace(_CPU2, protocol_share=1.0, timing=True),
     "timing_high": dataclasses.replace(_CPU2, protocol_share=1.0, timing=True, timing_levels=(1.0, 30.0, 100.0)),
+    "timing_drop": dataclasses.replace(_CPU2, protocol_share=1.0, timing=True, drop=True),
     "tiny": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),
                    base_lr=3e-3, eval_iters=2, max_cost=1e9),
     "tiny_fork": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),
@@ -104,6 +109,7 @@ FAMILIES = {
     "tiny_timing": Family(sizes=((1, 16, 2),), blocks=(16,), batches=(4,), iters=(40,), dropouts=(0.0,),
                           base_lr=3e-3, eval_iters=2, max_cost=1e9, draws="v2", timing=True),
 }
+FAMILIES["tiny_drop"] = dataclasses.replace(FAMILIES["tiny_timing"], drop=True)
 
 
 def gflop(cfg: TrainConfig, vocab: int = 100) -> float:

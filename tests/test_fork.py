@@ -1,13 +1,23 @@
 """Paired collection groups. Forked: one seed, one base LR and one schedule up to the fork, then one
 action per branch; the branches are identical before the fork and differ only by the action.
-Anneal-timing: one seed, 3 configured LRs x 3 anneal starts; identical until they anneal."""
+Anneal-timing: one seed, 3 configured LRs x 3 anneal starts; identical until they anneal. Drop: one
+seed and one configured LR, 3 cut starts x 3 floors; identical until they cut."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lrpilot.collect.edges import TIMING_LEVELS, TIMING_STARTS, Fork, sample_fork, sample_timing
+from lrpilot.collect.edges import (
+    DROP_FLOORS,
+    DROP_STARTS,
+    TIMING_LEVELS,
+    TIMING_STARTS,
+    Fork,
+    sample_drop,
+    sample_fork,
+    sample_timing,
+)
 from lrpilot.collect.explore import Follow
 from lrpilot.collect.job import Job, collect
 from lrpilot.spec import DEFAULT_SPEC
@@ -132,3 +142,30 @@ def test_collected_timing_runs_hold_their_lr_until_they_anneal(tmp_path):
         start = t.meta[r]["controller"]["start"]
         held = int(np.ceil(start * N - 0.5))  # decisions whose interval's middle is before the anneal
         assert (t.actions[r, :held] == noop).all() and (t.actions[r, held:t.length[r] - 1] != noop).any()
+
+
+def test_a_drop_group_cuts_one_configured_lr_from_three_starts_to_three_floors(tmp_path):
+    import random
+
+    job = Job(family="tiny_drop", tasks=("python_docs",), parallel=9)
+    drawn = [job.explorer(i, DEFAULT_SPEC) for i in range(9)]
+    mults = {m for _, m in drawn}
+    assert len(mults) == 1 and 1.0 <= mults.pop() <= 10.0  # one configured LR per group, x1 to x10 of the default
+    assert job.explorer(9, DEFAULT_SPEC)[1] != drawn[0][1] and len({job.run_seed(i) for i in range(9)}) == 1
+    assert Job(family="timing_drop", tasks=("python_docs",), parallel=9).group(0).cfg.max_iters == 2000
+    with pytest.raises(ValueError, match=r"9-run grid \(3 anneal starts x cut floors\): --parallel must be 9, got 3"):
+        Job(family="timing_drop", tasks=("python_docs",), parallel=3)
+    with pytest.raises(ValueError, match=r"drop: branch must be in \[0, 9\), got -1"):
+        sample_drop(random.Random(0), -1, 0)
+    assert collect(tmp_path, job, 9, progress=False, log=lambda *_: None) == 9
+    t = load_dir(tmp_path, DEFAULT_SPEC)
+    order = np.argsort([m["run_index"] for m in t.meta])
+    li, half = DEFAULT_SPEC.index("log_lr"), DEFAULT_SPEC.actions.index(0.5)
+    for b, r in enumerate(order):
+        start, floor = DROP_STARTS[b // 3], DROP_FLOORS[b % 3]
+        cut = round(start * N)  # the first decision that cuts: halving until the floor, then held
+        np.testing.assert_array_equal(t.obs[r, : cut + 1], t.obs[order[-1], : cut + 1])  # as the latest cut until then
+        assert (t.actions[r, :cut] == DEFAULT_SPEC.noop_action).all() and t.actions[r, cut] == half
+        reached = cut + int(np.ceil(-np.log2(floor)))  # decisions to the floor, one halving each
+        if reached < N:
+            np.testing.assert_allclose(t.obs[r, reached + 1 :, li], np.log10(floor), atol=1e-6)
