@@ -13,6 +13,7 @@ from test_worldmodel_correction import SPEC, _tiny
 from lrpilot.spec import SPEC_V2
 from lrpilot.trajectories import Trajectories
 from lrpilot.worldmodel import correction
+from lrpilot.worldmodel.model import KINK_BELOW
 
 
 def _paired_runs(n_groups: int, level_cost: float, seed: int = 2) -> Trajectories:
@@ -138,7 +139,7 @@ def test_absolute_level_terms_read_the_lr_in_effect_alone(monkeypatch):
     assert correction.layout(correction.ActionTerms(level_terms="absolute"), lin["w"]).level
     with pytest.raises(ValueError, match="expected 7 \\(or 10 with action_level\\).*action_level_terms=absolute"):
         correction.layout(correction.ActionTerms(level_terms="absolute"), np.zeros(13))
-    with pytest.raises(ValueError, match="action_level_terms must be one of both, absolute, kink, and both without action_level"):
+    with pytest.raises(ValueError, match="action_level_terms must be one of both, absolute, kink, kinks, and both without action_level"):
         dataclasses.replace(model.cfg, action_level=False)
 
 
@@ -153,10 +154,26 @@ def test_kink_level_terms_are_nil_below_the_kink():
     cols = terms.features(SPEC_V2, np.zeros(3), o, np.array([-3.0, -2.5, -1.5]))[:, terms.n_phi:]
     np.testing.assert_allclose(cols[:2], 0.0)
     np.testing.assert_allclose(cols[2], [0.5, 0.5 * p, 0.25], rtol=1e-6)
-    with pytest.raises(ValueError, match=r"both, absolute, kink \(kink with a hinge\), got .kink. \(hinge=None\)"):
+    with pytest.raises(ValueError, match=r"both, absolute, kink, kinks \(kink, kinks with a hinge\), got .kink. \(hinge=None\)"):
         correction.ActionTerms(level=True, level_terms="kink")
     with pytest.raises(ValueError, match="action_level_terms kink .* needs action_hinge"):
         _tiny(action_response="noop", action_level=True, action_level_terms="kink")
+
+
+def test_kinks_level_terms_price_an_lr_far_below_the_kink_too():
+    """action_level_terms "kinks": K's columns, then D, D x p, D^2 with D = max(0, the kink - KINK_BELOW - A): nil
+    between the two kinks (x0.1 to x10 of the default), D's below the lower one, K's above the upper one."""
+    terms = correction.ActionTerms(hinge=-2.0, level=True, level_terms="kinks")
+    assert terms.names()[terms.n_phi:] == ("K", "K*p", "K^2", "D", "D*p", "D^2") and terms.n == terms.n_phi + 6
+    o = np.stack([SPEC.observation(6, 1.0, 3.0, 3.0, 4.0)[0]] * 4)
+    p = o[0, SPEC.index("progress")]
+    low = -2.0 - KINK_BELOW
+    cols = terms.features(SPEC_V2, np.zeros(4), o, np.array([low - 1.0, low + 0.5, -2.5, -1.5]))[:, terms.n_phi:]
+    np.testing.assert_allclose(cols[0], [0, 0, 0, 1.0, p, 1.0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(cols[1:3], 0.0)
+    np.testing.assert_allclose(cols[3], [0.5, 0.5 * p, 0.25, 0, 0, 0], rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="action_level_terms kinks .* needs action_hinge"):
+        _tiny(action_response="noop", action_level=True, action_level_terms="kinks")
 
 
 def test_fit_action_level_terms_refusals(tmp_path):

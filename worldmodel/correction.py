@@ -56,7 +56,9 @@ right where it was fit stays so.
 With `action_level` the linear term also corrects the transformer's response to the LR level:
 psi (log_lr, log_abs_lr, their squares and products with progress; log_abs_lr's alone with
 `action_level_terms` "absolute"; of K = max(0, log_abs_lr - the action term's kink) with "kink": the
-level's cost above the kink alone, so that an anneal below it stays the transformer's and phi's),
+level's cost above the kink alone, so that an anneal below it stays the transformer's and phi's; with
+"kinks" also of D = max(0, the kink - KINK_BELOW - log_abs_lr): what holding a vanishing LR costs, below
+x0.1 of the collected runs' default LR, read off the drop groups),
 centred on every training decision (`b`; whichever decisions its weights are fit on), is added to
 phi, applied at every step (the no-op too).
 The weights live in the parameters as `params["action_linear"]` = {"w": (ActionTerms.n,), "b": ()}
@@ -73,7 +75,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrpilot.trajectories import Trajectories
-from lrpilot.worldmodel.model import LEVEL_TERMS, member
+from lrpilot.worldmodel.model import KINK_BELOW, LEVEL_TERMS, member
 
 N_FEATURES = 7
 RIDGE = 1e-3  # ridge strength per row, on standardised columns (as fidelity's linear baseline)
@@ -119,8 +121,8 @@ class ActionTerms:
     a*max(0, A - hinge - hinge_params*P) with a `hinge` (a kink at the absolute LR 10^hinge for a model of
     one parameter, moving by hinge_params decades per decade of the parameter count: P = log10 of it),
     then psi's with `level`: 6 (L, A, their squares and products with progress), A's 3 alone with
-    level_terms "absolute", or those of K = max(0, A - the kink) with "kink" (the level's cost above the
-    kink only). `WorldModelConfig`'s action_convex, action_hinge, action_hinge_params, action_level,
+    level_terms "absolute", those of K = max(0, A - the kink) with "kink" (the level's cost above the
+    kink only), or K's and D's with "kinks" (D = max(0, the kink - KINK_BELOW - A): the cost of an LR far below). `WorldModelConfig`'s action_convex, action_hinge, action_hinge_params, action_level,
     action_level_terms (`of`); the term's columns are named (`names`) so that weights of one layout can
     be carried into a larger one (`fit` with `keep`)."""
 
@@ -131,8 +133,8 @@ class ActionTerms:
     level_terms: str = "both"
 
     def __post_init__(self):
-        if self.level_terms not in LEVEL_TERMS or (self.level_terms == "kink" and self.hinge is None):
-            raise ValueError(f"ActionTerms: level_terms must be one of {', '.join(LEVEL_TERMS)} (kink with a hinge), got "
+        if self.level_terms not in LEVEL_TERMS or (self.level_terms in ("kink", "kinks") and self.hinge is None):
+            raise ValueError(f"ActionTerms: level_terms must be one of {', '.join(LEVEL_TERMS)} (kink, kinks with a hinge), got "
                              f"{self.level_terms!r} (hinge={self.hinge!r})")
 
     @classmethod
@@ -147,7 +149,8 @@ class ActionTerms:
     @property
     def psi_names(self) -> tuple[str, ...]:
         """psi's columns with `level` (whatever `level` is)."""
-        return {"both": PSI_NAMES, "absolute": PSI_NAMES[3:], "kink": ("K", "K*p", "K^2")}[self.level_terms]
+        kink = ("K", "K*p", "K^2")
+        return {"both": PSI_NAMES, "absolute": PSI_NAMES[3:], "kink": kink, "kinks": (*kink, "D", "D*p", "D^2")}[self.level_terms]
 
     @property
     def n(self) -> int:
@@ -180,8 +183,11 @@ class ActionTerms:
             cols += [a_log2 * above_kink]
         if self.level:
             cols += [log_lr, log_lr * p, log_lr * log_lr] if self.level_terms == "both" else []
-            above = above_kink if self.level_terms == "kink" else log_abs  # K, or A
+            above = above_kink if self.level_terms in ("kink", "kinks") else log_abs  # K, or A
             cols += [above, above * p, above * above]
+            if self.level_terms == "kinks":
+                below = xp.maximum(kink - KINK_BELOW - log_abs, 0.0)  # D
+                cols += [below, below * p, below * below]
         return xp.stack(cols, axis=-1)
 
 

@@ -45,7 +45,8 @@ class WorldModelConfig:
     action_response: str = "model"  # model: the transformer's; residual: + a linear term fit on its residuals; noop: its no-op's + that term
     action_level: bool = False  # that linear term also corrects the transformer's response to the LR level (correction.py)
     action_level_terms: str = "both"  # ... through the log LR relative to the configured one and the absolute ("both"), the
-    # "absolute" only, or the absolute above the kink of action_hinge ("kink")
+    # "absolute" only, or the absolute above the kink of action_hinge ("kink"; "kinks": and below a second kink
+    # KINK_BELOW decades under it, the cost of a vanishing LR)
     action_convex: bool = False  # that term's action part gains a x (log10 absolute LR)^2 (correction.py)
     action_hinge: float | None = None  # ... and a x max(0, log10 absolute LR - action_hinge - action_hinge_params x log10 N)
     action_hinge_params: float = 0.0  # the kink's shift per decade of the parameter count N (correction.py)
@@ -89,9 +90,9 @@ class WorldModelConfig:
         if self.action_level_terms not in LEVEL_TERMS or (self.action_level_terms != "both" and not self.action_level):
             raise ValueError(f"WorldModelConfig.action_level_terms must be one of {', '.join(LEVEL_TERMS)}, and both without "
                              f"action_level; got {self.action_level_terms!r} (action_level={self.action_level!r})")
-        if self.action_level_terms == "kink" and self.action_hinge is None:
-            raise ValueError("WorldModelConfig.action_level_terms kink reads the LR above the action term's kink: it needs "
-                             "action_hinge")
+        if self.action_level_terms in ("kink", "kinks") and self.action_hinge is None:
+            raise ValueError(f"WorldModelConfig.action_level_terms {self.action_level_terms} reads the LR against the action "
+                             "term's kink: it needs action_hinge")
         if self.action_hinge is not None and not (isinstance(self.action_hinge, (int, float)) and math.isfinite(self.action_hinge)):
             raise ValueError(f"WorldModelConfig.action_hinge must be None or a finite log10 LR, got {self.action_hinge!r}")
         if not (isinstance(self.action_hinge_params, (int, float)) and math.isfinite(self.action_hinge_params)) or (
@@ -134,8 +135,10 @@ class WorldModelConfig:
 HEADS = ("categorical", "mixture")
 RESPONSES = ("model", "residual", "noop")
 ACTION_FITS = ("all", "exogenous", "paired")
-LEVEL_TERMS = ("both", "absolute", "kink")  # the level terms psi: of the log LR relative to the configured one and the absolute,
-# of the absolute only, or of how far the absolute one is above the action term's kink (needs action_hinge)
+LEVEL_TERMS = ("both", "absolute", "kink", "kinks")  # the level terms psi: of the log LR relative to the configured one and
+# the absolute, of the absolute only, of how far the absolute one is above the action term's kink (needs action_hinge), or
+# that and how far it is below a second kink KINK_BELOW decades under the first
+KINK_BELOW = 2.0  # decades between the level terms' two kinks ("kinks"): x10 -> x0.1 of the collected runs' default LR
 LEGACY = {"val_frac": 0.0, "select": "nll", "patience": 5}
 """How a checkpoint saved before checkpoint selection by fidelity was trained (its missing fields)."""
 
