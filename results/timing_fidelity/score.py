@@ -1,6 +1,7 @@
 """The simulators on the anneal-timing groups (collect/data/v2, families `timing`, `timing_small`, `timing_high`): 9
 runs per group share a seed and differ only in their configured LR (x1 / x3 / x10 of the default; x1 / x30 / x100 in
-`timing_high`) and where they anneal (25 / 50 / 75% of the run). From observation 1 under each run's real actions (`fidelity.sim_final`: median of 8
+`timing_high`) and where they anneal (25 / 50 / 75% of the run); in a drop group (`timing_drop`) they share the
+configured LR too and differ in where they start cutting it (5 / 30 / 55%) and how deep (0.1x / 0.01x / 0.001x). From observation 1 under each run's real actions (`fidelity.sim_final`: median of 8
 samples, common keys, seed 0), per group:
 
 * within-group Spearman of simulated vs real final normalised val (`fidelity.groups`, `fidelity.spearman`), beside
@@ -8,7 +9,9 @@ samples, common keys, seed 0), per group:
 * regret: the real final val of the run the simulator ranks best, minus the group's best real one;
 * the cost of the configured LR: mean final val at each level minus x1, real and simulated, over the groups that
   have the level;
-* the value of annealing late: mean final val with the anneal at 75% minus at 25%, by configured LR.
+* the value of annealing late: mean final val with the anneal at 75% minus at 25%, by configured LR;
+* drop groups (when every group scored is one): the cost of a deeper cut (floor 0.001x and 0.01x minus 0.1x) by
+  where it starts, and of an earlier one (from 5% minus from 55%) by floor.
 
 Run from the repository root:
     python results/timing_fidelity/score.py [--jobs J,J...] [--heldout-of NAME] NAME=WORLD_MODEL ... > OUT.md
@@ -33,7 +36,7 @@ from lrpilot.worldmodel.train import split_runs
 
 DATA = "collect/data/v2"
 TRAIN = ["starter", "collect/data/v2.parquet"]  # the regression baseline's fit: the shipped data
-FAMILIES = ("timing", "timing_small", "timing_high")
+FAMILIES = ("timing", "timing_small", "timing_high", "timing_drop")
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("models", nargs="*", metavar="NAME=WORLD_MODEL")
@@ -82,6 +85,8 @@ for name, (ck, cfg, model, ser) in loaded.items():
     rows.append((name, runs, grps, sim, real, level, start))
 
 _, runs, grps, _, real, level, start = rows[0]
+floor = np.array([m["controller"]["depth"] for m in runs.meta])
+drops = all(m.get("family") == "timing_drop" for m in runs.meta)
 train = load_dir(data_dirs(TRAIN), runs.spec)
 coef, *_ = np.linalg.lstsq(fidelity.lr_features(train), fidelity.final_val(train), rcond=None)
 reg = fidelity.lr_features(runs) @ coef
@@ -100,7 +105,7 @@ def cell_diff(x, sel_a, sel_b):
 
 
 jobs = sorted({runs.meta[g[0]]["job_seed"] for g in grps})
-print(f"{len(grps)} anneal-timing groups of {TIMING_GRID} runs (jobs {', '.join(map(str, jobs))}"
+print(f"{len(grps)} {'drop' if drops else 'anneal-timing'} groups of {TIMING_GRID} runs (jobs {', '.join(map(str, jobs))}"
       f"{'; held out of ' + args.heldout_of if args.heldout_of else ''}), {len(runs)} runs; tasks: "
       + ", ".join(f"{t} {n}" for t, n in zip(*np.unique([runs.meta[g[0]]['task'] for g in grps], return_counts=True))))
 print()
@@ -120,6 +125,11 @@ levels = sorted(set(level), reverse=True)  # every family's levels present: 100,
 contrasts = [(f"configured x{L:g} - x1 (all anneal starts)", level == L, level == 1) for L in levels if L != 1]
 contrasts += [(f"anneal at 75% - at 25%, configured x{L:g}", (level == L) & (start == 0.75), (level == L) & (start == 0.25))
               for L in sorted(levels)]
+if drops:  # one configured LR per group: the cut's depth and start are the contrasts
+    contrasts = [(f"cut from {s:.0%} to {f:g}x - to 0.1x", (start == s) & (floor == f), (start == s) & (floor == 0.1))
+                 for f in (0.01, 0.001) for s in (0.05, 0.3, 0.55)]
+    contrasts += [(f"cut to {f:g}x from 5% - from 55%", (start == 0.05) & (floor == f), (start == 0.55) & (floor == f))
+                  for f in (0.1, 0.01, 0.001)]
 for label, a, b in contrasts:
     cells = [cell_diff(x, a, b) for x in [real] + [r[3] for r in rows]]
     print(f"| {label} ({cells[0][2]} groups) | " + " | ".join(f"{m:+.4f} ± {s:.4f}" for m, s, _ in cells) + " |")
