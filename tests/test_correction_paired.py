@@ -161,17 +161,18 @@ def test_kink_level_terms_are_nil_below_the_kink():
 
 
 def test_kinks_level_terms_price_an_lr_far_below_the_kink_too():
-    """action_level_terms "kinks": K's columns, then D, D x p, D^2 with D = max(0, the kink - KINK_BELOW - A): nil
-    between the two kinks (x0.1 to x10 of the default), D's below the lower one, K's above the upper one."""
+    """action_level_terms "kinks": K's columns, then D, D x p with D = max(0, the kink - KINK_BELOW - A) (no square,
+    so the cost cannot turn below the data's deepest LR): nil between the two kinks (x0.1 to x10 of the default),
+    D's below the lower one, K's above the upper one."""
     terms = correction.ActionTerms(hinge=-2.0, level=True, level_terms="kinks")
-    assert terms.names()[terms.n_phi:] == ("K", "K*p", "K^2", "D", "D*p", "D^2") and terms.n == terms.n_phi + 6
+    assert terms.names()[terms.n_phi:] == ("K", "K*p", "K^2", "D", "D*p") and terms.n == terms.n_phi + 5
     o = np.stack([SPEC.observation(6, 1.0, 3.0, 3.0, 4.0)[0]] * 4)
     p = o[0, SPEC.index("progress")]
     low = -2.0 - KINK_BELOW
     cols = terms.features(SPEC_V2, np.zeros(4), o, np.array([low - 1.0, low + 0.5, -2.5, -1.5]))[:, terms.n_phi:]
-    np.testing.assert_allclose(cols[0], [0, 0, 0, 1.0, p, 1.0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(cols[0], [0, 0, 0, 1.0, p], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(cols[1:3], 0.0)
-    np.testing.assert_allclose(cols[3], [0.5, 0.5 * p, 0.25, 0, 0, 0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(cols[3], [0.5, 0.5 * p, 0.25, 0, 0], rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="action_level_terms kinks .* needs action_hinge"):
         _tiny(action_response="noop", action_level=True, action_level_terms="kinks")
 

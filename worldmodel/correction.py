@@ -58,7 +58,8 @@ psi (log_lr, log_abs_lr, their squares and products with progress; log_abs_lr's 
 `action_level_terms` "absolute"; of K = max(0, log_abs_lr - the action term's kink) with "kink": the
 level's cost above the kink alone, so that an anneal below it stays the transformer's and phi's; with
 "kinks" also of D = max(0, the kink - KINK_BELOW - log_abs_lr): what holding a vanishing LR costs, below
-x0.1 of the collected runs' default LR, read off the drop groups),
+x0.1 of the collected runs' default LR, read off the drop groups; D and D x p without a square, so that
+the cost grows with the depth below the data's deepest LR too instead of turning at a fitted vertex),
 centred on every training decision (`b`; whichever decisions its weights are fit on), is added to
 phi, applied at every step (the no-op too).
 The weights live in the parameters as `params["action_linear"]` = {"w": (ActionTerms.n,), "b": ()}
@@ -122,7 +123,7 @@ class ActionTerms:
     one parameter, moving by hinge_params decades per decade of the parameter count: P = log10 of it),
     then psi's with `level`: 6 (L, A, their squares and products with progress), A's 3 alone with
     level_terms "absolute", those of K = max(0, A - the kink) with "kink" (the level's cost above the
-    kink only), or K's and D's with "kinks" (D = max(0, the kink - KINK_BELOW - A): the cost of an LR far below). `WorldModelConfig`'s action_convex, action_hinge, action_hinge_params, action_level,
+    kink only), or K's, D and D x p with "kinks" (D = max(0, the kink - KINK_BELOW - A): the cost of an LR far below). `WorldModelConfig`'s action_convex, action_hinge, action_hinge_params, action_level,
     action_level_terms (`of`); the term's columns are named (`names`) so that weights of one layout can
     be carried into a larger one (`fit` with `keep`)."""
 
@@ -150,7 +151,7 @@ class ActionTerms:
     def psi_names(self) -> tuple[str, ...]:
         """psi's columns with `level` (whatever `level` is)."""
         kink = ("K", "K*p", "K^2")
-        return {"both": PSI_NAMES, "absolute": PSI_NAMES[3:], "kink": kink, "kinks": (*kink, "D", "D*p", "D^2")}[self.level_terms]
+        return {"both": PSI_NAMES, "absolute": PSI_NAMES[3:], "kink": kink, "kinks": (*kink, "D", "D*p")}[self.level_terms]
 
     @property
     def n(self) -> int:
@@ -187,7 +188,7 @@ class ActionTerms:
             cols += [above, above * p, above * above]
             if self.level_terms == "kinks":
                 below = xp.maximum(kink - KINK_BELOW - log_abs, 0.0)  # D
-                cols += [below, below * p, below * below]
+                cols += [below, below * p]
         return xp.stack(cols, axis=-1)
 
 
