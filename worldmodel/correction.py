@@ -123,7 +123,8 @@ class ActionTerms:
     one parameter, moving by hinge_params decades per decade of the parameter count: P = log10 of it),
     then psi's with `level`: 6 (L, A, their squares and products with progress), A's 3 alone with
     level_terms "absolute", those of K = max(0, A - the kink) with "kink" (the level's cost above the
-    kink only), or K's, D and D x p with "kinks" (D = max(0, the kink - KINK_BELOW - A): the cost of an LR far below). `WorldModelConfig`'s action_convex, action_hinge, action_hinge_params, action_level,
+    kink only), or K's, D and D x p with "kinks" (D = max(0, the kink - KINK_BELOW - A): the cost of an LR
+    far below). `WorldModelConfig`'s action_convex, action_hinge, action_hinge_params, action_level,
     action_level_terms (`of`); the term's columns are named (`names`) so that weights of one layout can
     be carried into a larger one (`fit` with `keep`)."""
 
