@@ -46,8 +46,9 @@ class Job:
         if self.parallel <= 0:
             raise ValueError(f"collect: --parallel must be positive, got {self.parallel}")
         if FAMILIES[self.family].timing and self.parallel != edges.TIMING_GRID:
-            grid = "anneal starts x cut floors" if FAMILIES[self.family].drop else "configured LRs x anneal starts"
-            raise ValueError(f"collect: a '{self.family}' group is the {edges.TIMING_GRID}-run grid (3 {grid}): "
+            grid = (f"{len(edges.DROP_STARTS)} cut starts x {len(edges.DROP_FLOORS)} floors" if FAMILIES[self.family].drop
+                    else f"{len(edges.TIMING_LEVELS)} configured LRs x {len(edges.TIMING_STARTS)} anneal starts")
+            raise ValueError(f"collect: a '{self.family}' group is the {edges.TIMING_GRID}-run grid ({grid}): "
                              f"--parallel must be {edges.TIMING_GRID}, got {self.parallel}")
         # checked here, before collect() records the job's arguments in DIR/jobs/seed<S>.json:
         # a job refused only when its first group is planned would leave that file behind, and

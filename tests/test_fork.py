@@ -153,7 +153,7 @@ def test_a_drop_group_cuts_one_configured_lr_from_three_starts_to_three_floors(t
     assert len(mults) == 1 and 1.0 <= mults.pop() <= 10.0  # one configured LR per group, x1 to x10 of the default
     assert job.explorer(9, DEFAULT_SPEC)[1] != drawn[0][1] and len({job.run_seed(i) for i in range(9)}) == 1
     assert Job(family="timing_drop", tasks=("python_docs",), parallel=9).group(0).cfg.max_iters == 2000
-    with pytest.raises(ValueError, match=r"9-run grid \(3 anneal starts x cut floors\): --parallel must be 9, got 3"):
+    with pytest.raises(ValueError, match=r"9-run grid \(3 cut starts x 3 floors\): --parallel must be 9, got 3"):
         Job(family="timing_drop", tasks=("python_docs",), parallel=3)
     with pytest.raises(ValueError, match=r"drop: branch must be in \[0, 9\), got -1"):
         sample_drop(random.Random(0), -1, 0)

@@ -76,7 +76,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrpilot.trajectories import Trajectories
-from lrpilot.worldmodel.model import KINK_BELOW, LEVEL_TERMS, member
+from lrpilot.worldmodel.model import KINK_BELOW, KINKED, LEVEL_TERMS, member
 
 N_FEATURES = 7
 RIDGE = 1e-3  # ridge strength per row, on standardised columns (as fidelity's linear baseline)
@@ -135,7 +135,7 @@ class ActionTerms:
     level_terms: str = "both"
 
     def __post_init__(self):
-        if self.level_terms not in LEVEL_TERMS or (self.level_terms in ("kink", "kinks") and self.hinge is None):
+        if self.level_terms not in LEVEL_TERMS or (self.level_terms in KINKED and self.hinge is None):
             raise ValueError(f"ActionTerms: level_terms must be one of {', '.join(LEVEL_TERMS)} (kink, kinks with a hinge), got "
                              f"{self.level_terms!r} (hinge={self.hinge!r})")
 
@@ -185,7 +185,7 @@ class ActionTerms:
             cols += [a_log2 * above_kink]
         if self.level:
             cols += [log_lr, log_lr * p, log_lr * log_lr] if self.level_terms == "both" else []
-            above = above_kink if self.level_terms in ("kink", "kinks") else log_abs  # K, or A
+            above = above_kink if self.level_terms in KINKED else log_abs  # K, or A
             cols += [above, above * p, above * above]
             if self.level_terms == "kinks":
                 below = xp.maximum(kink - KINK_BELOW - log_abs, 0.0)  # D

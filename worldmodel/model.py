@@ -90,7 +90,7 @@ class WorldModelConfig:
         if self.action_level_terms not in LEVEL_TERMS or (self.action_level_terms != "both" and not self.action_level):
             raise ValueError(f"WorldModelConfig.action_level_terms must be one of {', '.join(LEVEL_TERMS)}, and both without "
                              f"action_level; got {self.action_level_terms!r} (action_level={self.action_level!r})")
-        if self.action_level_terms in ("kink", "kinks") and self.action_hinge is None:
+        if self.action_level_terms in KINKED and self.action_hinge is None:
             raise ValueError(f"WorldModelConfig.action_level_terms {self.action_level_terms} reads the LR against the action "
                              "term's kink: it needs action_hinge")
         if self.action_hinge is not None and not (isinstance(self.action_hinge, (int, float)) and math.isfinite(self.action_hinge)):
@@ -138,6 +138,7 @@ ACTION_FITS = ("all", "exogenous", "paired")
 LEVEL_TERMS = ("both", "absolute", "kink", "kinks")  # the level terms psi: of the log LR relative to the configured one and
 # the absolute, of the absolute only, of how far the absolute one is above the action term's kink (needs action_hinge), or
 # that and how far it is below a second kink KINK_BELOW decades under the first
+KINKED = ("kink", "kinks")  # the level terms that read the action term's kink (need action_hinge)
 KINK_BELOW = 2.0  # decades between the level terms' two kinks ("kinks"): x10 -> x0.1 of the collected runs' default LR
 LEGACY = {"val_frac": 0.0, "select": "nll", "patience": 5}
 """How a checkpoint saved before checkpoint selection by fidelity was trained (its missing fields)."""

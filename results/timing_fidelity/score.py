@@ -27,7 +27,7 @@ import numpy as np
 
 from lrpilot import checkpoints
 from lrpilot.app.checks import data_dirs
-from lrpilot.collect.edges import TIMING_GRID
+from lrpilot.collect.edges import DROP_FLOORS, DROP_STARTS, TIMING_GRID
 from lrpilot.policy.train import load_world_model
 from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel import fidelity
@@ -121,15 +121,17 @@ print("Mean differences over the groups (final normalised val; positive: the fir
 print()
 print("| contrast | real | " + " | ".join(r[0] for r in rows) + " |")
 print("|---|---|" + "---|" * len(rows))
-levels = sorted(set(level), reverse=True)  # every family's levels present: 100, 30, 10, 3, 1
-contrasts = [(f"configured x{L:g} - x1 (all anneal starts)", level == L, level == 1) for L in levels if L != 1]
-contrasts += [(f"anneal at 75% - at 25%, configured x{L:g}", (level == L) & (start == 0.75), (level == L) & (start == 0.25))
-              for L in sorted(levels)]
 if drops:  # one configured LR per group: the cut's depth and start are the contrasts
-    contrasts = [(f"cut from {s:.0%} to {f:g}x - to 0.1x", (start == s) & (floor == f), (start == s) & (floor == 0.1))
-                 for f in (0.01, 0.001) for s in (0.05, 0.3, 0.55)]
-    contrasts += [(f"cut to {f:g}x from 5% - from 55%", (start == 0.05) & (floor == f), (start == 0.55) & (floor == f))
-                  for f in (0.1, 0.01, 0.001)]
+    (shallow, *deeper), (early, *_, late) = DROP_FLOORS, DROP_STARTS
+    contrasts = [(f"cut from {s:.0%} to {f:g}x - to {shallow:g}x", (start == s) & (floor == f), (start == s) & (floor == shallow))
+                 for f in deeper for s in DROP_STARTS]
+    contrasts += [(f"cut to {f:g}x from {early:.0%} - from {late:.0%}", (start == early) & (floor == f),
+                   (start == late) & (floor == f)) for f in DROP_FLOORS]
+else:
+    levels = sorted(set(level), reverse=True)  # every family's levels present: 100, 30, 10, 3, 1
+    contrasts = [(f"configured x{L:g} - x1 (all anneal starts)", level == L, level == 1) for L in levels if L != 1]
+    contrasts += [(f"anneal at 75% - at 25%, configured x{L:g}", (level == L) & (start == 0.75), (level == L) & (start == 0.25))
+                  for L in sorted(levels)]
 for label, a, b in contrasts:
     cells = [cell_diff(x, a, b) for x in [real] + [r[3] for r in rows]]
     print(f"| {label} ({cells[0][2]} groups) | " + " | ".join(f"{m:+.4f} ± {s:.4f}" for m, s, _ in cells) + " |")
