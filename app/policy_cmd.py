@@ -1,4 +1,4 @@
-"""`lrpilot policy train` and `lrpilot policy eval`."""
+"""`lrpilot policy train`, `lrpilot policy eval` and `lrpilot policy ensemble`."""
 
 from __future__ import annotations
 
@@ -85,6 +85,16 @@ def cmd_policy_eval(args) -> int:
     return 0
 
 
+def cmd_policy_ensemble(args) -> int:
+    from lrpilot.policy.ensemble import stack
+
+    out_parent(args.out)
+    members = [resolve_ckpt(m, "policy") for m in args.members]
+    stack(members, args.out, meta={"command": "lrpilot policy ensemble", "members": list(args.members)})
+    print(f"ensemble of {len(members)} policies -> {args.out}")
+    return 0
+
+
 def register(sub) -> None:
     from lrpilot.policy.network import PolicyConfig
 
@@ -112,3 +122,9 @@ def register(sub) -> None:
                         "M x their default LR (within a factor 10^0.25), e.g. 0.1 1 10 as lrpilot select's validation")
     e.add_argument("--out", help="write the report here (JSON)")
     e.set_defaults(func=cmd_policy_eval)
+    n = ps.add_parser("ensemble", help="stack policy checkpoints (PPO seeds of one recipe) into one checkpoint that "
+                                       "acts on the mean of their action probabilities")
+    n.add_argument("--members", nargs="+", required=True, metavar="CKPT",
+                   help="policy checkpoints with the same spec, trunk and LR support ('pretrained': the shipped one)")
+    n.add_argument("--out", required=True, help="ensemble checkpoint directory")
+    n.set_defaults(func=cmd_policy_ensemble)

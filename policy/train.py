@@ -12,6 +12,7 @@ import numpy as np
 
 import lrpilot
 from lrpilot import checkpoints
+from lrpilot.policy.ensemble import n_members
 from lrpilot.policy.network import PolicyConfig, build as build_policy, config_support, init_params, lr_support
 from lrpilot.policy.ppo import TrainState, episode_returns, make_iteration, policy_act_fn
 from lrpilot.trainers import harness
@@ -99,6 +100,9 @@ def evaluate(policy_path, wm_path, traj, n_envs: int = 256, seed: int = 0,
     the first observation of each one's runs."""
     wm_ck, wm_cfg, wm, ser = load_world_model(wm_path)
     ck = checkpoints.load(policy_path, kind="policy", spec=wm_ck.spec)
+    if n_members(ck.model_config) > 1:
+        raise ValueError(f"policy checkpoint {policy_path} is an ensemble of {n_members(ck.model_config)} policies "
+                         "(lrpilot policy ensemble); the simulator report takes one policy: give one of its members")
     if isinstance(traj, dict):
         regimes = traj
     else:  # refused before any simulation

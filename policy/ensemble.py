@@ -1,0 +1,67 @@
+"""A policy ensemble: K policy checkpoints (PPO seeds of one recipe) stacked in one checkpoint.
+
+PPO's seeds of one recipe differ on real runs as much as recipes do (`results/drop_level/`: one seed
+never raises a too-low LR, another climbs to the LR clip where its siblings hold). Deployed as one
+controller (`policy.load(ENSEMBLE)`), the members read the same episode and the controller takes the
+action of their mixture: the mean of the members' action probabilities, each masked to the LR
+support (greedy: its most probable action). A member alone in its choice is outvoted; where the
+members agree nothing changes.
+
+    lrpilot policy ensemble --members S0 S1 S2 --out ENSEMBLE
+
+The checkpoint is an ordinary policy checkpoint whose parameters carry a leading member axis (K, ...)
+and whose model_config names its members (`policy_members`: path, fingerprint and PPO seed of each).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lrpilot import checkpoints
+from lrpilot.policy.network import lr_support
+from lrpilot.worldmodel.model import WorldModelConfig
+
+MEMBERS = "policy_members"  # model_config key of an ensemble checkpoint: one entry per member
+
+
+def n_members(model_config: dict) -> int:
+    """K for an ensemble checkpoint's model_config, 1 for a single policy's."""
+    return len(model_config.get(MEMBERS) or ()) or 1
+
+
+def mixture_logits(logits_KxA):
+    """(K, A) members' (masked) logits -> (A,) log of the mean of their action probabilities."""
+    logp_KxA = jax.nn.log_softmax(logits_KxA, axis=-1)
+    return jax.scipy.special.logsumexp(logp_KxA, axis=0) - jnp.log(logits_KxA.shape[0])
+
+
+def stack(paths, out, meta: dict | None = None) -> Path:
+    """Saves the policy checkpoints at `paths` (>= 2; same spec, trunk and LR support; none itself an
+    ensemble) as one ensemble checkpoint at `out`. A ValueError names the member and what differs."""
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise ValueError(f"a policy ensemble needs at least 2 member checkpoints, got {len(paths)}")
+    first = checkpoints.load(paths[0], kind="policy")
+    cks = [first] + [checkpoints.load(p, kind="policy", spec=first.spec) for p in paths[1:]]  # SpecMismatch names the field
+    for p, ck in zip(paths, cks):
+        if n_members(ck.model_config) > 1:
+            raise ValueError(f"policy checkpoint {p} is itself an ensemble of {n_members(ck.model_config)}; give its members")
+        trunk, trunk0 = (WorldModelConfig.from_dict(c.model_config["trunk"]).to_dict() for c in (ck, first))  # defaults filled in
+        diff = sorted(k for k in set(trunk) | set(trunk0) if trunk.get(k) != trunk0.get(k))
+        if diff:
+            raise ValueError(f"policy checkpoint {p}: its trunk differs from {paths[0]}'s in {diff} "
+                             f"({[trunk.get(k) for k in diff]} against {[trunk0.get(k) for k in diff]}); members share one architecture")
+        if lr_support(ck.model_config) != lr_support(first.model_config):
+            raise ValueError(f"policy checkpoint {p}: LR support {lr_support(ck.model_config)} differs from {paths[0]}'s "
+                             f"{lr_support(first.model_config)}; members must mask the same actions")
+    params = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *[ck.params for ck in cks])
+    members = [{"path": str(p), "fingerprint": hashlib.sha256((p / "checkpoint.json").read_bytes()).hexdigest()[:16],
+                "seed": (ck.model_config.get("policy") or {}).get("seed")} for p, ck in zip(paths, cks)]
+    model_config = {**first.model_config, MEMBERS: members}
+    return checkpoints.save(out, kind="policy", params=params, spec=first.spec, model_config=model_config,
+                            meta={**(meta or {}), "ensemble_of": [m["path"] for m in members]})

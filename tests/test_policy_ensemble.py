@@ -1,0 +1,127 @@
+"""Policy ensembles (`policy.ensemble`, `lrpilot policy ensemble`): members stacked in one checkpoint,
+deployed as one controller acting on the mean of their action probabilities; what is refused."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lrpilot import checkpoints, policy
+from lrpilot.app.cli import main
+from lrpilot.controllers import Observation, RunInfo
+from lrpilot.policy.ensemble import mixture_logits, stack
+from lrpilot.policy.network import PolicyConfig, build, init_params
+from lrpilot.spec import DEFAULT_SPEC, SpecMismatch
+
+SPEC = DEFAULT_SPEC
+INFO = RunInfo(base_lr=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=200, eval_interval=50,
+               n_params=808_960, tokens_per_update=768)
+
+
+def _policy(path, cfg, wm_params, bias: dict, head_seed: int | None = None, spec=SPEC, support=False):
+    """A policy checkpoint whose action head's bias favours `bias` ({LR factor: logit}); with
+    `head_seed`, a small random kernel too, so that its actions depend on the episode."""
+    net = build(cfg, spec)
+    params = init_params(net, jax.random.key(0), wm_params)
+    b = jnp.zeros(spec.n_actions)
+    for factor, logit in bias.items():
+        b = b.at[spec.actions.index(factor)].set(logit)
+    head = {**params["action_head"], "bias": b}
+    if head_seed is not None:
+        head["kernel"] = 0.5 * jax.random.normal(jax.random.key(head_seed), head["kernel"].shape)
+    params = {**params, "action_head": head}
+    return checkpoints.save(path, kind="policy", params=params, spec=spec,
+                            model_config={"trunk": cfg.to_dict(), "policy": PolicyConfig(support_mask=support).to_dict()})
+
+
+def _lrs(ctrl, vals=lambda k: 4.0 - 0.1 * k):
+    ctrl.reset(INFO)
+    out = []
+    for k, it in enumerate(ctrl.observe_iters()):
+        ctrl.observe(Observation(it, train_loss=None if k == 0 else vals(k), val_loss=vals(k)))
+        out.append(ctrl.lr(min(it, INFO.max_iters - 1)))
+    return out
+
+
+def test_mixture_logits_are_the_log_of_the_mean_probability():
+    logits = jnp.array([[2.0, 0.0, -1.0], [-3.0, 1.0, 0.5], [0.0, 0.0, 4.0]])
+    want = np.log(np.mean(np.asarray(jax.nn.softmax(logits, -1)), 0))
+    np.testing.assert_allclose(np.asarray(mixture_logits(logits)), want, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(mixture_logits(logits[:1])), np.asarray(jax.nn.log_softmax(logits[0])), rtol=1e-5)
+
+
+def test_the_ensemble_acts_on_the_mean_of_its_members_probabilities(tmp_path, tiny_wm):
+    cfg, _, _, wm_params = tiny_wm
+    up = _policy(tmp_path / "up", cfg, wm_params, {2.0: 10.0})
+    down = _policy(tmp_path / "down", cfg, wm_params, {0.5: 10.0})
+    lean_up = _policy(tmp_path / "lean_up", cfg, wm_params, {2.0: 1.0, 0.5: 0.5})  # its argmax doubles, barely
+    base = INFO.base_lr
+    # a 2-1 majority doubles at every decision (up to the spec's clip), whichever member is alone
+    ens = stack([up, down, up], tmp_path / "maj")
+    lrs = _lrs(policy.load(ens))
+    assert lrs[-1] == pytest.approx(SPEC.lr_range[1] * base) and lrs[-1] == _lrs(policy.load(up))[-1]
+    # split 1-1, the third member's probabilities decide, though its own preference is weak
+    lrs = _lrs(policy.load(stack([up, down, lean_up], tmp_path / "tie")))
+    assert lrs[-1] == pytest.approx(SPEC.lr_range[1] * base)
+    lrs = _lrs(policy.load(stack([down, up, down], tmp_path / "maj_down")))
+    assert lrs[-1] == pytest.approx(SPEC.lr_range[0] * base)
+    # probabilities, not votes: two members barely for doubling are outweighed by one sure of halving
+    lrs = _lrs(policy.load(stack([lean_up, lean_up, down], tmp_path / "sure")))
+    assert lrs[-1] == pytest.approx(SPEC.lr_range[0] * base) and _lrs(policy.load(lean_up))[-1] > base
+    ctrl = policy.load(ens)
+    assert ctrl.members == 3 and ctrl.describe()["members"] == 3
+    assert [m["path"] for m in checkpoints.load(ens).model_config["policy_members"]] == [str(up), str(down), str(up)]
+
+
+def test_an_ensemble_of_one_policy_twice_is_that_policy(tmp_path, tiny_wm):
+    cfg, _, _, wm_params = tiny_wm
+    p = _policy(tmp_path / "p", cfg, wm_params, {}, head_seed=1)  # actions that depend on the episode
+    single = _lrs(policy.load(p), lambda k: 4.0 - 0.3 * k + 0.2 * (k % 3))
+    assert len(set(single)) > 2
+    assert _lrs(policy.load(stack([p, p], tmp_path / "pp")), lambda k: 4.0 - 0.3 * k + 0.2 * (k % 3)) == single
+    sampled = policy.load(tmp_path / "pp", greedy=False, seed=3)
+    assert len(_lrs(sampled)) == SPEC.n_decisions + 1
+
+
+def test_what_an_ensemble_refuses(tmp_path, tiny_wm):
+    cfg, _, _, wm_params = tiny_wm
+    a = _policy(tmp_path / "a", cfg, wm_params, {2.0: 1.0})
+    with pytest.raises(ValueError, match="at least 2"):
+        stack([a], tmp_path / "one")
+    other_spec = _policy(tmp_path / "spec", cfg, None, {}, spec=dataclasses.replace(SPEC, n_decisions=10))
+    with pytest.raises(SpecMismatch, match="n_decisions"):
+        stack([a, other_spec], tmp_path / "x")
+    wide = _policy(tmp_path / "wide", dataclasses.replace(cfg, d_model=32), None, {})
+    with pytest.raises(ValueError, match=r"wide: its trunk differs .*\['d_model'\]"):
+        stack([a, wide], tmp_path / "x")
+    fenced = _policy(tmp_path / "fenced", cfg, wm_params, {}, support=True)
+    with pytest.raises(ValueError, match="fenced: LR support"):
+        stack([a, fenced], tmp_path / "x")
+    ens = stack([a, a], tmp_path / "aa")
+    with pytest.raises(ValueError, match="itself an ensemble of 2"):
+        stack([a, ens], tmp_path / "x")
+    assert not (tmp_path / "x").exists()  # nothing written by a refused stack
+    # the simulator's report takes one policy
+    from lrpilot.policy.train import evaluate
+
+    wm = checkpoints.save(tmp_path / "wm", kind="worldmodel", params=wm_params, spec=SPEC, model_config=cfg.to_dict())
+    with pytest.raises(ValueError, match="aa is an ensemble of 2 policies"):
+        evaluate(ens, wm, {}, n_envs=4)
+
+
+def test_the_ensemble_command(tmp_path, tiny_wm, capsys):
+    cfg, _, _, wm_params = tiny_wm
+    a = _policy(tmp_path / "a", cfg, wm_params, {2.0: 1.0})
+    b = _policy(tmp_path / "b", cfg, wm_params, {0.5: 1.0}, head_seed=2)
+    assert main(["policy", "ensemble", "--members", str(a), str(b), "--out", str(tmp_path / "ab")]) == 0
+    assert "ensemble of 2 policies" in capsys.readouterr().out
+    assert policy.load(tmp_path / "ab").members == 2
+    assert main(["policy", "ensemble", "--members", str(a), "--out", str(tmp_path / "one")]) == 2
+    err = capsys.readouterr().err
+    assert "at least 2" in err and "Traceback" not in err and not (tmp_path / "one").exists()
+    assert main(["policy", "ensemble", "--members", str(a), str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 2
+    assert "missing" in capsys.readouterr().err
