@@ -90,12 +90,13 @@ def cmd_policy_ensemble(args) -> int:
 
     out_parent(args.out)
     members = [resolve_ckpt(m, "policy") for m in args.members]
-    stack(members, args.out, meta={"command": "lrpilot policy ensemble", "members": list(args.members)})
-    print(f"ensemble of {len(members)} policies -> {args.out}")
+    stack(members, args.out, args.combine, meta={"command": "lrpilot policy ensemble", "members": list(args.members)})
+    print(f"ensemble of {len(members)} policies ({args.combine}) -> {args.out}")
     return 0
 
 
 def register(sub) -> None:
+    from lrpilot.policy.ensemble import COMBINES
     from lrpilot.policy.network import PolicyConfig
 
     p = sub.add_parser("policy", help="train a policy with PPO inside a world model")
@@ -123,8 +124,11 @@ def register(sub) -> None:
     e.add_argument("--out", help="write the report here (JSON)")
     e.set_defaults(func=cmd_policy_eval)
     n = ps.add_parser("ensemble", help="stack policy checkpoints (PPO seeds of one recipe) into one checkpoint that "
-                                       "acts on the mean of their action probabilities")
+                                       "acts on the median of their actions")
     n.add_argument("--members", nargs="+", required=True, metavar="CKPT",
                    help="policy checkpoints with the same spec, trunk and LR support ('pretrained': the shipped one)")
+    n.add_argument("--combine", choices=COMBINES, default="median",
+                   help="the action: the median of the members' actions by LR factor, or the most probable "
+                        "action of their mean probabilities")
     n.add_argument("--out", required=True, help="ensemble checkpoint directory")
     n.set_defaults(func=cmd_policy_ensemble)

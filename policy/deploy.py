@@ -7,8 +7,8 @@
 The network is built and jitted once per process and architecture (not per call, not per run);
 each decision is one forward pass over the episode's symbols (a few milliseconds on a CPU,
 once per decision interval); an ensemble checkpoint (`policy.ensemble`) runs its members as one
-vmapped pass and acts on the mean of their action probabilities. Greedy (argmax) by default; `greedy=False` samples with a seeded
-key. Actions that would move the LR further outside the checkpoint's LR support
+vmapped pass and acts on the median of their actions (or the argmax of their mean probabilities).
+Greedy (argmax) by default; `greedy=False` samples with a seeded key. Actions that would move the LR further outside the checkpoint's LR support
 (`PolicyConfig.lr_min_rel`/`lr_max_rel`, as in training) are masked. The LR stays inside the spec's range; NaN, inf or missing metrics follow `SpecController`
 (missing: the last value is repeated; non-finite: the episode ends and the LR is held).
 """
@@ -25,7 +25,7 @@ import numpy as np
 
 from lrpilot import checkpoints, controllers
 from lrpilot.controllers.spec_controller import SpecController
-from lrpilot.policy.ensemble import mixture_logits, n_members
+from lrpilot.policy.ensemble import combine_rule, median_action, mixture_logits, n_members
 from lrpilot.policy.network import PolicyNet, action_mask, build, lr_support, masked_logits
 from lrpilot.spec import EnvSpec
 from lrpilot.worldmodel.model import WorldModelConfig
@@ -47,7 +47,7 @@ class PolicyController(SpecController):
 
     def __init__(self, net: PolicyNet, params, spec: EnvSpec, wm_cfg: WorldModelConfig, greedy: bool = True,
                  seed: int = 0, source: str = "", lr_support: tuple[float, float] | None = None,
-                 val_estimate: bool = False, fingerprint: str | None = None, members: int = 1):
+                 val_estimate: bool = False, fingerprint: str | None = None, members: int = 1, combine: str = "mean"):
         super().__init__(spec)
         self.net, self.params, self.greedy, self.seed, self.source = net, params, greedy, seed, source
         self.val_estimate = val_estimate  # Controller.val_estimate: no evaluation of its own after the first ones
@@ -55,6 +55,7 @@ class PolicyController(SpecController):
         self.fingerprint = fingerprint  # of the checkpoint it came from: which one, not only where (`source`)
         self.ser = wm_cfg.serializer(spec)
         self.members = members  # K > 1: `params` stacked on a leading member axis (policy.ensemble)
+        self.combine = combine  # an ensemble's rule (policy.ensemble.COMBINES)
         self._f = _forward(net, members > 1)
         self._key = jax.random.key(seed)
 
@@ -77,12 +78,14 @@ class PolicyController(SpecController):
         logits, _ = self._f(self.params, jnp.asarray(seq), ser.decision_pos(k))
         if self.lr_support is not None and lr_rel is not None:
             logits = masked_logits(logits, action_mask(self.spec, lr_rel, *self.lr_support))
-        if self.members > 1:
+        if self.members > 1 and self.combine == "mean":
             logits = mixture_logits(logits)
         if self.greedy:
-            return int(jnp.argmax(logits))
-        self._key, sub = jax.random.split(self._key)
-        return int(jax.random.categorical(sub, logits))
+            a = jnp.argmax(logits, axis=-1)
+        else:
+            self._key, sub = jax.random.split(self._key)
+            a = jax.random.categorical(sub, logits)
+        return median_action(a, self.spec.actions) if a.ndim else int(a)  # (K,): each member's, "median"
 
     def choose(self, k: int) -> int:
         return self.act(self.obs, self.actions, self.lr_rel)
@@ -90,7 +93,7 @@ class PolicyController(SpecController):
     def describe(self):
         return {"name": self.name, "checkpoint": self.source, "fingerprint": self.fingerprint, "greedy": self.greedy,
                 "lr_support": self.lr_support, "val_estimate": self.val_estimate,
-                **({"members": self.members} if self.members > 1 else {})}
+                **({"members": self.members, "combine": self.combine} if self.members > 1 else {})}
 
 
 def load_controller(path: str | Path = "pretrained", spec: EnvSpec | None = None, greedy: bool = True,
@@ -108,7 +111,7 @@ def load_controller(path: str | Path = "pretrained", spec: EnvSpec | None = None
     # which checkpoint, not only where: a resumed evaluation must not reuse runs of another one saved at the same path
     fingerprint = hashlib.sha256((p / "checkpoint.json").read_bytes()).hexdigest()[:16]
     ctrl = PolicyController(net, params, ck.spec, wm_cfg, greedy, seed, str(path), lr_support(ck.model_config),
-                            val_estimate, fingerprint, n_members(ck.model_config))
+                            val_estimate, fingerprint, n_members(ck.model_config), combine_rule(ck.model_config))
     ctrl._f(params, jnp.zeros(ctrl.ser.seq_len, jnp.int32), 0)  # compile now, not during the first run
     return ctrl
 
