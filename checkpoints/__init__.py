@@ -6,9 +6,10 @@ from lrpilot.checkpoints.store import (
     Checkpoint,
     CheckpointError,
     exists,
+    fingerprint,
     load,
     pretrained,
     save,
 )
 
-__all__ = ["FORMAT_VERSION", "KINDS", "Checkpoint", "CheckpointError", "exists", "load", "pretrained", "save"]
+__all__ = ["FORMAT_VERSION", "KINDS", "Checkpoint", "CheckpointError", "exists", "fingerprint", "load", "pretrained", "save"]

@@ -18,6 +18,7 @@ so <path> is always absent, the previous checkpoint, or the new one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -150,6 +151,12 @@ def exists(path) -> bool:
     except (CheckpointError, OSError, KeyError, TypeError):
         return False
     return True
+
+
+def fingerprint(path) -> str:
+    """Which checkpoint, not only where: the first 16 hex digits of the SHA-256 of its checkpoint.json
+    (a checkpoint saved again at the same path gets another)."""
+    return hashlib.sha256((Path(path) / "checkpoint.json").read_bytes()).hexdigest()[:16]
 
 
 def pretrained(kind: str) -> Path:

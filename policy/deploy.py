@@ -8,15 +8,15 @@ The network is built and jitted once per process and architecture (not per call,
 each decision is one forward pass over the episode's symbols (a few milliseconds on a CPU,
 once per decision interval); an ensemble checkpoint (`policy.ensemble`) runs its members as one
 vmapped pass and acts on the median of their actions (or the argmax of their mean probabilities).
-Greedy (argmax) by default; `greedy=False` samples with a seeded key. Actions that would move the LR further outside the checkpoint's LR support
-(`PolicyConfig.lr_min_rel`/`lr_max_rel`, as in training) are masked. The LR stays inside the spec's range; NaN, inf or missing metrics follow `SpecController`
+Greedy (argmax) by default; `greedy=False` samples with a seeded key. Actions that would move the
+LR further outside the checkpoint's LR support (`PolicyConfig.lr_min_rel`/`lr_max_rel`, as in
+training) are masked. The LR stays inside the spec's range; NaN, inf or missing metrics follow `SpecController`
 (missing: the last value is repeated; non-finite: the episode ends and the LR is held).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
 
 import jax
@@ -47,7 +47,7 @@ class PolicyController(SpecController):
 
     def __init__(self, net: PolicyNet, params, spec: EnvSpec, wm_cfg: WorldModelConfig, greedy: bool = True,
                  seed: int = 0, source: str = "", lr_support: tuple[float, float] | None = None,
-                 val_estimate: bool = False, fingerprint: str | None = None, members: int = 1, combine: str = "mean"):
+                 val_estimate: bool = False, fingerprint: str | None = None, members: int = 1, combine: str = "median"):
         super().__init__(spec)
         self.net, self.params, self.greedy, self.seed, self.source = net, params, greedy, seed, source
         self.val_estimate = val_estimate  # Controller.val_estimate: no evaluation of its own after the first ones
@@ -109,7 +109,7 @@ def load_controller(path: str | Path = "pretrained", spec: EnvSpec | None = None
     net = build(wm_cfg, ck.spec)
     params = jax.tree.map(jnp.asarray, ck.params)
     # which checkpoint, not only where: a resumed evaluation must not reuse runs of another one saved at the same path
-    fingerprint = hashlib.sha256((p / "checkpoint.json").read_bytes()).hexdigest()[:16]
+    fingerprint = checkpoints.fingerprint(p)
     ctrl = PolicyController(net, params, ck.spec, wm_cfg, greedy, seed, str(path), lr_support(ck.model_config),
                             val_estimate, fingerprint, n_members(ck.model_config), combine_rule(ck.model_config))
     ctrl._f(params, jnp.zeros(ctrl.ser.seq_len, jnp.int32), 0)  # compile now, not during the first run

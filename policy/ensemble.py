@@ -20,7 +20,6 @@ and whose model_config names its members (`policy_members`: path, fingerprint an
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import jax
@@ -90,8 +89,8 @@ def stack(paths, out, combine: str = "median", meta: dict | None = None) -> Path
             raise ValueError(f"policy checkpoint {p}: LR support {lr_support(ck.model_config)} differs from {paths[0]}'s "
                              f"{lr_support(first.model_config)}; members must mask the same actions")
     params = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *[ck.params for ck in cks])
-    members = [{"path": str(p), "fingerprint": hashlib.sha256((p / "checkpoint.json").read_bytes()).hexdigest()[:16],
-                "seed": (ck.model_config.get("policy") or {}).get("seed")} for p, ck in zip(paths, cks)]
+    members = [{"path": str(p), "fingerprint": checkpoints.fingerprint(p), "seed": (ck.model_config.get("policy") or {}).get("seed")}
+               for p, ck in zip(paths, cks)]
     model_config = {**first.model_config, MEMBERS: members, COMBINE: combine}
     return checkpoints.save(out, kind="policy", params=params, spec=first.spec, model_config=model_config,
                             meta={**(meta or {}), "ensemble_of": [m["path"] for m in members]})
