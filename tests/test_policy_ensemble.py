@@ -77,6 +77,10 @@ def test_the_median_ensemble_follows_its_middle_member(tmp_path, tiny_wm):
     assert lrs[-1] == pytest.approx(SPEC.lr_range[1] * INFO.base_lr)
     sampled = policy.load(ens, greedy=False, seed=3)
     assert len(_lrs(sampled)) == SPEC.n_decisions + 1
+    # members trained with the LR support are masked to it, each before the median
+    fenced = _policy(tmp_path / "fenced", cfg, wm_params, {2.0: 10.0}, support=True)
+    lrs = _lrs(policy.load(stack([fenced, fenced, fenced], tmp_path / "fenced3")))
+    assert 4 * INFO.base_lr < max(lrs) <= PolicyConfig().lr_max_rel * INFO.base_lr * (1 + 1e-6)
 
 
 def test_the_mean_ensemble_acts_on_its_members_mean_probabilities(tmp_path, tiny_wm):
