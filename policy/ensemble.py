@@ -77,17 +77,19 @@ def stack(paths, out, combine: str = "median", meta: dict | None = None) -> Path
         raise ValueError(f"a policy ensemble needs at least 2 member checkpoints, got {len(paths)}")
     first = checkpoints.load(paths[0], kind="policy")
     cks = [first] + [checkpoints.load(p, kind="policy", spec=first.spec) for p in paths[1:]]  # SpecMismatch names the field
+    trunk0 = WorldModelConfig.from_dict(first.model_config["trunk"]).to_dict()  # defaults filled in
+    support0 = lr_support(first.model_config)
     for p, ck in zip(paths, cks):
         if n_members(ck.model_config) > 1:
             raise ValueError(f"policy checkpoint {p} is itself an ensemble of {n_members(ck.model_config)}; give its members")
-        trunk, trunk0 = (WorldModelConfig.from_dict(c.model_config["trunk"]).to_dict() for c in (ck, first))  # defaults filled in
+        trunk = WorldModelConfig.from_dict(ck.model_config["trunk"]).to_dict()
         diff = sorted(k for k in set(trunk) | set(trunk0) if trunk.get(k) != trunk0.get(k))
         if diff:
             raise ValueError(f"policy checkpoint {p}: its trunk differs from {paths[0]}'s in {diff} "
                              f"({[trunk.get(k) for k in diff]} against {[trunk0.get(k) for k in diff]}); members share one architecture")
-        if lr_support(ck.model_config) != lr_support(first.model_config):
-            raise ValueError(f"policy checkpoint {p}: LR support {lr_support(ck.model_config)} differs from {paths[0]}'s "
-                             f"{lr_support(first.model_config)}; members must mask the same actions")
+        if (support := lr_support(ck.model_config)) != support0:
+            raise ValueError(f"policy checkpoint {p}: LR support {support} differs from {paths[0]}'s {support0}; "
+                             "members must mask the same actions")
     params = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *[ck.params for ck in cks])
     members = [{"path": str(p), "fingerprint": checkpoints.fingerprint(p), "seed": (ck.model_config.get("policy") or {}).get("seed")}
                for p, ck in zip(paths, cks)]
