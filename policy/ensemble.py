@@ -94,5 +94,7 @@ def stack(paths, out, combine: str = "median", meta: dict | None = None) -> Path
     members = [{"path": str(p), "fingerprint": checkpoints.fingerprint(p), "seed": (ck.model_config.get("policy") or {}).get("seed")}
                for p, ck in zip(paths, cks)]
     model_config = {**first.model_config, MEMBERS: members, COMBINE: combine}
+    wms = [ck.meta.get("world_model") for ck in cks]  # where each member was trained, as its checkpoint says
+    trained_in = {} if None in wms else {"world_model": wms[0]} if len(set(wms)) == 1 else {"world_models": wms}
     return checkpoints.save(out, kind="policy", params=params, spec=first.spec, model_config=model_config,
-                            meta={**(meta or {}), "ensemble_of": [m["path"] for m in members]})
+                            meta={**(meta or {}), **trained_in, "ensemble_of": [m["path"] for m in members]})

@@ -184,7 +184,7 @@ def test_fit_action_level_terms_refusals(tmp_path):
     out, data = tmp_path / "wm_fit", str(tmp_path / "no_data")
     with pytest.raises(SystemExit, match="--level-terms needs --level"):
         main(["worldmodel", "fit-action", "--ckpt", "pretrained", "--level-terms", "absolute", "--data", data, "--out", str(out)])
-    leveled = _patched_pretrained(tmp_path, "leveled", action_response="noop", action_level=True)
+    leveled = _patched_pretrained(tmp_path, "leveled", action_response="noop", action_level=True, action_level_terms="both")
     with pytest.raises(SystemExit, match="already has level terms \\(action_level_terms both\\), not absolute"):
         main(["worldmodel", "fit-action", "--ckpt", str(leveled), "--keep", "--level-terms", "absolute", "--data", data,
               "--out", str(out)])

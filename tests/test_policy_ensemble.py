@@ -23,7 +23,7 @@ INFO = RunInfo(base_lr=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=200, eval_i
                n_params=808_960, tokens_per_update=768)
 
 
-def _policy(path, cfg, wm_params, bias: dict, head_seed: int | None = None, spec=SPEC, support=False):
+def _policy(path, cfg, wm_params, bias: dict, head_seed: int | None = None, spec=SPEC, support=False, meta=None):
     """A policy checkpoint whose action head's bias favours `bias` ({LR factor: logit}); with
     `head_seed`, a small random kernel too, so that its actions depend on the episode."""
     net = build(cfg, spec)
@@ -36,7 +36,8 @@ def _policy(path, cfg, wm_params, bias: dict, head_seed: int | None = None, spec
         head["kernel"] = 0.5 * jax.random.normal(jax.random.key(head_seed), head["kernel"].shape)
     params = {**params, "action_head": head}
     return checkpoints.save(path, kind="policy", params=params, spec=spec,
-                            model_config={"trunk": cfg.to_dict(), "policy": PolicyConfig(support_mask=support).to_dict()})
+                            model_config={"trunk": cfg.to_dict(), "policy": PolicyConfig(support_mask=support).to_dict()},
+                            meta=meta)
 
 
 def _lrs(ctrl, vals=lambda k: 4.0 - 0.1 * k):
@@ -161,3 +162,13 @@ def test_the_ensemble_command(tmp_path, tiny_wm, capsys):
     assert "at least 2" in err and "Traceback" not in err and not (tmp_path / "one").exists()
     assert main(["policy", "ensemble", "--members", str(a), str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_an_ensemble_names_the_world_model_its_members_were_trained_in(tmp_path, tiny_wm):
+    cfg, _, _, wm_params = tiny_wm
+    a, b, c = (_policy(tmp_path / n, cfg, wm_params, {}, meta={"world_model": w}) for n, w in [("a", "wm1"), ("b", "wm1"), ("c", "wm2")])
+    assert checkpoints.load(stack([a, b], tmp_path / "ab")).meta["world_model"] == "wm1"
+    mixed = checkpoints.load(stack([a, c], tmp_path / "ac")).meta
+    assert mixed["world_models"] == ["wm1", "wm2"] and "world_model" not in mixed
+    unknown = checkpoints.load(stack([a, _policy(tmp_path / "d", cfg, wm_params, {})], tmp_path / "ad")).meta
+    assert "world_model" not in unknown and "world_models" not in unknown  # one member does not say: nothing claimed
