@@ -74,8 +74,8 @@ def save(path, *, kind: str, params, spec: EnvSpec, model_config: dict, meta: di
     if not isinstance(spec, EnvSpec):
         raise TypeError(f"spec must be an EnvSpec, got {type(spec).__name__}")
     model_config = _jsonable(_as_dict(model_config), "model_config")
-    full_meta = {"lrpilot_version": __version__, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                 **_jsonable(dict(meta or {}), "meta")}
+    full_meta = {**_jsonable(dict(meta or {}), "meta"),  # a copied meta's version and time are replaced by this save's
+                 "lrpilot_version": __version__, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if path.exists() and not (path.is_dir() and ((path / HEADER).is_file() or not any(path.iterdir()))):
         raise FileExistsError(f"{path} exists and is not a checkpoint; refusing to overwrite it")
 

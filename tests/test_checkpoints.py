@@ -66,6 +66,11 @@ def test_round_trip(tmp_path, params):
     # restored params drive the model like the originals
     x = jnp.ones((2, 4))
     np.testing.assert_array_equal(TinyMLP().apply(ck.params, x), TinyMLP().apply(params, x))
+    # a meta copied from an older checkpoint (a refit, a stack) gets this save's version and time, not the old ones
+    again = checkpoints.save(tmp_path / "refit", kind="worldmodel", params=params, spec=DEFAULT_SPEC, model_config=CONFIG,
+                             meta={**ck.meta, "saved_at": "2000-01-01T00:00:00+0000", "lrpilot_version": "0.0.0"})
+    meta = checkpoints.load(again).meta
+    assert meta["saved_at"] > "2026" and meta["lrpilot_version"] == __version__ and meta["step"] == 100
 
 
 def test_layout(tmp_path, params):
