@@ -67,8 +67,8 @@ def cmd_quickstart(args) -> int:
           f"(one run each is an anecdote; see the README's results for several seeds).")
     if args.task in TRAINING_CORPORA:
         print(f"  note: '{args.task}' is one of the corpora the pretrained policy's training data came from (other "
-              f"runs of it); on held-out shakespeare_char at this scale it beats cosine at base LR x0.1-x1 and "
-              f"loses to it at x3-x10 (README results).")
+              f"runs of it); on held-out shakespeare_char at this scale it beats cosine at base LR x0.1-x1 and x10 "
+              f"and loses to it at x3 (README results).")
     print(f"  plots: {out / 'quickstart.png'}   runs: {out}/*/final_info.json, curves.json")
     print(f"  took {time.perf_counter() - t0:.0f} s")
     print(NEXT_STEPS)

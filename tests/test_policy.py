@@ -17,7 +17,6 @@ from lrpilot.policy.network import PolicyConfig, build, init_params
 from lrpilot.policy.ppo import TrainState, gae, make_iteration, make_train, masked_normalize
 from lrpilot.spec import DEFAULT_SPEC, SpecMismatch
 from lrpilot.worldmodel.env import SimEnv, SimState
-from lrpilot.worldmodel.model import WorldModelConfig
 
 SPEC = DEFAULT_SPEC
 
@@ -255,23 +254,6 @@ def test_ppo_starts_as_deployed_from_each_regime_equally(tmp_path, traj, capsys)
     assert main(["policy", "train", "--world-model", str(tmp_path / "nope"), "--out", str(tmp_path / "p"),
                  "--start-lr-mults", "0.1", "-1"]) == 2
     assert "--start-lr-mults must be positive LR multipliers, got (0.1, -1.0)" in capsys.readouterr().err
-
-
-def test_shipped_checkpoints_load_and_drive_a_run():
-    from lrpilot import policy
-    from lrpilot.policy.deploy import PolicyController
-
-    wm = checkpoints.load(checkpoints.pretrained("worldmodel"), kind="worldmodel")
-    pol = checkpoints.load(checkpoints.pretrained("policy"), kind="policy", spec=wm.spec)  # the spec it was trained in
-    # the policy's trunk is the shipped world model's config with one member (the world model is an ensemble)
-    trunk = dataclasses.replace(WorldModelConfig.from_dict(wm.model_config), ensemble=1).to_dict()
-    assert WorldModelConfig.from_dict(pol.model_config["trunk"]).to_dict() == trunk and wm.model_config["ensemble"] >= 3 and pol.meta["world_model"].endswith("worldmodel")
-    assert pol.meta["sim_eval"]["returns"]["policy (greedy)"]["mean"] > 0
-    ctrl = policy.load("pretrained")
-    assert isinstance(ctrl, PolicyController)
-    lrs = _run(ctrl, lambda k: 4.0 * (0.97 ** k), max_iters=2000)
-    lo, hi = (x * 1e-3 for x in pol.spec.lr_range)
-    assert all(lo * (1 - 1e-9) <= x <= hi * (1 + 1e-9) for x in lrs)
 
 
 def test_action_mask_keeps_the_lr_in_its_support():
