@@ -68,7 +68,8 @@ def median_action(actions_K, factors) -> int:
 
 def stack(paths, out, combine: str = "median", meta: dict | None = None) -> Path:
     """Saves the policy checkpoints at `paths` (>= 2; same spec, trunk and LR support; none itself an
-    ensemble) as one ensemble checkpoint at `out` that combines its members by `combine` (COMBINES).
+    ensemble) as one ensemble checkpoint at `out` that combines its members by `combine` (COMBINES); its
+    meta names the world model they were trained in (`world_models`, one per member, where they differ).
     A ValueError names the member and what differs."""
     paths = [Path(p) for p in paths]
     if combine not in COMBINES:
