@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import lrpilot
 from lrpilot import checkpoints
 from lrpilot.policy.ensemble import n_members
 from lrpilot.policy.network import PolicyConfig, build as build_policy, config_support, init_params, lr_support
@@ -162,8 +161,7 @@ def train(wm_path: str, traj: Trajectories, cfg: PolicyConfig, out: str | Path, 
     report = sim_report(env, env_params, net, ts.params, k_eval, cfg.eval_envs, config_support(cfg))
     log("[policy] " + format_report(report))
     checkpoints.save(out, kind="policy", params=ts.params, spec=wm_ck.spec, model_config=model_config,
-                     meta={"world_model": str(wm_path), "log": history, "sim_eval": report,
-                           "lrpilot_version": lrpilot.__version__, **(meta or {})})
+                     meta={"world_model": str(wm_path), "log": history, "sim_eval": report, **(meta or {})})
     log(f"[policy] saved {out}")
     return report
 
