@@ -31,7 +31,8 @@ def test_shipped_checkpoints_load_and_drive_a_run():
     members = pol.model_config.get(MEMBERS) or [{"path": str(checkpoints.pretrained("policy"))}]
     for m in members:
         path = ROOT / m["path"]
-        assert m.get("fingerprint", checkpoints.fingerprint(path)) == checkpoints.fingerprint(path)  # the member stacked
+        fp = checkpoints.fingerprint(path)
+        assert m.get("fingerprint", fp) == fp  # the member stacked
         ck = checkpoints.load(path, kind="policy", spec=wm.spec)
         assert ck.meta["world_model"] == pol.meta["world_model"] and ck.meta["sim_eval"]["returns"]["policy (greedy)"]["mean"] > 0
         assert min(d["mean"] for d in ck.meta["sim_eval"]["policy_minus_best"].values()) > 0
