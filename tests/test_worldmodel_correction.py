@@ -28,9 +28,10 @@ def _tiny(seed=0, spec=SPEC, **kw):
 
 
 def _linear_runs(n_runs: int, effect: float, noise: float = 0.002, seed: int = 0, convex: float = 0.0,
-                 kink: tuple[float, ...] = (0.0, 0.0, 0.0), log_params=None) -> Trajectories:
-    """Random-action runs whose val changes by -0.01 + (effect + convex * L^2 + s * max(0, L - h - hp * P)) *
-    log2(action factor) + noise, (s, h[, hp]) = kink (L: log10 of the LR before the action over the base LR, the
+                 kink: tuple[float, ...] = (0.0, 0.0, 0.0), log_params=None, upper: tuple[float, float] = (0.0, 0.0)) -> Trajectories:
+    """Random-action runs whose val changes by -0.01 + (effect + convex * L^2 + s * max(0, L - h - hp * P)
+    + su * max(0, L - h - hp * P - u)) * log2(action factor) + noise, (s, h[, hp]) = kink, (su, u) = upper (L: log10
+    of the LR before the action over the base LR, the
     runs' log absolute LR: base LR 1). With log_params (n_runs,): spec v2 runs, run r with P = log_params[r] in
     its static context (else P = 0)."""
     P = np.zeros(n_runs) if log_params is None else np.asarray(log_params, float)
@@ -45,7 +46,7 @@ def _linear_runs(n_runs: int, effect: float, noise: float = 0.002, seed: int = 0
         for k in range(n):
             L = np.log10(lr)
             lr = SPEC.next_lr_rel(lr, int(actions[r, k]))
-            slope = effect + convex * L * L + s_k * max(0.0, L - h_k - hp_k * P[r])
+            slope = effect + convex * L * L + s_k * max(0.0, L - h_k - hp_k * P[r]) + upper[0] * max(0.0, L - h_k - hp_k * P[r] - upper[1])
             val = val - 0.01 + slope * LOG2[actions[r, k]] + rng.normal(0, noise)
             obs[r, k + 1] = SPEC.observation(k + 1, lr, 4.0 * val, 4.0 * val, 4.0)[0]
     metas = [{"task": "t", "group": r, "job_seed": 0, "family": "test", "controller": {"name": "random_walk"}} for r in range(n_runs)]

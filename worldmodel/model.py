@@ -50,6 +50,8 @@ class WorldModelConfig:
     action_convex: bool = False  # that term's action part gains a x (log10 absolute LR)^2 (correction.py)
     action_hinge: float | None = None  # ... and a x max(0, log10 absolute LR - action_hinge - action_hinge_params x log10 N)
     action_hinge_params: float = 0.0  # the kink's shift per decade of the parameter count N (correction.py)
+    action_hinge_upper: float | None = None  # ... and a x max(0, log10 absolute LR - that kink - action_hinge_upper): a second
+    # kink that many decades above the first, where one doubling starts to spike the loss (correction.py)
     action_fit: str = "all"  # that term's fit: "all" decisions pooled, "exogenous" (random-walk and fork runs, run fixed effects)
     # or "paired" (runs of groups sharing a seed, group x decision fixed effects; correction.py)
     # training
@@ -100,6 +102,10 @@ class WorldModelConfig:
             raise ValueError(f"WorldModelConfig.action_hinge_params must be a finite number of decades per decade of the "
                              f"parameter count, and 0 without action_hinge; got {self.action_hinge_params!r} "
                              f"(action_hinge={self.action_hinge!r})")
+        if self.action_hinge_upper is not None and (self.action_hinge is None or not (
+                isinstance(self.action_hinge_upper, (int, float)) and math.isfinite(self.action_hinge_upper) and self.action_hinge_upper > 0)):
+            raise ValueError(f"WorldModelConfig.action_hinge_upper must be None or a finite number of decades > 0 above the "
+                             f"kink of action_hinge, which it needs; got {self.action_hinge_upper!r} (action_hinge={self.action_hinge!r})")
         if self.aux_scale not in ("global", "interval"):
             raise ValueError(f"WorldModelConfig.aux_scale must be global or interval, got {self.aux_scale!r}")
         if not self.aux_weight >= 0:
