@@ -127,8 +127,11 @@ def cmd_compare(args) -> int:
 def cmd_fit_action(args) -> int:
     import dataclasses
 
+    import numpy as np
+
     from lrpilot import checkpoints
     from lrpilot.trajectories import load_dir
+    from lrpilot.worldmodel import hazard
     from lrpilot.worldmodel.correction import ActionTerms, with_action_linear
     from lrpilot.worldmodel.model import WorldModelConfig, build
     from lrpilot.worldmodel.train import training_runs
@@ -159,21 +162,34 @@ def cmd_fit_action(args) -> int:
             args.hinge_upper = old.action_hinge_upper
     if args.level_terms is not None and not args.level:
         raise SystemExit("worldmodel fit-action: --level-terms needs --level")
+    if args.divergence and (args.response != "noop" or args.hinge is None):
+        raise SystemExit("worldmodel fit-action: --divergence adds an action's hazard to the no-op's continuation, read against "
+                         "the action term's kink: it needs --response noop and --hinge (or --keep of a term with a kink)")
     if args.hinge_upper is not None and args.hinge is None:
         raise SystemExit("worldmodel fit-action: --hinge-upper places a second kink above the first: it needs --hinge (or "
                          "--keep of a term with a kink)")
     cfg = dataclasses.replace(old, action_response=args.response, action_level=args.level, action_fit=args.fit,
                               action_level_terms=args.level_terms or "both",
                               action_convex=args.convex, action_hinge=args.hinge, action_hinge_params=args.hinge_params,
-                              action_hinge_upper=args.hinge_upper)
+                              action_hinge_upper=args.hinge_upper,
+                              action_divergence=args.divergence or (args.keep and old.action_divergence))
     model, ser = build(cfg, ck.spec)
     full = load_dir(data_dirs(args.data), ck.spec)
     tr = training_runs(full, cfg)
     keep_terms = ActionTerms.of(old) if args.keep else None
-    params = with_action_linear(model, ck.params, ser, full.subset(tr), cfg.action_fit, keep_terms)
-    print(f"[worldmodel] action_response {args.response}: linear term fit ({args.fit}{', the old term kept' if args.keep else ''}) "
-          f"on {len(tr)} training runs, columns {list(ActionTerms.of(cfg).names())}, weights "
-          f"{params['action_linear']['w'].round(5).tolist()}, b {params['action_linear']['b'].round(5).tolist()}")
+    params = {k: v for k, v in ck.params.items() if k != "action_hazard" or (args.keep and not args.divergence)}
+    if args.divergence and args.keep and ActionTerms.of(cfg).names() == keep_terms.names():
+        print("[worldmodel] the kept linear term has every column asked for: only the divergence hazard is fit")
+    else:
+        params = with_action_linear(model, params, ser, full.subset(tr), cfg.action_fit, keep_terms)
+        print(f"[worldmodel] action_response {args.response}: linear term fit ({args.fit}{', the old term kept' if args.keep else ''}) "
+              f"on {len(tr)} training runs, columns {list(ActionTerms.of(cfg).names())}, weights "
+              f"{params['action_linear']['w'].round(5).tolist()}, b {params['action_linear']['b'].round(5).tolist()}")
+    if args.divergence:
+        c = hazard.fit(full.subset(tr), ActionTerms.of(cfg))
+        params["action_hazard"] = {"c": c if cfg.ensemble == 1 else np.tile(c, (cfg.ensemble, 1))}
+        print(f"[worldmodel] divergence hazard sigmoid({c[0]:.3f} + {c[1]:.3f} z), z: decades above the kink, fit on "
+              f"{len(hazard.rows(full.subset(tr), ActionTerms.of(cfg))[0])} decisions of random-walk and fork runs")
     checkpoints.save(args.out, kind="worldmodel", params=params, spec=ck.spec,
                      model_config=cfg.to_dict(),
                      meta={**ck.meta, "action_linear_from": str(args.ckpt), "action_linear_data": list(args.data),
@@ -241,6 +257,9 @@ def register(sub) -> None:
                    "action's term also gains a x max(0, log10 absolute LR - the kink - U): a second kink U decades above the "
                    "first (e.g. 1: x100 of the collected runs' default LR, where a doubling starts to spike the loss; "
                    "results/upper_hinge/)")
+    a.add_argument("--divergence", action="store_true", help="with --response noop and a kink: fit an action's own hazard "
+                   "of divergence (a logistic of the LR's decades above the kink, on the random walks and forks) that the "
+                   "simulator adds to the no-op's; with --keep and no other new term only the hazard is fit")
     a.add_argument("--keep", action="store_true", help="keep the checkpoint's fitted term (its response, level terms and "
                    "fit) and fit only the terms the flags add to it (action terms; --level: the level terms, where it has "
                    "none), on what it leaves (stagewise)")

@@ -245,7 +245,8 @@ def expected_next_val(model, wm_params, ser, traj: Trajectories, samples: int = 
     length = traj.length
     ok = np.flatnonzero(length >= 2)  # the simulator's episodes (a one-observation run has no step)
     traj = traj.subset(ok)
-    env = SimEnv(model.clone(cfg=dataclasses.replace(model.cfg, action_response="model")), ser)  # the transformer alone
+    alone = dataclasses.replace(model.cfg, action_response="model", action_divergence=False)  # the transformer alone
+    env = SimEnv(model.clone(cfg=alone), ser)
     ep = env.params(wm_params, traj, max_prefix=1)
     acts = jnp.asarray(np.full_like(traj.actions, ser.spec.noop_action) if noop else np.maximum(traj.actions, 0))
 

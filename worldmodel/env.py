@@ -27,7 +27,7 @@ from flax import struct
 from lrpilot.controllers.schedules import cosine_decay
 from lrpilot.env import Environment, EnvState
 from lrpilot.trajectories import Trajectories
-from lrpilot.worldmodel import correction
+from lrpilot.worldmodel import correction, hazard
 from lrpilot.worldmodel.model import WorldModel, action_log2, init_cache, member
 from lrpilot.worldmodel.serialization import Serializer
 
@@ -68,7 +68,9 @@ class SimEnv(Environment):
     `action_response` is residual or noop, correction.py): the linear action term is added to the
     sampled val (and to mean_val and each member's val in the spread), the transformer having
     sampled under the action taken (residual) or the no-op (noop), and the step's symbols, with
-    the action taken and the corrected val, are written into the cache again: one more model call."""
+    the action taken and the corrected val, are written into the cache again: one more model call.
+    With `action_divergence` the action's excess hazard of divergence over holding (hazard.py) can
+    diverge a step the transformer did not."""
 
     def __init__(self, model: WorldModel, ser: Serializer):
         self.model, self.ser, self.spec = model, ser, ser.spec
@@ -99,6 +101,9 @@ class SimEnv(Environment):
             raise ValueError("SimEnv: no trajectory has an observation to start from")
         log_base, log_params = correction.log_base(traj), correction.log_params(traj)
         self._terms.check_log_params(log_params, traj.spec, "SimEnv")
+        if self.model.cfg.action_divergence and "action_hazard" not in wm_params:
+            raise ValueError("SimEnv: the world model's action_divergence needs params['action_hazard'], which these parameters "
+                             "lack (lrpilot worldmodel fit-action --divergence fits it)")
         return EnvParams(wm_params, jnp.asarray(seq[keep]), jnp.asarray(traj.obs[keep]), jnp.asarray(traj.length[keep]),
                          jnp.asarray(log_base[keep], jnp.float32), jnp.asarray(log_params[keep], jnp.float32), max_prefix,
                          temperature)
@@ -200,6 +205,16 @@ class SimEnv(Environment):
             cap = f.high - 2 * (f.high - f.low) / ser.n_bins if ser.coding == "level" else 0.99 * spec.divergence_ratio
             obs = obs.at[vi].set(jnp.where(diverged, obs[vi], jnp.clip(obs[vi] + delta_K[state.member], 1e-3, cap)))
             mean_val = mean_val + delta_K[state.member]
+            if self.model.cfg.action_divergence:  # the action's own risk over the no-op's (hazard.py)
+                c = params.wm_params["action_hazard"]["c"]
+                kink = hazard.kink(self._terms, state.log_params)
+                li = spec.index("log_lr")
+                h = jnp.where(diverged, 0.0, hazard.excess(c if self.members == 1 else c[state.member],
+                                                           det[li] + state.log_base_lr - kink,
+                                                           state.obs[li] + state.log_base_lr - kink))
+                extra = jax.random.uniform(jax.random.fold_in(key, 1)) < h
+                mean_val = (1.0 - h) * mean_val + h * f.high
+                diverged = diverged | extra  # marked in the observation by `outcome`
             step_syms = jnp.concatenate([(ser.base + action)[None], ser.encode_obs(obs, state.obs)])
             _, cache = self._apply(params.wm_params, step_syms, state.pos, cache)
         obs, reward, terminated, truncated = self.outcome(state, k1, obs, diverged)

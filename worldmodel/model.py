@@ -52,6 +52,7 @@ class WorldModelConfig:
     action_hinge_params: float = 0.0  # the kink's shift per decade of the parameter count N (correction.py)
     action_hinge_upper: float | None = None  # ... and a x max(0, log10 absolute LR - that kink - action_hinge_upper): a second
     # kink that many decades above the first, where one doubling starts to spike the loss (correction.py)
+    action_divergence: bool = False  # an action can diverge the run: its excess hazard over holding (hazard.py; needs noop and a hinge)
     action_fit: str = "all"  # that term's fit: "all" decisions pooled, "exogenous" (random-walk and fork runs, run fixed effects)
     # or "paired" (runs of groups sharing a seed, group x decision fixed effects; correction.py)
     # training
@@ -106,6 +107,10 @@ class WorldModelConfig:
                 isinstance(self.action_hinge_upper, (int, float)) and math.isfinite(self.action_hinge_upper) and self.action_hinge_upper > 0)):
             raise ValueError(f"WorldModelConfig.action_hinge_upper must be None or a finite number of decades > 0 above the "
                              f"kink of action_hinge, which it needs; got {self.action_hinge_upper!r} (action_hinge={self.action_hinge!r})")
+        if self.action_divergence and (self.action_response != "noop" or self.action_hinge is None):
+            raise ValueError(f"WorldModelConfig.action_divergence adds an action's hazard to the no-op's continuation, read against "
+                             f"the action term's kink: it needs action_response noop and action_hinge, got "
+                             f"{self.action_response!r} and {self.action_hinge!r}")
         if self.aux_scale not in ("global", "interval"):
             raise ValueError(f"WorldModelConfig.aux_scale must be global or interval, got {self.aux_scale!r}")
         if not self.aux_weight >= 0:
