@@ -155,23 +155,22 @@ def cmd_fit_action(args) -> int:
             raise SystemExit(f"worldmodel fit-action --keep: {src}'s term already has a kink (action_hinge {old.action_hinge})")
         if old.action_hinge is not None:  # the kept kink stays where it is
             args.hinge, args.hinge_params = old.action_hinge, old.action_hinge_params
-        if old.action_hinge_upper is not None and args.hinge_upper is not None:
-            raise SystemExit(f"worldmodel fit-action --keep: {src}'s term already has a second kink (action_hinge_upper "
-                             f"{old.action_hinge_upper})")
-        if old.action_hinge_upper is not None:
-            args.hinge_upper = old.action_hinge_upper
+        again = sorted(set(args.hinge_offsets) & set(old.action_hinge_offsets))
+        if again:
+            raise SystemExit(f"worldmodel fit-action --keep: {src}'s term already has kinks at offsets {again}")
+        args.hinge_offsets = [*old.action_hinge_offsets, *args.hinge_offsets]  # the kept kinks, then the new
     if args.level_terms is not None and not args.level:
         raise SystemExit("worldmodel fit-action: --level-terms needs --level")
     if args.divergence and (args.response != "noop" or args.hinge is None):
         raise SystemExit("worldmodel fit-action: --divergence adds an action's hazard to the no-op's continuation, read against "
                          "the action term's kink: it needs --response noop and --hinge (or --keep of a term with a kink)")
-    if args.hinge_upper is not None and args.hinge is None:
-        raise SystemExit("worldmodel fit-action: --hinge-upper places a second kink above the first: it needs --hinge (or "
+    if args.hinge_offsets and args.hinge is None:
+        raise SystemExit("worldmodel fit-action: --hinge-offsets place kinks at offsets from the first: they need --hinge (or "
                          "--keep of a term with a kink)")
     cfg = dataclasses.replace(old, action_response=args.response, action_level=args.level, action_fit=args.fit,
                               action_level_terms=args.level_terms or "both",
                               action_convex=args.convex, action_hinge=args.hinge, action_hinge_params=args.hinge_params,
-                              action_hinge_upper=args.hinge_upper,
+                              action_hinge_offsets=tuple(args.hinge_offsets),
                               action_divergence=args.divergence or (args.keep and old.action_divergence))
     model, ser = build(cfg, ck.spec)
     full = load_dir(data_dirs(args.data), ck.spec)
@@ -253,9 +252,9 @@ def register(sub) -> None:
     a.add_argument("--hinge-params", type=float, default=0.0, metavar="S", help="with --hinge: the kink moves with the "
                    "model's size, to an absolute LR of 10^(H + S x log10 parameter count) (e.g. H -0.396, S -0.191: x30 of "
                    "the collected runs' default LR at every size; results/rel_hinge/)")
-    a.add_argument("--hinge-upper", type=float, default=None, metavar="U", help="with --hinge (or a kept kink): the "
-                   "action's term also gains a x max(0, log10 absolute LR - the kink - U): a second kink U decades above the "
-                   "first (e.g. 1: x100 of the collected runs' default LR, where a doubling starts to spike the loss; "
+    a.add_argument("--hinge-offsets", type=float, nargs="+", default=[], metavar="O", help="with --hinge (or a kept "
+                   "kink): the action's term also gains a x max(0, log10 absolute LR - the kink - O) for each O: more kinks, O "
+                   "decades from the first (e.g. -1 1: x1 and x100 of the collected runs' default LR for a kink at x10; "
                    "results/upper_hinge/)")
     a.add_argument("--divergence", action="store_true", help="with --response noop and a kink: fit an action's own hazard "
                    "of divergence (a logistic of the LR's decades above the kink, on the random walks and forks) that the "

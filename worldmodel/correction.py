@@ -10,7 +10,7 @@ transformer, and the simulator adds it to each sampled val:
     phi = (a, a*progress, a*log_lr, a*log_abs_lr, a*val, a*train, a^2)            (7,)
     with `action_convex`: phi, a*log_abs_lr^2                                      (8,)
     with `action_hinge` h: phi, [a*log_abs_lr^2,] a*max(0, log_abs_lr - h - s*P)    (8,) or (9,)
-    with `action_hinge_upper` u as well: ..., a*max(0, log_abs_lr - h - s*P - u)     (9,) or (10,)
+    with `action_hinge_offsets` (o1, ...) as well: ..., a*max(0, log_abs_lr - h - s*P - o1), ...
     (s: `action_hinge_params`, P: log10 of the run's parameter count; `ActionTerms` is the layout)
 
 a: log2 of action k's LR factor (0 for the no-op, so the no-op is never corrected); obs_k:
@@ -51,9 +51,10 @@ cost above x30 of the default it also credits doubling a tiny LR; the real effec
 With `action_hinge_params` s the kink moves with the model's size: at 10^(h + s P), so that it can sit at
 a fixed multiple of a reference LR that falls with the parameter count (results/rel_hinge/: the
 collected runs' default LRs follow log10 LR = -1.873 - 0.191 P within 0.03 decades).
-`action_hinge_upper` u adds a x max(0, log_abs_lr - the kink - u): a second kink u decades above the first. On the
-random walks a doubling's effect per step rises about linearly from x10 to x100 of the collected runs' default LR
-and jumps beyond (loss spikes and divergence: results/upper_hinge/), a curve one kink fits with a slope between the two.
+`action_hinge_offsets` (o1, ...) add a x max(0, log_abs_lr - the kink - o) for each o: more kinks, o decades from the
+first. On the random walks a doubling's effect per step is nil below the collected runs' default LR, rises from x1
+to x10 and on to x100 and jumps beyond (loss spikes, and divergence: `hazard.py`; results/upper_hinge/), a curve one
+kink fits with slopes between.
 A fitted term can be kept and only new terms fit on what it leaves (`fit`'s keep, `worldmodel
 fit-action --keep`: action terms, or psi where the kept term has none): stagewise, so that a term
 right where it was fit stays so.
@@ -125,11 +126,11 @@ class ActionTerms:
     """The layout of the linear term (module docstring): phi's 7 terms, then a*A^2 with `convex`, then
     a*max(0, A - hinge - hinge_params*P) with a `hinge` (a kink at the absolute LR 10^hinge for a model of
     one parameter, moving by hinge_params decades per decade of the parameter count: P = log10 of it),
-    then a*max(0, A - that kink - upper) with `upper` (a second kink), then psi's with `level`: 6 (L, A, their squares and products with progress), A's 3 alone with
+    then a*max(0, A - that kink - o) for each o of `offsets` (more kinks), then psi's with `level`: 6 (L, A, their squares and products with progress), A's 3 alone with
     level_terms "absolute", those of K = max(0, A - the kink) with "kink" (the level's cost above the
     kink only), or K's, D and D x p with "kinks" (D = max(0, the kink - KINK_BELOW - A): the cost of an LR
     far below). `WorldModelConfig`'s action_convex, action_hinge, action_hinge_params, action_level,
-    action_level_terms, action_hinge_upper (`of`); the term's columns are named (`names`) so that weights of one layout can
+    action_level_terms, action_hinge_offsets (`of`); the term's columns are named (`names`) so that weights of one layout can
     be carried into a larger one (`fit` with `keep`)."""
 
     convex: bool = False
@@ -137,24 +138,24 @@ class ActionTerms:
     hinge_params: float = 0.0
     level: bool = False
     level_terms: str = "both"
-    upper: float | None = None
+    offsets: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.level_terms not in LEVEL_TERMS or (self.level_terms in KINKED and self.hinge is None):
             raise ValueError(f"ActionTerms: level_terms must be one of {', '.join(LEVEL_TERMS)} (kink, kinks with a hinge), got "
                              f"{self.level_terms!r} (hinge={self.hinge!r})")
-        if self.upper is not None and self.hinge is None:
-            raise ValueError(f"ActionTerms: a second kink (upper={self.upper!r}) sits above the first: it needs a hinge")
+        if self.offsets and self.hinge is None:
+            raise ValueError(f"ActionTerms: more kinks (offsets={self.offsets!r}) sit at offsets from the first: they need a hinge")
 
     @classmethod
     def of(cls, cfg) -> "ActionTerms":
         return cls(cfg.action_convex, cfg.action_hinge, cfg.action_hinge_params, cfg.action_level, cfg.action_level_terms,
-                   cfg.action_hinge_upper)
+                   tuple(cfg.action_hinge_offsets))
 
     @property
     def n_phi(self) -> int:
         """The number of phi's terms (the action's), before psi's."""
-        return N_FEATURES + bool(self.convex) + (self.hinge is not None) + (self.upper is not None)
+        return N_FEATURES + bool(self.convex) + (self.hinge is not None) + len(self.offsets)
 
     @property
     def psi_names(self) -> tuple[str, ...]:
@@ -168,8 +169,8 @@ class ActionTerms:
 
     def names(self) -> tuple[str, ...]:
         kink = () if self.hinge is None else (f"a*kink({self.hinge:g},{self.hinge_params:g})",)
-        upper = () if self.upper is None else (f"a*kink+{self.upper:g}",)
-        return (*PHI_NAMES, *("a*A^2",) * self.convex, *kink, *upper, *self.psi_names * self.level)
+        more = tuple(f"a*kink{o:+g}" for o in self.offsets)
+        return (*PHI_NAMES, *("a*A^2",) * self.convex, *kink, *more, *self.psi_names * self.level)
 
     def check_log_params(self, log_params, spec, who: str) -> None:
         """Raises ValueError (prefixed by `who`) when the kink moves with the parameter count and some run's
@@ -192,7 +193,7 @@ class ActionTerms:
             kink = self.hinge + (self.hinge_params * log_params_x if self.hinge_params else 0.0)
             above_kink = xp.maximum(log_abs - kink, 0.0)  # K
             cols += [a_log2 * above_kink]
-            cols += [] if self.upper is None else [a_log2 * xp.maximum(log_abs - kink - self.upper, 0.0)]
+            cols += [a_log2 * xp.maximum(log_abs - kink - o, 0.0) for o in self.offsets]
         if self.level:
             cols += [log_lr, log_lr * p, log_lr * log_lr] if self.level_terms == "both" else []
             above = above_kink if self.level_terms in KINKED else log_abs  # K, or A
@@ -220,7 +221,7 @@ def layout(terms: ActionTerms, w) -> ActionTerms:
     n, n_psi = w.shape[-1], len(terms.psi_names)
     if n not in (terms.n_phi, terms.n_phi + n_psi):
         raise ValueError(f"action_linear: {n} weights, expected {terms.n_phi} (or {terms.n_phi + n_psi} with action_level) for "
-                         f"action_convex={terms.convex}, action_hinge={terms.hinge}, action_hinge_upper={terms.upper}, "
+                         f"action_convex={terms.convex}, action_hinge={terms.hinge}, action_hinge_offsets={terms.offsets}, "
                          f"action_level_terms={terms.level_terms}")
     return dataclasses.replace(terms, level=n > terms.n_phi)
 

@@ -50,8 +50,8 @@ class WorldModelConfig:
     action_convex: bool = False  # that term's action part gains a x (log10 absolute LR)^2 (correction.py)
     action_hinge: float | None = None  # ... and a x max(0, log10 absolute LR - action_hinge - action_hinge_params x log10 N)
     action_hinge_params: float = 0.0  # the kink's shift per decade of the parameter count N (correction.py)
-    action_hinge_upper: float | None = None  # ... and a x max(0, log10 absolute LR - that kink - action_hinge_upper): a second
-    # kink that many decades above the first, where one doubling starts to spike the loss (correction.py)
+    action_hinge_offsets: tuple[float, ...] = ()  # ... and a x max(0, log10 absolute LR - that kink - o) for each o: more
+    # kinks, o decades from the first (e.g. (-1, 1): x1 and x100 of the default for a kink at x10; correction.py)
     action_divergence: bool = False  # an action can diverge the run: its excess hazard over holding (hazard.py; needs noop and a hinge)
     action_fit: str = "all"  # that term's fit: "all" decisions pooled, "exogenous" (random-walk and fork runs, run fixed effects)
     # or "paired" (runs of groups sharing a seed, group x decision fixed effects; correction.py)
@@ -103,10 +103,13 @@ class WorldModelConfig:
             raise ValueError(f"WorldModelConfig.action_hinge_params must be a finite number of decades per decade of the "
                              f"parameter count, and 0 without action_hinge; got {self.action_hinge_params!r} "
                              f"(action_hinge={self.action_hinge!r})")
-        if self.action_hinge_upper is not None and (self.action_hinge is None or not (
-                isinstance(self.action_hinge_upper, (int, float)) and math.isfinite(self.action_hinge_upper) and self.action_hinge_upper > 0)):
-            raise ValueError(f"WorldModelConfig.action_hinge_upper must be None or a finite number of decades > 0 above the "
-                             f"kink of action_hinge, which it needs; got {self.action_hinge_upper!r} (action_hinge={self.action_hinge!r})")
+        offsets = self.action_hinge_offsets
+        object.__setattr__(self, "action_hinge_offsets", tuple(offsets) if isinstance(offsets, (list, tuple)) else offsets)
+        if not isinstance(self.action_hinge_offsets, tuple) or (self.action_hinge_offsets and self.action_hinge is None) or not all(
+                isinstance(o, (int, float)) and math.isfinite(o) and o != 0 for o in self.action_hinge_offsets) or len(
+                set(self.action_hinge_offsets)) < len(self.action_hinge_offsets):
+            raise ValueError(f"WorldModelConfig.action_hinge_offsets must be distinct finite nonzero decades from the kink of "
+                             f"action_hinge, which they need; got {offsets!r} (action_hinge={self.action_hinge!r})")
         if self.action_divergence and (self.action_response != "noop" or self.action_hinge is None):
             raise ValueError(f"WorldModelConfig.action_divergence adds an action's hazard to the no-op's continuation, read against "
                              f"the action term's kink: it needs action_response noop and action_hinge, got "

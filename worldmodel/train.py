@@ -143,7 +143,7 @@ ARCHITECTURE = ("n_layer", "d_model", "n_head", "base", "digits", "select", "val
 """WorldModelConfig fields of a training state's "architecture" identity (as first recorded)."""
 NOT_IDENTITY = ARCHITECTURE + ("steps", "eval_every", "patience", "select_after", "ensemble",  # how long: a resume may extend it
                                 "action_response", "action_level", "action_level_terms", "action_convex", "action_hinge",
-                                "action_hinge_params", "action_hinge_upper", "action_divergence",
+                                "action_hinge_params", "action_hinge_offsets", "action_divergence",
                                 "action_fit")
 """WorldModelConfig fields outside a training state's "training" identity (the action term is fit after training)."""
 

@@ -1,5 +1,6 @@
-"""The action term's second kink (`WorldModelConfig.action_hinge_upper`, `worldmodel fit-action --hinge-upper`):
-a x max(0, log10 absolute LR - the kink - u), for an effect of a doubling that jumps far above the first kink."""
+"""The action term's further kinks (`WorldModelConfig.action_hinge_offsets`, `worldmodel fit-action --hinge-offsets`):
+a x max(0, log10 absolute LR - the kink - o) for each offset o, for an effect of a doubling that bends again away from
+the first kink."""
 
 from __future__ import annotations
 
@@ -25,12 +26,14 @@ def test_second_kink_follows_an_effect_that_jumps_above_it():
     true = (0.002 + 0.01 * np.maximum(L, 0) + 0.06 * np.maximum(L - 0.5, 0)) * a
     err, w = {}, {}
     for upper in (None, 0.5):
-        model, ser, params = _tiny(action_response="noop", action_hinge=0.0, action_hinge_upper=upper)
+        model, ser, params = _tiny(action_response="noop", action_hinge=0.0, action_hinge_offsets=() if upper is None else (upper,))
         params = {**params, "digit_head": jax.tree.map(jnp.zeros_like, params["digit_head"])}
         terms = correction.ActionTerms.of(model.cfg)
         w[upper] = correction.fit(model, params, ser, runs)["w"]
         err[upper] = np.sqrt(np.mean((terms.features(SPEC, a, o, np.zeros(len(a))) @ w[upper] - true) ** 2))
     assert terms.names()[-2:] == ("a*kink(0,0)", "a*kink+0.5") and w[0.5].shape == (9,)
+    two = correction.ActionTerms(hinge=0.0, offsets=(-0.5, 0.5))
+    assert two.names()[-3:] == ("a*kink(0,0)", "a*kink-0.5", "a*kink+0.5") and two.n_phi == 10
     assert err[0.5] < 0.6 * err[None], err
     assert w[0.5][-1] > 0.5 * 0.06  # the jump's slope, not a slope between
     one, ser, params = _tiny(action_response="noop", action_hinge=0.0)
@@ -44,7 +47,7 @@ def test_second_kink_follows_an_effect_that_jumps_above_it():
 def test_second_kink_in_the_correction_and_its_refusals():
     """The simulator's delta adds w x max(0, L - h - u) (nil below the second kink); a second kink needs a first, sits
     above it (u > 0) and is finite; weights of another layout are refused, the field named."""
-    terms = correction.ActionTerms(hinge=0.0, upper=0.5)
+    terms = correction.ActionTerms(hinge=0.0, offsets=(0.5,))
     w = np.zeros(terms.n, np.float32)
     w[-1] = 0.04
     o = np.stack([SPEC.observation(5, lr, 3.0, 3.0, 4.0)[0] for lr in (10 ** 0.4, 10 ** 1.2)])
@@ -52,30 +55,34 @@ def test_second_kink_in_the_correction_and_its_refusals():
     delta = [float(correction.correction(SPEC, {"w": jnp.asarray(w), "b": jnp.float32(0)}, LOG2, double, jnp.asarray(x), 0.0,
                                          jnp.nan, terms)) for x in o]
     assert delta == pytest.approx([0.0, 0.04 * (1.2 - 0.5)], abs=1e-5)
-    for bad in ({"action_hinge_upper": 1.0}, {"action_hinge": 0.0, "action_hinge_upper": 0.0},
-                {"action_hinge": 0.0, "action_hinge_upper": float("inf")}):
-        with pytest.raises(ValueError, match="action_hinge_upper"):
+    for bad in ({"action_hinge_offsets": (1.0,)}, {"action_hinge": 0.0, "action_hinge_offsets": (0.0,)},
+                {"action_hinge": 0.0, "action_hinge_offsets": (float("inf"),)}, {"action_hinge": 0.0, "action_hinge_offsets": (1, 1)},
+                {"action_hinge": 0.0, "action_hinge_offsets": 1.0}):
+        with pytest.raises(ValueError, match="action_hinge_offsets"):
             WorldModelConfig(**bad)
-    with pytest.raises(ValueError, match="needs a hinge"):
-        correction.ActionTerms(upper=1.0)
-    with pytest.raises(ValueError, match="action_hinge_upper=0.5"):  # a one-kink term's 8 weights read as two kinks
+    cfg = WorldModelConfig(action_hinge=0.0, action_hinge_offsets=[-1.0, 1.0])  # as read back from JSON
+    assert cfg.action_hinge_offsets == (-1.0, 1.0) and WorldModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="need a hinge"):
+        correction.ActionTerms(offsets=(1.0,))
+    with pytest.raises(ValueError, match=r"action_hinge_offsets=\(0.5,\)"):  # a one-kink term's 8 weights read as two kinks
         correction.correction(SPEC, {"w": jnp.zeros(8), "b": jnp.float32(0)}, LOG2, double, jnp.asarray(o[0]), 0.0, jnp.nan, terms)
 
 
-def test_fit_action_hinge_upper_flags(tmp_path, capsys):
-    """--hinge-upper needs a kink (given or kept), before any data is read; --keep of a term with a second kink refuses
-    another; --keep of a kinked term with --hinge-upper goes on to the data (a missing directory named)."""
+def test_fit_action_hinge_offsets_flags(tmp_path, capsys):
+    """--hinge-offsets need a kink (given or kept), before any data is read; --keep of a term with a kink at an offset
+    refuses the same offset again; --keep of a kinked term with --hinge-offsets goes on to the data (a missing
+    directory named)."""
     from lrpilot.app.cli import main
 
     out, no_data = tmp_path / "wm_fit", str(tmp_path / "no_data")
-    with pytest.raises(SystemExit, match="--hinge-upper .* needs --hinge"):
-        main(["worldmodel", "fit-action", "--ckpt", "pretrained", "--hinge-upper", "1", "--data", no_data, "--out", str(out)])
-    two = _patched_pretrained(tmp_path, "two", action_hinge=-1.0, action_hinge_upper=1.0, action_level=False,
+    with pytest.raises(SystemExit, match="--hinge-offsets .* need --hinge"):
+        main(["worldmodel", "fit-action", "--ckpt", "pretrained", "--hinge-offsets", "1", "--data", no_data, "--out", str(out)])
+    two = _patched_pretrained(tmp_path, "two", action_hinge=-1.0, action_hinge_offsets=[1.0], action_level=False,
                               action_level_terms="both")
-    with pytest.raises(SystemExit, match="already has a second kink"):
-        main(["worldmodel", "fit-action", "--ckpt", str(two), "--keep", "--response", "noop", "--hinge-upper", "1",
+    with pytest.raises(SystemExit, match=r"already has kinks at offsets \[1.0\]"):
+        main(["worldmodel", "fit-action", "--ckpt", str(two), "--keep", "--response", "noop", "--hinge-offsets", "-1", "1",
               "--data", no_data, "--out", str(out)])
     kinked = _patched_pretrained(tmp_path, "kinked", action_hinge=-1.0)
-    assert main(["worldmodel", "fit-action", "--ckpt", str(kinked), "--keep", "--response", "noop", "--hinge-upper", "1",
+    assert main(["worldmodel", "fit-action", "--ckpt", str(kinked), "--keep", "--response", "noop", "--hinge-offsets", "1",
                  "--fit", "exogenous", "--data", no_data, "--out", str(out)]) == 2
     assert "no_data" in capsys.readouterr().err and not out.exists()
