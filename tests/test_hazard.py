@@ -59,7 +59,7 @@ def test_simulator_diverges_a_doubling_by_its_excess_hazard_alone(traj, members)
     A = float(st.obs[SPEC.index("log_lr")] + probe.log_base[1])
     model = model.clone(cfg=dataclasses.replace(model.cfg, action_hinge=A + 0.1, ensemble=members))  # z held: -0.1
     env = SimEnv(model, ser)
-    stack = (lambda x: x) if members == 1 else (lambda x: jnp.stack([x] * members))  # noqa: E731
+    stack = (lambda x: x) if members == 1 else (lambda x: np.stack([x] * members))  # noqa: E731  (numpy, as a checkpoint loads)
 
     def ep(c):
         p = {**params, "action_linear": {"w": np.zeros(8, np.float32), "b": np.float32(0)},
@@ -67,13 +67,15 @@ def test_simulator_diverges_a_doubling_by_its_excess_hazard_alone(traj, members)
         return env.params(jax.tree.map(stack, p), traj)
 
     sure, nil = ep((-10.0, 200.0)), ep((-30.0, 0.0))
+    # jitted with the parameters closed over (numpy leaves, as a checkpoint loads) and the member traced, as rollouts do
+    step = {id(p): jax.jit(lambda k, s, a, p=p: env.step(k, s, a, p)) for p in (sure, nil)}
     _, st = env.reset_to(sure, 1, 5, 5, member=members - 1)
     f, checked = SPEC.field("val"), {2.0: 0, 0.5: 0}
     for key in range(4):
         for factor in (2.0, 0.5):
             a, kk = jnp.int32(SPEC.actions.index(factor)), jax.random.key(key)
-            o, _, _, term, _, info = env.step(kk, st, a, sure)
-            o0, _, _, term0, _, info0 = env.step(kk, st, a, nil)
+            o, _, _, term, _, info = step[id(sure)](kk, st, a)
+            o0, _, _, term0, _, info0 = step[id(nil)](kk, st, a)
             if bool(info0["diverged"]):
                 continue  # the transformer's own divergence: the same either way
             checked[factor] += 1

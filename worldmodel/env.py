@@ -206,7 +206,7 @@ class SimEnv(Environment):
             obs = obs.at[vi].set(jnp.where(diverged, obs[vi], jnp.clip(obs[vi] + delta_K[state.member], 1e-3, cap)))
             mean_val = mean_val + delta_K[state.member]
             if self.model.cfg.action_divergence:  # the action's own risk over the no-op's (hazard.py)
-                c = params.wm_params["action_hazard"]["c"]
+                c = jnp.asarray(params.wm_params["action_hazard"]["c"])  # a checkpoint's numpy array: indexed by a traced member
                 kink = hazard.kink(self._terms, state.log_params)
                 li = spec.index("log_lr")
                 h = jnp.where(diverged, 0.0, hazard.excess(c if self.members == 1 else c[state.member],
