@@ -82,7 +82,7 @@ def test_fit_action_hinge_offsets_flags(tmp_path, capsys):
     with pytest.raises(SystemExit, match=r"already has kinks at offsets \[1.0\]"):
         main(["worldmodel", "fit-action", "--ckpt", str(two), "--keep", "--response", "noop", "--hinge-offsets", "-1", "1",
               "--data", no_data, "--out", str(out)])
-    kinked = _patched_pretrained(tmp_path, "kinked", action_hinge=-1.0)
+    kinked = _patched_pretrained(tmp_path, "kinked", action_hinge=-1.0, action_hinge_offsets=[], action_divergence=False)
     assert main(["worldmodel", "fit-action", "--ckpt", str(kinked), "--keep", "--response", "noop", "--hinge-offsets", "1",
                  "--fit", "exogenous", "--data", no_data, "--out", str(out)]) == 2
     assert "no_data" in capsys.readouterr().err and not out.exists()

@@ -100,7 +100,7 @@ def test_the_hazards_refusals(traj, tmp_path, capsys):
     out, no_data = tmp_path / "wm_fit", str(tmp_path / "no_data")
     with pytest.raises(SystemExit, match="--divergence .* needs --response noop and --hinge"):
         main(["worldmodel", "fit-action", "--ckpt", "pretrained", "--divergence", "--data", no_data, "--out", str(out)])
-    kinked = _patched_pretrained(tmp_path, "kinked", action_hinge=-1.0)
+    kinked = _patched_pretrained(tmp_path, "kinked", action_hinge=-1.0, action_divergence=False)
     assert main(["worldmodel", "fit-action", "--ckpt", str(kinked), "--keep", "--response", "noop", "--divergence",
                  "--data", no_data, "--out", str(out)]) == 2
     assert "no_data" in capsys.readouterr().err and not out.exists()
