@@ -126,12 +126,12 @@ class ActionTerms:
     """The layout of the linear term (module docstring): phi's 7 terms, then a*A^2 with `convex`, then
     a*max(0, A - hinge - hinge_params*P) with a `hinge` (a kink at the absolute LR 10^hinge for a model of
     one parameter, moving by hinge_params decades per decade of the parameter count: P = log10 of it),
-    then a*max(0, A - that kink - o) for each o of `offsets` (more kinks), then psi's with `level`: 6 (L, A, their squares and products with progress), A's 3 alone with
-    level_terms "absolute", those of K = max(0, A - the kink) with "kink" (the level's cost above the
+    then a*max(0, A - that kink - o) for each o of `offsets` (more kinks), then psi's with `level`: 6
+    (L, A, their squares and products with progress), A's 3 alone with level_terms "absolute", those of K = max(0, A - the kink) with "kink" (the level's cost above the
     kink only), or K's, D and D x p with "kinks" (D = max(0, the kink - KINK_BELOW - A): the cost of an LR
     far below). `WorldModelConfig`'s action_convex, action_hinge, action_hinge_params, action_level,
-    action_level_terms, action_hinge_offsets (`of`); the term's columns are named (`names`) so that weights of one layout can
-    be carried into a larger one (`fit` with `keep`)."""
+    action_level_terms, action_hinge_offsets (`of`); the term's columns are named (`names`) so that weights
+    of one layout can be carried into a larger one (`fit` with `keep`)."""
 
     convex: bool = False
     hinge: float | None = None
@@ -172,6 +172,11 @@ class ActionTerms:
         more = tuple(f"a*kink{o:+g}" for o in self.offsets)
         return (*PHI_NAMES, *("a*A^2",) * self.convex, *kink, *more, *self.psi_names * self.level)
 
+    def kink_at(self, log_params_x):
+        """The kink (log10 absolute LR) for runs of log10 parameter count log_params (numpy or jax; read only when
+        the kink moves with it)."""
+        return self.hinge + (self.hinge_params * log_params_x if self.hinge_params else 0.0)
+
     def check_log_params(self, log_params, spec, who: str) -> None:
         """Raises ValueError (prefixed by `who`) when the kink moves with the parameter count and some run's
         log10 count (log_params, (R,) or (rows,)) is unknown: the spec's static context lacks it."""
@@ -190,7 +195,7 @@ class ActionTerms:
         cols = [a_log2, a_log2 * p, a_log2 * log_lr, a_log2 * log_abs, a_log2 * o("val"), a_log2 * o("train"), a_log2 * a_log2]
         cols += [a_log2 * log_abs * log_abs] if self.convex else []
         if self.hinge is not None:
-            kink = self.hinge + (self.hinge_params * log_params_x if self.hinge_params else 0.0)
+            kink = self.kink_at(log_params_x)
             above_kink = xp.maximum(log_abs - kink, 0.0)  # K
             cols += [a_log2 * above_kink]
             cols += [a_log2 * xp.maximum(log_abs - kink - o, 0.0) for o in self.offsets]

@@ -207,7 +207,7 @@ class SimEnv(Environment):
             mean_val = mean_val + delta_K[state.member]
             if self.model.cfg.action_divergence:  # the action's own risk over the no-op's (hazard.py)
                 c = jnp.asarray(params.wm_params["action_hazard"]["c"])  # a checkpoint's numpy array: indexed by a traced member
-                kink = hazard.kink(self._terms, state.log_params)
+                kink = self._terms.kink_at(state.log_params)
                 li = spec.index("log_lr")
                 h = jnp.where(diverged, 0.0, hazard.excess(c if self.members == 1 else c[state.member],
                                                            det[li] + state.log_base_lr - kink,

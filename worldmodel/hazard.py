@@ -34,11 +34,6 @@ from lrpilot.worldmodel.correction import EXOGENOUS, ActionTerms, log_base, log_
 RIDGE = 1e-4  # on (c0, c1): keeps the maximum likelihood finite where no run diverged at the highest z
 
 
-def kink(terms: ActionTerms, log_params_x):
-    """The action term's kink (log10 absolute LR) for runs of log10 parameter count log_params (numpy or jax)."""
-    return terms.hinge + (terms.hinge_params * log_params_x if terms.hinge_params else 0.0)
-
-
 def rows(traj: Trajectories, terms: ActionTerms) -> tuple[np.ndarray, np.ndarray]:
     """(z (n,), diverged (n,) bool): the decisions a hazard is fit on (module docstring)."""
     sp = traj.spec
@@ -50,7 +45,7 @@ def rows(traj: Trajectories, terms: ActionTerms) -> tuple[np.ndarray, np.ndarray
     r, k = r[live], k[live]
     lp = log_params(traj)[r].astype(np.float64)
     terms.check_log_params(lp, sp, "action_hazard")
-    z = traj.obs[r, k + 1, li].astype(np.float64) + log_base(traj)[r] - kink(terms, lp)
+    z = traj.obs[r, k + 1, li].astype(np.float64) + log_base(traj)[r] - terms.kink_at(lp)
     return z, traj.obs[r, k + 1, vi] >= ratio
 
 
