@@ -174,21 +174,21 @@ def cmd_fit_action(args) -> int:
                               action_divergence=args.divergence or (args.keep and old.action_divergence))
     model, ser = build(cfg, ck.spec)
     full = load_dir(data_dirs(args.data), ck.spec)
-    tr = training_runs(full, cfg)
-    keep_terms = ActionTerms.of(old) if args.keep else None
+    train = full.subset(training_runs(full, cfg))
+    terms, keep_terms = ActionTerms.of(cfg), ActionTerms.of(old) if args.keep else None
     params = {k: v for k, v in ck.params.items() if k != "action_hazard" or (args.keep and not args.divergence)}
-    if args.divergence and args.keep and ActionTerms.of(cfg).names() == keep_terms.names():
+    if args.divergence and args.keep and terms.names() == keep_terms.names():
         print("[worldmodel] the kept linear term has every column asked for: only the divergence hazard is fit")
     else:
-        params = with_action_linear(model, params, ser, full.subset(tr), cfg.action_fit, keep_terms)
+        params = with_action_linear(model, params, ser, train, cfg.action_fit, keep_terms)
         print(f"[worldmodel] action_response {args.response}: linear term fit ({args.fit}{', the old term kept' if args.keep else ''}) "
-              f"on {len(tr)} training runs, columns {list(ActionTerms.of(cfg).names())}, weights "
+              f"on {len(train)} training runs, columns {list(terms.names())}, weights "
               f"{params['action_linear']['w'].round(5).tolist()}, b {params['action_linear']['b'].round(5).tolist()}")
     if args.divergence:
-        c = hazard.fit(full.subset(tr), ActionTerms.of(cfg))
+        c = hazard.fit(train, terms)
         params["action_hazard"] = {"c": c if cfg.ensemble == 1 else np.tile(c, (cfg.ensemble, 1))}
         print(f"[worldmodel] divergence hazard sigmoid({c[0]:.3f} + {c[1]:.3f} z), z: decades above the kink, fit on "
-              f"{len(hazard.rows(full.subset(tr), ActionTerms.of(cfg))[0])} decisions of random-walk and fork runs")
+              f"{len(hazard.rows(train, terms)[0])} decisions of random-walk and fork runs")
     checkpoints.save(args.out, kind="worldmodel", params=params, spec=ck.spec,
                      model_config=cfg.to_dict(),
                      meta={**ck.meta, "action_linear_from": str(args.ckpt), "action_linear_data": list(args.data),

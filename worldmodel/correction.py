@@ -100,6 +100,11 @@ def ridge(X: np.ndarray, y: np.ndarray):
 CHUNK = 8  # runs simulated at once (x n decisions x samples one-step episodes)
 
 
+def exogenous(traj: Trajectories) -> np.ndarray:
+    """(R,) bool: the runs whose actions do not depend on their state (controller in `EXOGENOUS`)."""
+    return np.array([(m.get("controller") or {}).get("name") in EXOGENOUS for m in traj.meta], bool)
+
+
 def log_base(traj: Trajectories) -> np.ndarray:
     """(R,) log10 of each run's configured base LR where the spec observes it (version 3's
     log_abs_lr at observation 0, or the static log_base_lr of version 2), else 0."""
@@ -314,7 +319,7 @@ def fit(model, wm_params, ser, traj: Trajectories, rows_from: str = "all", keep:
                              f"{missing}); a kept term can only gain terms")
     psi_mean = _psi_mean(terms, traj)  # over every training decision, whichever the weights are fit on
     if rows_from == "exogenous":
-        traj = traj.subset([i for i, m in enumerate(traj.meta) if (m.get("controller") or {}).get("name") in EXOGENOUS])
+        traj = traj.subset(np.flatnonzero(exogenous(traj)))
     elif rows_from == "paired":
         group = paired_groups(traj)
         traj, group = traj.subset(np.flatnonzero(group >= 0)), group[group >= 0]

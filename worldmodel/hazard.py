@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrpilot.trajectories import Trajectories
-from lrpilot.worldmodel.correction import EXOGENOUS, ActionTerms, log_base, log_params
+from lrpilot.worldmodel.correction import EXOGENOUS, ActionTerms, exogenous, log_base, log_params
 
 RIDGE = 1e-4  # on (c0, c1): keeps the maximum likelihood finite where no run diverged at the highest z
 
@@ -38,7 +38,7 @@ def rows(traj: Trajectories, terms: ActionTerms) -> tuple[np.ndarray, np.ndarray
     """(z (n,), diverged (n,) bool): the decisions a hazard is fit on (module docstring)."""
     sp = traj.spec
     vi, li, ratio = sp.index("val"), sp.index("log_lr"), sp.divergence_ratio
-    exo = np.array([(m.get("controller") or {}).get("name") in EXOGENOUS for m in traj.meta], bool)
+    exo = exogenous(traj)
     r, k = np.nonzero((np.arange(sp.n_decisions)[None] >= 1) & (np.arange(sp.n_decisions)[None] < traj.length[:, None] - 1)
                       & (traj.actions >= 0) & exo[:, None])
     live = traj.obs[r, k, vi] < ratio
