@@ -29,7 +29,7 @@ def positive(value, flag: str, allow_zero: bool = False):
     return value
 
 
-def data_dirs(arg: list[str]) -> list[str]:
+def data_dirs(arg: list[str], flag: str = "--data") -> list[str]:
     """Trajectory sources as given: 'starter' and 'v2' are the datasets shipped with the package;
     every other entry must exist (a file or directory), else a ValueError naming it."""
     from lrpilot.collect import shipped_dataset
@@ -37,7 +37,7 @@ def data_dirs(arg: list[str]) -> list[str]:
     out = [str(shipped_dataset(a)) if a in ("starter", "v2") else a for a in arg]
     missing = [a for a in out if not Path(a).exists()]
     if missing:
-        raise ValueError(f"--data: no such trajectory file or directory: {', '.join(missing)}")
+        raise ValueError(f"{flag}: no such trajectory file or directory: {', '.join(missing)}")
     return out
 
 

@@ -51,11 +51,15 @@ def cmd_eval(args) -> int:
     from lrpilot.worldmodel.model import WorldModelConfig, build
     from lrpilot.worldmodel.train import split_runs, training_runs
 
+    if args.replays and (args.all_runs or args.no_fidelity):
+        raise ValueError("--replays: the noise ceiling is part of the fidelity section; drop --all-runs / --no-fidelity")
+    replay_dirs = data_dirs(args.replays, "--replays") if args.replays else None
     out = out_dir(args.out)
     ck = checkpoints.load(resolve_ckpt(args.ckpt), kind="worldmodel")  # its own spec decides the observations
     cfg = WorldModelConfig.from_dict(ck.model_config)
     model, ser = build(cfg, ck.spec)
     full = traj = load_dir(data_dirs(args.data), ck.spec)
+    replays = load_dir(replay_dirs, ck.spec) if replay_dirs else None
     if not args.all_runs:
         _, ho = split_runs(traj, cfg.heldout_frac, cfg.seed)
         traj = traj.subset(ho)
@@ -67,6 +71,15 @@ def cmd_eval(args) -> int:
         result["fidelity"], details = fidelity.evaluate(model, ck.params, ser, traj, full.subset(tr), args.samples, args.seed,
                                                         sides=("heldout",) if args.heldout_only else ("heldout", "train"))
         plots.fidelity_groups(details, out / "fidelity_heldout.png")
+        if replays is not None:
+            from lrpilot.worldmodel.ceiling import noise_ceiling, replay_finals
+
+            nc = noise_ceiling(details["groups"], details["traj"].files, details["real"], details["sim"],
+                               replay_finals(replays))
+            result["fidelity"]["heldout"]["noise_ceiling"] = nc
+            print(f"[fidelity] noise ceiling on {nc['n_groups']} replayed held-out groups: real vs replay "
+                  f"{fidelity._fmt(nc['real_vs_replay'])}, world model vs real {fidelity._fmt(nc['sim_vs_real'])} "
+                  f"(vs the mean of both seeds {fidelity._fmt(nc['sim_vs_mean_of_seeds'])})")
     result["checkpoint"] = str(args.ckpt)
     result["checkpoint_saved_at"] = ck.meta["saved_at"]  # which model 'pretrained' was when this ran
     import lrpilot
@@ -229,6 +242,8 @@ def register(sub) -> None:
     e.add_argument("--heldout-only", action="store_true", help="the fidelity section on the held-out groups only, without "
                    "its 'train' side (most of the evaluation's time on large data; e.g. for a model judged on data it was "
                    "not trained on)")
+    e.add_argument("--replays", nargs="+", help="directories of replays of held-out runs (lrpilot.collect.replay: the same "
+                   "actions, other seeds): adds the real-vs-real noise ceiling of the within-group Spearman")
     e.set_defaults(func=cmd_eval)
     a = ws.add_parser("fit-action", help="add a linear one-step action response, fit on the model's residuals over its "
                       "training runs, to a trained world model (WorldModelConfig.action_response)")
