@@ -1,4 +1,4 @@
-"""`lrpilot collect` and `lrpilot collect summary`."""
+"""`lrpilot collect`, `lrpilot collect summary`, `pack` and `replay`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def cmd_collect(args) -> int:
         return _summary(args)
     if args.action == "pack":
         return _pack(args)
+    if args.action == "replay":
+        return _replay(args)
     if args.dirs:
         raise ValueError(f"unexpected argument(s) {' '.join(args.dirs)}; did you mean 'collect summary DIR' or "
                          "'collect pack DIR OUT'?")
@@ -80,14 +82,34 @@ def _pack(args) -> int:
     return 0
 
 
+def _replay(args) -> int:
+    from lrpilot.collect.replay import replay_group, replay_groups
+
+    if not args.dirs or not args.out:
+        raise ValueError("usage: lrpilot collect replay DIR_OR_FILE [...] --out DIR [--seed-offset N]")
+    checks.data_dirs(args.dirs, "collect replay")
+    if args.seed_offset == 0:
+        raise ValueError("--seed-offset 0 retrains the runs with their own seeds; give another offset")
+    out = checks.out_dir(args.out)
+    groups = replay_groups(args.dirs)
+    for files in groups:
+        names = replay_group(files, out, args.seed_offset, progress=not args.quiet)
+        print(f"[collect] replayed {files[0].parent}: {len(names)} runs of {files[0].name}'s group")
+    print(f"[collect] {out}: replays of {sum(map(len, groups))} runs in {len(groups)} group(s), seeds + {args.seed_offset}")
+    return 0
+
+
 def register(sub) -> None:
     from lrpilot.collect.tasks import FAMILIES, default_tasks
 
     c = sub.add_parser("collect", help="collect real training trajectories (or: collect summary DIR, collect pack DIR OUT)",
                        description="Grow or resume a trajectory dataset; 'summary DIR...' prints its coverage and plots "
-                                   "it; 'pack DIR... OUT.parquet' merges its run files into one Parquet dataset.")
-    c.add_argument("action", nargs="?", choices=["summary", "pack"],
-                   help="'summary DIR...': counts and coverage plot; 'pack DIR... OUT.parquet': one Parquet dataset")
+                                   "it; 'pack DIR... OUT.parquet' merges its run files into one Parquet dataset; 'replay DIR... --out DIR' "
+                                   "retrains each collected group with its recorded actions and other seeds.")
+    c.add_argument("action", nargs="?", choices=["summary", "pack", "replay"],
+                   help="'summary DIR...': counts and coverage plot; 'pack DIR... OUT.parquet': one Parquet dataset; "
+                   "'replay DIR... --out DIR': each collected group's runs trained again with their recorded actions "
+                   "and other seeds (the noise ceiling of `worldmodel eval --replays`)")
     c.add_argument("dirs", nargs="*", help="trajectory directories or files (and, for pack, the output file last)")
     c.add_argument("--runs", type=int, help="total runs this job should have (finished ones are kept)")
     c.add_argument("--parallel", type=int, default=4, help="runs trained together in one batched step")
@@ -101,4 +123,5 @@ def register(sub) -> None:
     c.add_argument("--ray", metavar="ADDRESS", help="run groups as Ray tasks ('local' starts a local instance)")
     c.add_argument("--plot", help="summary: PNG path (default DIR/summary.png; the counts go beside it as JSON)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument("--seed-offset", type=int, default=1, help="replay: added to every replayed run's seed")
     c.set_defaults(func=cmd_collect)

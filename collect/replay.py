@@ -83,6 +83,26 @@ def _plan(files: Sequence[Path], spec: EnvSpec) -> tuple[str, TrainConfig, str |
     return task, TrainConfig(**config), sha, own, runs
 
 
+def replay_groups(paths: Sequence[str | Path], spec: EnvSpec = DEFAULT_SPEC) -> list[list[Path]]:
+    """The per-run files under `paths` (files or directories; replays left out) by collected group
+    (family, job seed and group in their metadata; else task and config), in a stable order."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files += sorted(p.glob("*.parquet")) if p.is_dir() else [p]
+    by: dict[str, list[Path]] = {}
+    for f in files:
+        runs = tfmt.read_runs(f, spec)
+        if len(runs) != 1 or "#" in runs[0][0]:
+            raise ValueError(f"{f}: a packed dataset of {len(runs)} runs; replay per-run files (a collection directory)")
+        meta = runs[0][2]
+        if "replay_of" in meta:
+            continue
+        key = (f"{meta.get('family')}/{meta['job_seed']}/{meta['group']}" if "group" in meta and "job_seed" in meta
+               else f"{meta.get('task')}/{sorted((meta.get('config') or {}).items())}")
+        by.setdefault(key, []).append(f)
+    return [by[k] for k in sorted(by)]
+
+
 def replay_group(files: Sequence[str | Path], out: str | Path, seed_offset: int, spec: EnvSpec = DEFAULT_SPEC,
                  progress: bool = False) -> list[str]:
     """Trains the runs of `files` (one collected group: one task and config) together, run i with

@@ -118,3 +118,20 @@ def test_eval_reports_the_noise_ceiling_of_replayed_groups(tmp_path, tiny_wm):
     assert main(args + ["--out", str(tmp_path / "f"), "--replays", str(tmp_path / "none")]) == 2  # before any data
     assert main(args + ["--out", str(tmp_path / "f"), "--replays", str(rep), "--no-fidelity"]) == 2
     assert not (tmp_path / "f").exists()
+
+
+def test_collect_replay_cli_replays_each_group_of_a_directory(group, tmp_path, capsys):
+    from lrpilot.app.cli import main
+
+    src, out = group[0].parent, tmp_path / "rep"
+    assert main(["collect", "replay", str(src), "--out", str(out), "--quiet"]) == 0
+    assert "replays of 2 runs in 1 group(s), seeds + 1" in capsys.readouterr().out
+    rep = load_dir(out, DEFAULT_SPEC)
+    assert sorted(m["replay_of"] for m in rep.meta) == [f.name for f in group]
+    mtimes = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(["collect", "replay", str(src), str(out), "--out", str(out), "--quiet"]) == 0  # replays skipped, kept
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
+    for bad in (["collect", "replay", str(src)], ["collect", "replay", str(tmp_path / "none"), "--out", str(tmp_path / "x")],
+                ["collect", "replay", str(src), "--out", str(tmp_path / "x"), "--seed-offset", "0"]):
+        assert main(bad) == 2
+    assert not (tmp_path / "x").exists()
