@@ -18,16 +18,16 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from replay_heldout import heldout  # this directory's script (on sys.path when run as a script)
 
-from lrpilot import checkpoints
 from lrpilot.app.checks import data_dirs
 from lrpilot.io import write_json
 from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel import fidelity
 from lrpilot.worldmodel.ceiling import noise_ceiling, replay_finals
 from lrpilot.worldmodel.env import SimEnv
-from lrpilot.worldmodel.model import WorldModelConfig, build
-from lrpilot.worldmodel.train import group_key, split_runs
+from lrpilot.worldmodel.model import build
+from lrpilot.worldmodel.train import group_key
 
 BUCKETS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.3, np.inf)
 
@@ -63,12 +63,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--samples", type=int, default=8)
     args = ap.parse_args()
-    ck = checkpoints.load(args.ckpt, kind="worldmodel")
-    cfg = WorldModelConfig.from_dict(ck.model_config)
+    ck, cfg, held = heldout(args.ckpt, args.data)
     model, ser = build(cfg, ck.spec)
-    full = load_dir(data_dirs(args.data), ck.spec)
-    _, ho = split_runs(full, cfg.heldout_frac, cfg.seed)
-    held = full.subset(ho)
     rep = replay_finals(load_dir(data_dirs(args.replays, "--replays"), ck.spec))
     keep = [g for g in fidelity.groups(held) if sum(Path(held.files[i]).name in rep for i in g) >= 3]
     traj = held.subset(np.concatenate(keep))

@@ -25,13 +25,18 @@ from lrpilot.worldmodel.model import WorldModelConfig
 from lrpilot.worldmodel.train import group_key, split_runs
 
 
-def heldout_groups(ckpt: str, data: list[str]):
-    """(key, files, recorded wall seconds, device) of each ranked held-out group."""
+def heldout(ckpt: str, data: list[str]):
+    """(checkpoint, its config, its held-out runs of `data`): the runs `worldmodel eval` judges it on."""
     ck = checkpoints.load(ckpt, kind="worldmodel")
     cfg = WorldModelConfig.from_dict(ck.model_config)
     full = load_dir(data_dirs(data), ck.spec)
     _, ho = split_runs(full, cfg.heldout_frac, cfg.seed)
-    t = full.subset(ho)
+    return ck, cfg, full.subset(ho)
+
+
+def heldout_groups(ckpt: str, data: list[str]):
+    """(key, files, recorded wall seconds, device) of each ranked held-out group."""
+    _, _, t = heldout(ckpt, data)
     out = []
     for g in fidelity.groups(t):
         m = t.meta[g[0]]
