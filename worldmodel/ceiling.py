@@ -19,14 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from lrpilot.trajectories import Trajectories
-
-
-def _mean_se(xs) -> dict:
-    xs = [x for x in xs if np.isfinite(x)]
-    if not xs:
-        return {"mean": None, "stderr": None, "n": 0}
-    se = float(np.std(xs, ddof=1) / math.sqrt(len(xs))) if len(xs) > 1 else None
-    return {"mean": float(np.mean(xs)), "stderr": se, "n": len(xs)}
+from lrpilot.worldmodel.fidelity import _mean_se, spearman
 
 
 def replay_finals(replays: Trajectories) -> dict[str, float]:
@@ -47,8 +40,6 @@ def noise_ceiling(groups: Sequence[np.ndarray], files: Sequence[str], real: np.n
     replays' finals against the originals' (the ceiling), of `sim` (R,) against each and against
     their mean, and the per-group gap ceiling - sim. `real`, `sim`: (R,) final normalised val by
     run, `files` the runs' file names, `groups` their run indices."""
-    from lrpilot.worldmodel.fidelity import spearman
-
     rr, rs, rm, gap, diffs, n_runs = [], [], [], [], [], 0
     for g in groups:
         g = np.array([i for i in g if Path(files[i]).name in replayed])
