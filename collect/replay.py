@@ -48,6 +48,14 @@ class Replay(SpecController):
         return {"name": self.name, "actions": list(self.plan), "of": self.source}
 
 
+def _one_run(f: Path, spec: EnvSpec):
+    """(table, metadata, the file's own spec) of a per-run file; a packed dataset refused."""
+    runs = tfmt.read_runs(f, spec)
+    if len(runs) != 1 or "#" in runs[0][0]:
+        raise ValueError(f"{f}: a packed dataset of {len(runs)} runs; replay per-run files (a collection directory)")
+    return runs[0][1:]
+
+
 def replay_name(original: str, seed_offset: int) -> str:
     return f"replay{seed_offset}_{Path(original).name}"
 
@@ -56,9 +64,7 @@ def _plan(files: Sequence[Path], spec: EnvSpec) -> tuple[str, TrainConfig, str |
     """(task, config, data sha256, the files' own spec, [(file, metadata, actions)]) of one group."""
     runs, first, own = [], None, None
     for f in files:
-        ((where, table, meta, fspec),) = tfmt.read_runs(f, spec)
-        if "#" in where:
-            raise ValueError(f"{where}: a run of a packed dataset; replay per-run files (a collection directory)")
+        table, meta, fspec = _one_run(f, spec)
         if own is not None and fspec != own:
             raise ValueError(f"{f}: its spec differs from {files[0]}'s; a replay group's files share one spec")
         own = fspec
@@ -91,10 +97,7 @@ def replay_groups(paths: Sequence[str | Path], spec: EnvSpec = DEFAULT_SPEC) -> 
         files += sorted(p.glob("*.parquet")) if p.is_dir() else [p]
     by: dict[str, list[Path]] = {}
     for f in files:
-        runs = tfmt.read_runs(f, spec)
-        if len(runs) != 1 or "#" in runs[0][0]:
-            raise ValueError(f"{f}: a packed dataset of {len(runs)} runs; replay per-run files (a collection directory)")
-        meta = runs[0][2]
+        _, meta, _ = _one_run(f, spec)
         if "replay_of" in meta:
             continue
         key = (f"{meta.get('family')}/{meta['job_seed']}/{meta['group']}" if "group" in meta and "job_seed" in meta
@@ -141,6 +144,6 @@ def final_vals(files: Sequence[str | Path], spec: EnvSpec = DEFAULT_SPEC) -> np.
     """(R,) each run's last normalised val (the spec's `val` observation; a diverged run's last one)."""
     out = []
     for f in files:
-        ((_, table, _, _),) = tfmt.read_runs(f, spec)
+        table, _, _ = _one_run(Path(f), spec)
         out.append(float(table.column("obs_val").to_pylist()[-1]))
     return np.array(out)

@@ -64,6 +64,10 @@ def test_a_replay_group_is_one_task_and_config(group, tmp_path):
     tfmt.write_run(bare, table.to_pylist(), {k: v for k, v in meta.items() if k != "base_lr_mult"}, DEFAULT_SPEC)
     with pytest.raises(ValueError, match=r"bare.parquet: run metadata lacks 'base_lr_mult'"):
         replay_group([bare], tmp_path / "out", 1)
+    packed = tmp_path / "packed.parquet"
+    tfmt.pack(group, packed, DEFAULT_SPEC)
+    with pytest.raises(ValueError, match=r"packed.parquet: a packed dataset of 2 runs"):
+        replay_group([packed], tmp_path / "out", 1)
     assert not (tmp_path / "out").exists()  # refused before any training
 
 
