@@ -73,7 +73,7 @@ def real_comparison(traj: Trajectories) -> dict | None:
     batched groups: per group, the mean final and best normalised val (val / val at step 0) of
     each side; the difference policy - exploration as mean +- standard error over the groups that
     have both (negative: the policy's runs ended lower). None without such a group."""
-    from lrpilot.worldmodel.train import group_key
+    from lrpilot.trajectories import group_key
 
     vi = traj.spec.index("val")
     by: dict[str, dict[str, list]] = {}

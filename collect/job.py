@@ -147,11 +147,22 @@ def _versions() -> dict:
             "optax": optax.__version__, "numpy": np.__version__, "lrpilot": lrpilot.__version__}
 
 
+def trained_meta(res, ctrl, wall: float, n_runs: int) -> dict:
+    """The metadata fields of a run file that record how it trained (outcome, device, timing, versions, host):
+    `res` its `RunResult`, `ctrl` its controller, trained in a group of n_runs in `wall` seconds."""
+    from lrpilot.trainers.loop import device_info
+
+    backend, device = device_info()
+    return {"diverged": res.final_info["diverged"], "terminated": ctrl.terminated, "backend": backend, "device": device,
+            "group_wall_time": wall, "runs_in_group": n_runs, "ms_per_iter": res.final_info["ms_per_iter"],
+            "versions": _versions(), "host": platform.node(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
 def run_group(out: str, job_dict: dict, g: int, indices: list[int], spec_json: str, progress: bool = False) -> list[str]:
     """Trains the given runs of group g together and writes their files. Returns file names.
 
     Top-level and argument-picklable, so Ray workers can call it."""
-    from lrpilot.trainers.loop import RunSpec, device_info, train
+    from lrpilot.trainers.loop import RunSpec, train
 
     spec = EnvSpec.from_json(spec_json)
     d = dict(job_dict)
@@ -167,7 +178,6 @@ def run_group(out: str, job_dict: dict, g: int, indices: list[int], spec_json: s
     t0 = time.time()
     results = train(ds, plan.cfg, runs, progress=progress)
     wall = time.time() - t0
-    backend, device = device_info()
     written = []
     for i, spec_run, res, ctrl in zip(indices, runs, results, ctrls):
         meta = {
@@ -175,10 +185,7 @@ def run_group(out: str, job_dict: dict, g: int, indices: list[int], spec_json: s
             "seed": spec_run.seed, "run_index": i, "group": g, "job_seed": job.seed, "family": job.family,
             "controller": ctrl.describe(), "base_lr": plan.cfg.learning_rate * spec_run.lr_mult,
             "base_lr_mult": spec_run.lr_mult, "default_lr": plan.default_lr, "n_params": res.final_info["n_params"],
-            "tokens_per_update": plan.cfg.batch_size * plan.cfg.block_size, "diverged": res.final_info["diverged"],
-            "terminated": ctrl.terminated, "backend": backend, "device": device, "group_wall_time": wall,
-            "runs_in_group": len(indices), "ms_per_iter": res.final_info["ms_per_iter"], "versions": _versions(),
-            "host": platform.node(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "tokens_per_update": plan.cfg.batch_size * plan.cfg.block_size, **trained_meta(res, ctrl, wall, len(indices)),
         }
         name = job.filename(i)
         tfmt.write_run(Path(out) / name, ctrl.trajectory(), meta, spec)

@@ -16,12 +16,9 @@ holds the last recorded LR to the end.
 from __future__ import annotations
 
 import dataclasses
-import platform
 import time
 from pathlib import Path
 from typing import Sequence
-
-import numpy as np
 
 from lrpilot import data as datasets, trajectories as tfmt
 from lrpilot.controllers.spec_controller import SpecController
@@ -90,18 +87,14 @@ def _plan(files: Sequence[Path], spec: EnvSpec) -> tuple[str, TrainConfig, str |
 
 
 def replay_groups(paths: Sequence[str | Path], spec: EnvSpec = DEFAULT_SPEC) -> list[list[Path]]:
-    """The per-run files under `paths` (files or directories; replays left out) by collected group
+    """The per-run files under `paths` (`trajectories.run_files`; replays left out) by collected group
     (family, job seed and group in their metadata; else task and config), in a stable order."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        files += sorted(p.glob("*.parquet")) if p.is_dir() else [p]
     by: dict[str, list[Path]] = {}
-    for f in files:
+    for f in tfmt.run_files(paths):
         _, meta, _ = _one_run(f, spec)
         if "replay_of" in meta:
             continue
-        key = (f"{meta.get('family')}/{meta['job_seed']}/{meta['group']}" if "group" in meta and "job_seed" in meta
-               else f"{meta.get('task')}/{sorted((meta.get('config') or {}).items())}")
+        key = tfmt.group_key(meta, f"{meta.get('task')}/{sorted((meta.get('config') or {}).items())}")
         by.setdefault(key, []).append(f)
     return [by[k] for k in sorted(by)]
 
@@ -111,8 +104,8 @@ def replay_group(files: Sequence[str | Path], out: str | Path, seed_offset: int,
     """Trains the runs of `files` (one collected group: one task and config) together, run i with
     seed + seed_offset and its recorded actions; writes `out/replay<offset>_<name>` per run
     (atomically; files already there are kept and their runs not retrained). Returns the names."""
-    from lrpilot.collect.job import _versions
-    from lrpilot.trainers.loop import RunSpec, device_info, train
+    from lrpilot.collect.job import trained_meta
+    from lrpilot.trainers.loop import RunSpec, train
 
     files = [Path(f) for f in files]
     task, cfg, sha, spec, runs = _plan(files, spec)  # replays observe and write in the originals' own spec
@@ -129,21 +122,10 @@ def replay_group(files: Sequence[str | Path], out: str | Path, seed_offset: int,
     t0 = time.time()
     results = train(ds, cfg, specs, progress=progress)
     wall = time.time() - t0
-    backend, device = device_info()
     out.mkdir(parents=True, exist_ok=True)
     for (f, meta, _), rs, res, ctrl in zip(todo, specs, results, ctrls):
         m = {**meta, "seed": rs.seed, "controller": ctrl.describe(), "replay_of": f.name, "seed_offset": seed_offset,
-             "diverged": res.final_info["diverged"], "terminated": ctrl.terminated, "backend": backend, "device": device,
-             "group_wall_time": wall, "runs_in_group": len(todo), "ms_per_iter": res.final_info["ms_per_iter"],
-             "versions": _versions(), "host": platform.node(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+             **trained_meta(res, ctrl, wall, len(todo))}
         tfmt.write_run(out / replay_name(str(f), seed_offset), ctrl.trajectory(), m, spec)
     return names
 
-
-def final_vals(files: Sequence[str | Path], spec: EnvSpec = DEFAULT_SPEC) -> np.ndarray:
-    """(R,) each run's last normalised val (the spec's `val` observation; a diverged run's last one)."""
-    out = []
-    for f in files:
-        table, _, _ = _one_run(Path(f), spec)
-        out.append(float(table.column("obs_val").to_pylist()[-1]))
-    return np.array(out)

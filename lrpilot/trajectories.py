@@ -224,7 +224,7 @@ def pack(paths, out: str | Path, spec: EnvSpec) -> int:
     SimPLe rounds' spec-v2 runs) get their observation columns re-derived under `spec` from their
     raw metrics (the run context is not a column: readers derive it from the metadata). Returns
     the number of runs."""
-    files = _files(paths)
+    files = run_files(paths)
     if not files:
         raise FileNotFoundError(f"{paths}: no trajectory files to pack")
     sch = schema(spec)
@@ -254,7 +254,16 @@ def pack(paths, out: str | Path, spec: EnvSpec) -> int:
     return len(metas)
 
 
-def _files(paths) -> list[Path]:
+def group_key(meta: dict, fallback: str) -> str:
+    """A run's collected group (family/job seed/group: runs trained in one batched group share a task and a
+    config), or `fallback` for a run without one."""
+    if "group" in meta and "job_seed" in meta:
+        return f"{meta.get('family')}/{meta['job_seed']}/{meta['group']}"
+    return fallback
+
+
+def run_files(paths) -> list[Path]:
+    """The trajectory files of `paths` (files, or directories searched recursively for *.parquet), sorted per directory."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     files: list[Path] = []
@@ -351,7 +360,7 @@ def load_dir(paths: str | Path | list, spec: EnvSpec) -> Trajectories:
     """Loads every run of the given files, packed datasets and directories (every `*.parquet`
     below them, recursively); a run found twice is an error naming both places."""
     runs, seen = [], {}
-    for f in _files(paths):
+    for f in run_files(paths):
         for where, table, meta, own in read_runs(f, spec):
             key = (meta.get("family"), meta.get("job_seed"), meta.get("run_index"), meta.get("seed"), meta.get("task"))
             if key in seen and key[2] is not None:

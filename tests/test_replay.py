@@ -11,10 +11,11 @@ import pytest
 
 from lrpilot import trajectories as tfmt
 from lrpilot.collect.job import Job, collect
-from lrpilot.collect.replay import Replay, final_vals, replay_group, replay_name
+from lrpilot.collect.replay import Replay, replay_group, replay_name
 from lrpilot.spec import DEFAULT_SPEC
 from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel.ceiling import noise_ceiling, replay_finals
+from lrpilot.worldmodel.fidelity import final_val
 
 JOB = Job(family="tiny", tasks=("python_docs",), parallel=2)
 
@@ -40,7 +41,7 @@ def test_another_seed_keeps_the_schedule_and_changes_the_losses(group, tmp_path)
     a, b = load_dir(group, DEFAULT_SPEC), load_dir([tmp_path / n for n in names], DEFAULT_SPEC)
     np.testing.assert_array_equal(a.actions, b.actions)
     assert [m["seed"] for m in b.meta] == [m["seed"] + 1 for m in a.meta]
-    assert not np.array_equal(final_vals(group), final_vals([tmp_path / n for n in names]))
+    assert not np.array_equal(final_val(a), final_val(b))
     # resumable: replays already written are kept, nothing is retrained
     mtimes = [(tmp_path / n).stat().st_mtime_ns for n in names]
     assert replay_group(group, tmp_path, seed_offset=1) == names
@@ -89,8 +90,9 @@ def test_noise_ceiling_ranks_replays_against_originals():
 
 def test_replay_finals_refuse_a_file_that_is_not_a_replay(group, tmp_path):
     names = replay_group(group, tmp_path, seed_offset=1)
-    fin = replay_finals(load_dir([tmp_path / n for n in names], DEFAULT_SPEC))
-    assert fin == pytest.approx(dict(zip([f.name for f in group], final_vals([tmp_path / n for n in names]))))
+    rep = load_dir([tmp_path / n for n in names], DEFAULT_SPEC)
+    last = [tfmt.read_run(tmp_path / n, DEFAULT_SPEC)[0].column("obs_val")[-1].as_py() for n in names]  # the files' last rows
+    assert replay_finals(rep) == pytest.approx(dict(zip([f.name for f in group], last)))
     with pytest.raises(ValueError, match=r"run_s0_00000.parquet: not a replay"):
         replay_finals(load_dir(group, DEFAULT_SPEC))
 

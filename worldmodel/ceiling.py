@@ -19,19 +19,16 @@ from typing import Sequence
 import numpy as np
 
 from lrpilot.trajectories import Trajectories
-from lrpilot.worldmodel.fidelity import _mean_se, spearman
+from lrpilot.worldmodel.fidelity import _mean_se, final_val, spearman
 
 
 def replay_finals(replays: Trajectories) -> dict[str, float]:
     """{original file name: the replay's final normalised val} of replay runs (their `replay_of`)."""
-    vi = replays.spec.index("val")
-    out = {}
-    for i, (m, f) in enumerate(zip(replays.meta, replays.files)):
+    for m, f in zip(replays.meta, replays.files):
         if "replay_of" not in m:
             raise ValueError(f"{f}: not a replay (no 'replay_of' in its metadata); pass the directories that "
                              "`lrpilot.collect.replay` wrote")
-        out[m["replay_of"]] = float(replays.obs[i, replays.length[i] - 1, vi])
-    return out
+    return {m["replay_of"]: float(v) for m, v in zip(replays.meta, final_val(replays))}
 
 
 def noise_ceiling(groups: Sequence[np.ndarray], files: Sequence[str], real: np.ndarray, sim: np.ndarray,

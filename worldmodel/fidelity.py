@@ -56,13 +56,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrpilot.collect.edges import Fork
-from lrpilot.trajectories import Trajectories
+from lrpilot.trajectories import Trajectories, group_key
 from lrpilot.worldmodel import onestep
 from lrpilot.worldmodel.correction import ridge
 from lrpilot.worldmodel.env import SimEnv
 from lrpilot.worldmodel.forecast import sample_futures
 from lrpilot.worldmodel.responses import CHUNK, action_rows, fe_slope, fork_effect, paired_walk_response, sim_next
-from lrpilot.worldmodel.train import group_key
 
 HIGH_LR, MID_LR = 30.0, (0.5, 2.0)
 N_BOOT = 1000  # resamples of whole groups behind each 95% interval

@@ -16,10 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrpilot.collect.edges import Fork
-from lrpilot.trajectories import Trajectories
+from lrpilot.trajectories import Trajectories, group_key
 from lrpilot.worldmodel.correction import within_runs
 from lrpilot.worldmodel.env import SimEnv, per_member
-from lrpilot.worldmodel.train import group_key
 
 CHUNK = 64  # rows or runs simulated together (x samples episodes)
 

@@ -39,16 +39,9 @@ import lrpilot
 from lrpilot import checkpoints
 from lrpilot.spec import EnvSpec
 from lrpilot.trainers import harness
-from lrpilot.trajectories import Trajectories
+from lrpilot.trajectories import Trajectories, group_key
 from lrpilot.worldmodel.env import quantile_sample
 from lrpilot.worldmodel.model import WorldModelConfig, build, weighted_loss
-
-
-def group_key(meta: dict, fallback: str) -> str:
-    """Runs trained in one batched group share a task and a config: split them together."""
-    if "group" in meta and "job_seed" in meta:
-        return f"{meta.get('family')}/{meta['job_seed']}/{meta['group']}"
-    return fallback
 
 
 def split_runs(traj: Trajectories, heldout_frac: float, seed: int = 0, val_frac: float = 0.0):
