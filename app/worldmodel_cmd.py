@@ -1,4 +1,4 @@
-"""`lrpilot worldmodel train`, `fit-action`, `eval` and `compare`."""
+"""`lrpilot worldmodel train`, `fit-action`, `fit-rollout`, `eval` and `compare`."""
 
 from __future__ import annotations
 
@@ -211,6 +211,58 @@ def cmd_fit_action(args) -> int:
     return 0
 
 
+def cmd_fit_rollout(args) -> int:
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    from lrpilot import checkpoints
+    from lrpilot.trajectories import load_dir
+    from lrpilot.worldmodel import fidelity, rollout
+    from lrpilot.worldmodel.correction import ActionTerms, layout
+    from lrpilot.worldmodel.env import SimEnv
+    from lrpilot.worldmodel.model import WorldModelConfig, build
+    from lrpilot.worldmodel.train import training_runs
+
+    for flag, v, lo in (("--groups", args.groups, 2), ("--samples", args.samples, 1), ("--rounds", args.rounds, 1)):
+        if v < lo:
+            raise SystemExit(f"worldmodel fit-rollout: {flag} must be >= {lo}, got {v}")
+    if not args.l2 >= 0:
+        raise SystemExit(f"worldmodel fit-rollout: --l2 must be >= 0, got {args.l2}")
+    src = resolve_ckpt(args.ckpt)
+    out_parent(args.out)
+    ck = checkpoints.load(src, kind="worldmodel")
+    cfg = WorldModelConfig.from_dict(ck.model_config)
+    lin = ck.params.get("action_linear")
+    if lin is None or not layout(ActionTerms.of(cfg), np.asarray(lin["w"])).level:
+        raise SystemExit(f"worldmodel fit-rollout: {src} has no linear term with level terms to move (fit one first: "
+                         "lrpilot worldmodel fit-action --level)")
+    terms, params = layout(ActionTerms.of(cfg), np.asarray(lin["w"])), ck.params
+    if args.level_terms not in (None, cfg.action_level_terms):
+        wider = dataclasses.replace(terms, level_terms=args.level_terms)
+        params = rollout.extended(params, terms, wider)  # refuses a layout that does not extend the checkpoint's
+        terms, cfg = wider, dataclasses.replace(cfg, action_level_terms=args.level_terms)
+    model, ser = build(cfg, ck.spec)
+    full = load_dir(data_dirs(args.data), ck.spec)
+    train = full.subset(training_runs(full, cfg))
+    grps = fidelity.groups(train)
+    if not grps:
+        raise SystemExit(f"worldmodel fit-rollout: no group of >= 3 runs sharing a task and configuration among the "
+                         f"{len(train)} training runs of {args.data}")
+    pick = np.sort(np.random.default_rng(args.seed).permutation(len(grps))[: args.groups])
+    train = train.subset(np.concatenate([grps[i] for i in pick]))
+    print(f"[worldmodel] fit-rollout: {len(pick)} of {len(grps)} training groups ({len(train)} runs), {args.samples} samples")
+    params, history = rollout.fit(SimEnv(model, ser), params, terms, train, args.samples, jax.random.key(args.seed),
+                                  args.rounds, args.l2, state=f"{args.out}.state")
+    checkpoints.save(args.out, kind="worldmodel", params=params, spec=ck.spec, model_config=cfg.to_dict(),
+                     meta={**ck.meta, "rollout_fit": {"from": str(args.ckpt), "data": list(args.data), "groups": len(pick),
+                                                      "runs": len(train), "samples": args.samples, "seed": args.seed,
+                                                      "l2": args.l2, "terms": list(terms.psi_names), "rounds": history}})
+    print(f"-> {args.out}")
+    return 0
+
+
 def register(sub) -> None:
     from lrpilot.worldmodel.model import ACTION_FITS, LEVEL_TERMS, WorldModelConfig
 
@@ -281,6 +333,22 @@ def register(sub) -> None:
                    "pooled (all), only random-walk and fork runs' within each run (exogenous: run fixed effects), or only "
                    "the runs of groups sharing a seed, within each group at each decision (paired: fork and anneal-timing groups)")
     a.set_defaults(func=cmd_fit_action)
+    r = ws.add_parser("fit-rollout", help="move a fitted term's level weights so that whole runs simulated from their first "
+                      "observation rank the training groups' runs as the real ones (worldmodel/rollout.py)")
+    r.add_argument("--ckpt", required=True, help="world-model checkpoint with a level term ('pretrained': the shipped one)")
+    r.add_argument("--data", nargs="+", default=["starter"], help="the trajectory sources it was trained on (its split picks "
+                   "the training runs)")
+    r.add_argument("--out", required=True, help="the new checkpoint")
+    r.add_argument("--groups", type=int, default=60, help="training groups simulated (drawn with --seed; about 1.5 s per "
+                   "run at 32 samples on one CPU core)")
+    r.add_argument("--samples", type=int, default=32, help="simulated futures per run (their median is the run's final val)")
+    r.add_argument("--level-terms", choices=list(LEVEL_TERMS), default=None, help="level terms to fit, extending the "
+                   "checkpoint's (e.g. kinks_v to its kinks: a V about the collected runs' default LR, from weight 0); "
+                   "default: the checkpoint's")
+    r.add_argument("--rounds", type=int, default=1, help="fits, each on a fresh simulation with the weights moved so far")
+    r.add_argument("--l2", type=float, default=1.0, help="ridge on the level weights' pairwise-logistic coefficients")
+    r.add_argument("--seed", type=int, default=0, help="seed of the group draw and of the simulated futures")
+    r.set_defaults(func=cmd_fit_rollout)
     c = ws.add_parser("compare", help="a markdown table of the fidelity of several `worldmodel eval` outputs")
     c.add_argument("evals", nargs="+", help="output directories of lrpilot worldmodel eval (each with forecast.json)")
     c.set_defaults(func=cmd_compare)

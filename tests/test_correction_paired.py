@@ -139,7 +139,7 @@ def test_absolute_level_terms_read_the_lr_in_effect_alone(monkeypatch):
     assert correction.layout(correction.ActionTerms(level_terms="absolute"), lin["w"]).level
     with pytest.raises(ValueError, match="expected 7 \\(or 10 with action_level\\).*action_level_terms=absolute"):
         correction.layout(correction.ActionTerms(level_terms="absolute"), np.zeros(13))
-    with pytest.raises(ValueError, match="action_level_terms must be one of both, absolute, kink, kinks, and both without action_level"):
+    with pytest.raises(ValueError, match="action_level_terms must be one of both, absolute, kink, kinks, kinks_v, and both without action_level"):
         dataclasses.replace(model.cfg, action_level=False)
 
 
@@ -154,7 +154,7 @@ def test_kink_level_terms_are_nil_below_the_kink():
     cols = terms.features(SPEC_V2, np.zeros(3), o, np.array([-3.0, -2.5, -1.5]))[:, terms.n_phi:]
     np.testing.assert_allclose(cols[:2], 0.0)
     np.testing.assert_allclose(cols[2], [0.5, 0.5 * p, 0.25], rtol=1e-6)
-    with pytest.raises(ValueError, match=r"both, absolute, kink, kinks \(kink, kinks with a hinge\), got .kink. \(hinge=None\)"):
+    with pytest.raises(ValueError, match=r"both, absolute, kink, kinks, kinks_v \(kink, kinks, kinks_v with a hinge\), got .kink. \(hinge=None\)"):
         correction.ActionTerms(level=True, level_terms="kink")
     with pytest.raises(ValueError, match="action_level_terms kink .* needs action_hinge"):
         _tiny(action_response="noop", action_level=True, action_level_terms="kink")

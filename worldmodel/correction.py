@@ -64,7 +64,10 @@ psi (log_lr, log_abs_lr, their squares and products with progress; log_abs_lr's 
 level's cost above the kink alone, so that an anneal below it stays the transformer's and phi's; with
 "kinks" also of D = max(0, the kink - KINK_BELOW - log_abs_lr): what holding a vanishing LR costs, below
 x0.1 of the collected runs' default LR, read off the drop groups; D and D x p without a square, so that
-the cost grows with the depth below the data's deepest LR too instead of turning at a fitted vertex),
+the cost grows with the depth below the data's deepest LR too instead of turning at a fitted vertex; with
+"kinks_v" also of U = max(0, log_abs_lr - (the kink - KINK_V)) and V = max(0, the kink - KINK_V - log_abs_lr) and
+their products with p: a V about the collected runs' default LR, the cost per step of being off it, which
+the one-step fits cannot read and `rollout.py` fits on whole simulated runs),
 centred on every training decision (`b`; whichever decisions its weights are fit on), is added to
 phi, applied at every step (the no-op too).
 The weights live in the parameters as `params["action_linear"]` = {"w": (ActionTerms.n,), "b": ()}
@@ -81,7 +84,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrpilot.trajectories import Trajectories
-from lrpilot.worldmodel.model import KINK_BELOW, KINKED, LEVEL_TERMS, member
+from lrpilot.worldmodel.model import KINK_BELOW, KINK_V, KINKED, LEVEL_TERMS, member
 
 N_FEATURES = 7
 RIDGE = 1e-3  # ridge strength per row, on standardised columns (as fidelity's linear baseline)
@@ -134,7 +137,7 @@ class ActionTerms:
     then a*max(0, A - that kink - o) for each o of `offsets` (more kinks), then psi's with `level`: 6
     (L, A, their squares and products with progress), A's 3 alone with level_terms "absolute", those of K = max(0, A - the kink) with "kink" (the level's cost above the
     kink only), or K's, D and D x p with "kinks" (D = max(0, the kink - KINK_BELOW - A): the cost of an LR
-    far below). `WorldModelConfig`'s action_convex, action_hinge, action_hinge_params, action_level,
+    far below), and U, U x p, V, V x p with "kinks_v" (U, V = max(0, +-(A - the kink + KINK_V)): a V about the default). `WorldModelConfig`'s action_convex, action_hinge, action_hinge_params, action_level,
     action_level_terms, action_hinge_offsets (`of`); the term's columns are named (`names`) so that weights
     of one layout can be carried into a larger one (`fit` with `keep`)."""
 
@@ -147,7 +150,7 @@ class ActionTerms:
 
     def __post_init__(self):
         if self.level_terms not in LEVEL_TERMS or (self.level_terms in KINKED and self.hinge is None):
-            raise ValueError(f"ActionTerms: level_terms must be one of {', '.join(LEVEL_TERMS)} (kink, kinks with a hinge), got "
+            raise ValueError(f"ActionTerms: level_terms must be one of {', '.join(LEVEL_TERMS)} ({', '.join(KINKED)} with a hinge), got "
                              f"{self.level_terms!r} (hinge={self.hinge!r})")
         if self.offsets and self.hinge is None:
             raise ValueError(f"ActionTerms: more kinks (offsets={self.offsets!r}) sit at offsets from the first: they need a hinge")
@@ -166,7 +169,9 @@ class ActionTerms:
     def psi_names(self) -> tuple[str, ...]:
         """psi's columns with `level` (whatever `level` is)."""
         kink = ("K", "K*p", "K^2")
-        return {"both": PSI_NAMES, "absolute": PSI_NAMES[3:], "kink": kink, "kinks": (*kink, "D", "D*p")}[self.level_terms]
+        kinks = (*kink, "D", "D*p")
+        return {"both": PSI_NAMES, "absolute": PSI_NAMES[3:], "kink": kink, "kinks": kinks,
+                "kinks_v": (*kinks, "U", "U*p", "V", "V*p")}[self.level_terms]
 
     @property
     def n(self) -> int:
@@ -208,9 +213,12 @@ class ActionTerms:
             cols += [log_lr, log_lr * p, log_lr * log_lr] if self.level_terms == "both" else []
             above = above_kink if self.level_terms in KINKED else log_abs  # K, or A
             cols += [above, above * p, above * above]
-            if self.level_terms == "kinks":
+            if self.level_terms in ("kinks", "kinks_v"):
                 below = xp.maximum(kink - KINK_BELOW - log_abs, 0.0)  # D
                 cols += [below, below * p]
+            if self.level_terms == "kinks_v":
+                off = log_abs - (kink - KINK_V)  # decades off the V's vertex
+                cols += [xp.maximum(off, 0.0), xp.maximum(off, 0.0) * p, xp.maximum(-off, 0.0), xp.maximum(-off, 0.0) * p]
         return xp.stack(cols, axis=-1)
 
 
@@ -317,7 +325,7 @@ def fit(model, wm_params, ser, traj: Trajectories, rows_from: str = "all", keep:
         if missing:
             raise ValueError(f"action_linear: the kept term's columns {list(old)} are not a part of {list(names)} (missing: "
                              f"{missing}); a kept term can only gain terms")
-    psi_mean = _psi_mean(terms, traj)  # over every training decision, whichever the weights are fit on
+    psi_mean = psi_centre(terms, traj)  # over every training decision, whichever the weights are fit on
     if rows_from == "exogenous":
         traj = traj.subset(np.flatnonzero(exogenous(traj)))
     elif rows_from == "paired":
@@ -377,7 +385,7 @@ def _decisions(traj: Trajectories) -> tuple[np.ndarray, np.ndarray]:
     return np.array([x for x, _ in rows], np.int64), np.array([x for _, x in rows], np.int64)
 
 
-def _psi_mean(terms: ActionTerms, traj: Trajectories) -> np.ndarray:
+def psi_centre(terms: ActionTerms, traj: Trajectories) -> np.ndarray:
     """(n_psi,) psi's mean over the decisions of `traj` (zeros without psi: (0,))."""
     if not terms.level:
         return np.zeros(0)

@@ -46,7 +46,8 @@ class WorldModelConfig:
     action_level: bool = False  # that linear term also corrects the transformer's response to the LR level (correction.py)
     action_level_terms: str = "both"  # ... through the log LR relative to the configured one and the absolute ("both"), the
     # "absolute" only, or the absolute above the kink of action_hinge ("kink"; "kinks": and below a second kink
-    # KINK_BELOW decades under it, the cost of a vanishing LR)
+    # KINK_BELOW decades under it, the cost of a vanishing LR; "kinks_v": and a V about KINK_V decades under the first,
+    # the collected runs' default LR: what being off it costs, fit on rollouts by rollout.py)
     action_convex: bool = False  # that term's action part gains a x (log10 absolute LR)^2 (correction.py)
     action_hinge: float | None = None  # ... and a x max(0, log10 absolute LR - action_hinge - action_hinge_params x log10 N)
     action_hinge_params: float = 0.0  # the kink's shift per decade of the parameter count N (correction.py)
@@ -149,11 +150,13 @@ class WorldModelConfig:
 HEADS = ("categorical", "mixture")
 RESPONSES = ("model", "residual", "noop")
 ACTION_FITS = ("all", "exogenous", "paired")
-LEVEL_TERMS = ("both", "absolute", "kink", "kinks")  # the level terms psi: of the log LR relative to the configured one and
+LEVEL_TERMS = ("both", "absolute", "kink", "kinks", "kinks_v")  # the level terms psi: of the log LR relative to the configured one and
 # the absolute, of the absolute only, of how far the absolute one is above the action term's kink (needs action_hinge), or
-# that and how far it is below a second kink KINK_BELOW decades under the first
-KINKED = ("kink", "kinks")  # the level terms that read the action term's kink (need action_hinge)
+# that and how far it is below a second kink KINK_BELOW decades under the first, or those and how far above and below a
+# third, KINK_V decades under the first, it is
+KINKED = ("kink", "kinks", "kinks_v")  # the level terms that read the action term's kink (need action_hinge)
 KINK_BELOW = 2.0  # decades between the level terms' two kinks ("kinks"): x10 -> x0.1 of the collected runs' default LR
+KINK_V = 1.0  # decades between the first kink and the V of "kinks_v": x10 -> x1 of the collected runs' default LR
 LEGACY = {"val_frac": 0.0, "select": "nll", "patience": 5}
 """How a checkpoint saved before checkpoint selection by fidelity was trained (its missing fields)."""
 
