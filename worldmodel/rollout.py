@@ -133,11 +133,10 @@ def simulate(env, wm_params: dict, traj: Trajectories, grps, samples: int, key, 
              log=print) -> np.ndarray:
     """(R,) the median of `samples` simulated final vals of each run in `grps` from observation 1 under its real
     actions (NaN for the others). With `state` (a file path) it is resumable: every `chunk` groups the medians so far
-    are written there atomically, and a rerun with the same runs, weights, samples and key goes on from them (a
+    are written there atomically, and a rerun with the same runs, parameters, samples and key goes on from them (a
     group's runs simulate as they would among all: common keys, `fidelity.sim_final`)."""
-    lin = wm_params.get("action_linear", {})
-    tag = hashlib.sha256(b"".join(np.asarray(x).tobytes() for x in (*jax.tree.leaves(lin), np.asarray(jax.random.key_data(key)),
-                                                                      np.int64(samples)))).hexdigest()
+    tag = hashlib.sha256(b"".join(np.asarray(x).tobytes() for x in (*jax.tree.leaves(wm_params),
+                                                                      np.asarray(jax.random.key_data(key)), np.int64(samples)))).hexdigest()
     med, done = np.full(len(traj), np.nan), 0
     if state is not None and Path(state).exists():
         z = np.load(state)
