@@ -100,16 +100,22 @@ def moved(wm_params: dict, terms: ActionTerms, d: np.ndarray, psi_mean: np.ndarr
     return {**wm_params, "action_linear": {"w": w, "b": lin["b"] - float(d @ psi_mean)}}
 
 
-def cross_validated(sim_R: np.ndarray, psi_RxC: np.ndarray, real_R: np.ndarray, grps, l2: float = L2,
-                    folds: int = 5) -> float:
-    """Mean within-group Spearman of sim + Psi . d where each group's d was fit on the other folds' groups (group
-    g in fold g mod folds): what the fit buys on groups it did not see."""
+def out_of_fold(sim_R: np.ndarray, psi_RxC: np.ndarray, real_R: np.ndarray, grps, l2: float = L2,
+                folds: int = 5) -> np.ndarray:
+    """(R,) sim + Psi . d for the runs of `grps`, each group's d fit on the other folds' groups (group g in fold
+    g mod folds); NaN elsewhere."""
     score = np.full(len(real_R), np.nan)
     for f in range(min(folds, len(grps))):
         d = delta(sim_R, psi_RxC, real_R, [g for i, g in enumerate(grps) if i % folds != f], l2)
         for g in grps[f::folds]:
             score[g] = sim_R[g] + psi_RxC[g] @ d
-    return spearman(score, real_R, grps)
+    return score
+
+
+def cross_validated(sim_R: np.ndarray, psi_RxC: np.ndarray, real_R: np.ndarray, grps, l2: float = L2,
+                    folds: int = 5) -> float:
+    """Mean within-group Spearman of the out-of-fold scores (`out_of_fold`): what the fit buys on groups it did not see."""
+    return spearman(out_of_fold(sim_R, psi_RxC, real_R, grps, l2, folds), real_R, grps)
 
 
 def extended(wm_params: dict, terms: ActionTerms, wider: ActionTerms) -> dict:

@@ -48,9 +48,5 @@ print("| none (the simulation) | " + " | ".join(f"{rollout.spearman(sim, real, v
 for lt in ("kinks", "kinks_v"):
     lay = dataclasses.replace(terms, level_terms=lt)
     psi = rollout.psi_sums(t, lay)
-    score = np.full(len(t), np.nan)
-    for f in range(5):  # out-of-fold scores over all groups, then read per side
-        d = rollout.delta(sim, psi, real, [g for i, g in enumerate(grps) if i % 5 != f])
-        for g in grps[f::5]:
-            score[g] = sim[g] + psi[g] @ d
+    score = rollout.out_of_fold(sim, psi, real, grps)  # all groups' folds, then read per side
     print(f"| {lt} ({', '.join(lay.psi_names)}) | " + " | ".join(f"{rollout.spearman(score, real, v):.3f}" for v in sides.values()) + " |")
