@@ -235,10 +235,10 @@ def cmd_fit_rollout(args) -> int:
     ck = checkpoints.load(src, kind="worldmodel")
     cfg = WorldModelConfig.from_dict(ck.model_config)
     lin = ck.params.get("action_linear")
-    if lin is None or not layout(ActionTerms.of(cfg), np.asarray(lin["w"])).level:
+    terms, params = (None if lin is None else layout(ActionTerms.of(cfg), np.asarray(lin["w"]))), ck.params
+    if terms is None or not terms.level:
         raise SystemExit(f"worldmodel fit-rollout: {src} has no linear term with level terms to move (fit one first: "
                          "lrpilot worldmodel fit-action --level)")
-    terms, params = layout(ActionTerms.of(cfg), np.asarray(lin["w"])), ck.params
     if args.level_terms not in (None, cfg.action_level_terms):
         wider = dataclasses.replace(terms, level_terms=args.level_terms)
         params = rollout.extended(params, terms, wider)  # refuses a layout that does not extend the checkpoint's

@@ -69,9 +69,9 @@ def test_moved_weights_move_the_correction_by_d_times_psi_less_its_mean():
     A = jnp.asarray(LOG2, jnp.float32)
     for k in (0, 7, 15):
         obs, act = jnp.asarray(runs.obs[0, k]), int(runs.actions[0, k])
-        args = (runs.spec, A, act, obs, 1.5, 5.0, TERMS)  # log10 base LR 1.5: above the kink, psi is not nil
-        before = correction.correction(runs.spec, jax.tree.map(jnp.asarray, params["action_linear"]), *args[1:])
-        after = correction.correction(runs.spec, jax.tree.map(jnp.asarray, new["action_linear"]), *args[1:])
+        # log10 base LR 1.5: above the kink, psi is not nil
+        before = correction.correction(runs.spec, jax.tree.map(jnp.asarray, params["action_linear"]), A, act, obs, 1.5, 5.0, TERMS)
+        after = correction.correction(runs.spec, jax.tree.map(jnp.asarray, new["action_linear"]), A, act, obs, 1.5, 5.0, TERMS)
         psi = TERMS.features(runs.spec, LOG2[act], runs.obs[0, k].astype(np.float64), 1.5, 5.0)[TERMS.n_phi:]
         np.testing.assert_allclose(np.asarray(after - before), np.full(3, d @ (psi - mu)), atol=2e-6)
 
