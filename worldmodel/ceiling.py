@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from lrpilot.trajectories import Trajectories
-from lrpilot.worldmodel.fidelity import _mean_se, final_val, spearman
+from lrpilot.worldmodel.fidelity import final_val, mean_se, spearman
 
 
 def replay_finals(replays: Trajectories) -> dict[str, float]:
@@ -50,11 +50,11 @@ def noise_ceiling(groups: Sequence[np.ndarray], files: Sequence[str], real: np.n
         gap.append(a - b)
         diffs.extend(rep - real[g])
         n_runs += len(g)
-    ceiling = _mean_se(rr)
+    ceiling = mean_se(rr)
     d = np.array(diffs)
     return {"n_groups": len(rr), "n_runs": n_runs,
             "real_vs_replay": ceiling,
             "perfect_predictor": math.sqrt(ceiling["mean"]) if ceiling["mean"] and ceiling["mean"] > 0 else None,
-            "sim_vs_real": _mean_se(rs), "sim_vs_mean_of_seeds": _mean_se(rm), "ceiling_minus_sim": _mean_se(gap),
+            "sim_vs_real": mean_se(rs), "sim_vs_mean_of_seeds": mean_se(rm), "ceiling_minus_sim": mean_se(gap),
             "seed_sd": float(np.std(d, ddof=1) / math.sqrt(2)) if len(d) > 1 else None,
             "seed_mad": float(np.median(np.abs(d))) if len(d) else None}

@@ -110,7 +110,8 @@ def lr_features(traj: Trajectories) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
-def _mean_se(xs) -> dict:
+def mean_se(xs) -> dict:
+    """{"mean", "stderr", "n"} of the finite values of xs (None where there are too few)."""
     xs = [x for x in xs if np.isfinite(x)]
     if not xs:
         return {"mean": None, "stderr": None, "n": 0}
@@ -274,13 +275,13 @@ def fidelity(env: SimEnv, params, traj: Trajectories, train_traj: Trajectories, 
     grps = groups(traj)
     out = {
         "n_groups": len(grps), "n_runs": int(sum(len(g) for g in grps)), "samples": n_samples, "common_keys": True,
-        "within_group_spearman": _mean_se([spearman(sim_med[g], real[g]) for g in grps]),
-        "regression_spearman": _mean_se([spearman(reg[g], real[g]) for g in grps]),
+        "within_group_spearman": mean_se([spearman(sim_med[g], real[g]) for g in grps]),
+        "regression_spearman": mean_se([spearman(reg[g], real[g]) for g in grps]),
         "final_val_mae": float(np.mean(np.abs(sim_med - real))),
         "final_val_mae_train_mean": float(np.mean(np.abs(ytr.mean() - real))),
     }
     one = onestep.final_val(onestep.fit(train_traj), traj)  # the one-step linear baseline simulator (onestep.py)
-    out.update(onestep_spearman=_mean_se([spearman(one[g], real[g]) for g in grps]),
+    out.update(onestep_spearman=mean_se([spearman(one[g], real[g]) for g in grps]),
                onestep_final_val_mae=float(np.mean(np.abs(one - real))))
     rows, x, y = action_rows(traj)
     eff = {"real": None, "real_stderr": None, "sim": None, "sim_stderr": None, "ratio": None, "linear_ratio": None,
@@ -390,5 +391,5 @@ class Probe:
 
     def score(self, wm_params) -> tuple[float, float | None]:
         sim = np.median(np.asarray(self._final(wm_params)), axis=1)
-        s = _mean_se([spearman(sim[g], self.real[g]) for g in self.grps])
+        s = mean_se([spearman(sim[g], self.real[g]) for g in self.grps])
         return (s["mean"] if s["mean"] is not None else float("nan")), s["stderr"]

@@ -21,7 +21,7 @@ ckpt, S, env, params, traj = load_args(max_prefix=max(KS) + 1)
 n, vi = env.spec.n_decisions, env.spec.index("val")
 real, grps = fid.final_val(traj), fid.groups(traj)
 fmt = lambda d: "-" if d["mean"] is None else f"{d['mean']:+.3f} ± {d['stderr']:.3f}"  # noqa: E731
-within = lambda x: fid._mean_se([fid.spearman(x[g], real[g]) for g in grps])  # noqa: E731
+within = lambda x: fid.mean_se([fid.spearman(x[g], real[g]) for g in grps])  # noqa: E731
 
 
 def futures(c: int) -> np.ndarray:
@@ -54,6 +54,6 @@ print("\n| observation h | simulated val at h from observation 0 | real val at 1
 for h in HS:
     ok = traj.length > h
     g_h = [g[ok[g]] for g in grps if ok[g].sum() >= 3]
-    d = fid._mean_se([fid.spearman(from_0[g, h - 1], traj.obs[g, h, vi]) for g in g_h])
-    d1 = fid._mean_se([fid.spearman(traj.obs[g, 1, vi], traj.obs[g, h, vi]) for g in g_h])
+    d = fid.mean_se([fid.spearman(from_0[g, h - 1], traj.obs[g, h, vi]) for g in g_h])
+    d1 = fid.mean_se([fid.spearman(traj.obs[g, 1, vi], traj.obs[g, h, vi]) for g in g_h])
     print(f"| {h} | {fmt(d)} ({len(g_h)} groups) | {fmt(d1)} |", flush=True)
