@@ -98,7 +98,7 @@ def cmd_eval(args) -> int:
 
 def fidelity_table(paths: list[str]) -> str:
     """A markdown table of the held-out fidelity and forecasting of several `worldmodel eval` outputs, a
-    row per output directory (named by the directory)."""
+    row per output directory (named by the directory); the noise ceiling where the eval had --replays."""
     from lrpilot.io import read_json
     from lrpilot.worldmodel.fidelity import fmt_interval
 
@@ -110,8 +110,9 @@ def fidelity_table(paths: list[str]) -> str:
 
     rows = ["| world model | held-out groups | within-group Spearman | LR regression; one-step linear | Spearman on training groups | "
             "action-effect ratio [95% interval] (real; linear one-step model) | high-LR cost ratio [95% interval] (real, groups) | fork-effect ratio (real; corr) | "
-            "final-val MAE (train mean; one-step linear) | forecast MAE h=1 / 5 / 10 (last value) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "final-val MAE (train mean; one-step linear) | forecast MAE h=1 / 5 / 10 (last value) | "
+            "replayed groups: noise ceiling / world model (groups) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
         r = read_json(Path(path) / "forecast.json")
         f, fc = r.get("fidelity", {}).get("heldout"), r["forecasters"]
@@ -121,6 +122,8 @@ def fidelity_table(paths: list[str]) -> str:
         tr = r["fidelity"].get("train") or {}
         fork = "-" if fe.get("ratio") is None else f"{num(fe['ratio'], 2)} ({num(fe['real'], 4)}; {num(fe.get('corr'), 2)})"
         h = lambda n, i: num(fc[n]["mae"][i])  # noqa: E731
+        nc = f.get("noise_ceiling")  # written with --replays
+        ceiling = "-" if nc is None else f"{ms(nc['real_vs_replay'])} / {ms(nc['sim_vs_real'])} ({nc['n_groups']})"
         rows.append(f"| `{Path(path).name}` | {f['n_groups']} | {ms(f['within_group_spearman'])} | "
                     f"{ms(f['regression_spearman'])}; {ms(f.get('onestep_spearman', {}))} | {ms(tr.get('within_group_spearman', {}))} | {num(ae['ratio'], 2)}{fmt_interval(ae.get('ratio_ci95'))} "
                     f"({num(ae['real'], 4)}; {num(ae.get('linear_ratio'), 2)}) | "
@@ -128,7 +131,7 @@ def fidelity_table(paths: list[str]) -> str:
                     f"{'' if hl.get('n_groups') is None else ', ' + str(hl['n_groups']) + ' groups'}) | {fork} | {num(f['final_val_mae'])} ({num(f['final_val_mae_train_mean'])}; "
                     f"{num(f.get('onestep_final_val_mae'))}) | "
                     f"{h('worldmodel', 0)} / {h('worldmodel', 4)} / {h('worldmodel', 9)} "
-                    f"({h('last_value', 0)} / {h('last_value', 4)} / {h('last_value', 9)}) |")
+                    f"({h('last_value', 0)} / {h('last_value', 4)} / {h('last_value', 9)}) | {ceiling} |")
     return "\n".join(rows)
 
 

@@ -208,6 +208,8 @@ def test_worldmodel_compare_tabulates_each_eval_directory(tmp_path, capsys):
             fid["heldout"]["action_effect"]["ratio_ci95"] = [0.2, 0.81]  # written since the intervals over groups
             fid["heldout"]["high_lr_cost"] = {"ratio": 1.1, "real": 0.3, "n_groups": 12, "ratio_ci95": [0.6, 1.5]}
             fid["heldout"].update(onestep_spearman={"mean": 0.58, "stderr": 0.05}, onestep_final_val_mae=0.09)
+            fid["heldout"]["noise_ceiling"] = {"n_groups": 7, "real_vs_replay": {"mean": 0.88, "stderr": 0.02},
+                                               "sim_vs_real": {"mean": 0.74, "stderr": 0.04}}  # written with --replays
         (tmp_path / name / "forecast.json").write_text(json.dumps({"forecasters": fc, "fidelity": fid}))
     assert main(["worldmodel", "compare", str(tmp_path / "level"), str(tmp_path / "delta")]) == 0
     rows = capsys.readouterr().out.strip().splitlines()
@@ -216,6 +218,7 @@ def test_worldmodel_compare_tabulates_each_eval_directory(tmp_path, capsys):
     assert "| 0.50 (-0.0040; -) |" in rows[2] and "| 0.50 [0.20, 0.81] (-0.0040; 0.56) |" in rows[3]
     assert "| - (-) |" in rows[2] and "| 1.10 [0.60, 1.50] (0.300, 12 groups) |" in rows[3]
     assert "| 0.100 (0.120; -) |" in rows[2] and "| 0.100 (0.120; 0.090) |" in rows[3]
+    assert rows[2].endswith("(0.100 / 0.100 / 0.100) | - |") and rows[3].endswith("| 0.880 ± 0.020 / 0.740 ± 0.040 (7) |")
     (tmp_path / "bare").mkdir()
     (tmp_path / "bare" / "forecast.json").write_text(json.dumps({"forecasters": fc}))
     assert main(["worldmodel", "compare", str(tmp_path / "bare")]) == 2
