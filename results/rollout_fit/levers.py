@@ -10,33 +10,14 @@ or the vocabulary size (which it could be told).
 
     python results/rollout_fit/levers.py --data starter V2_NO21_DROP $R --state results/rollout_fit/sims_round1.npz
 """
-import argparse
-from pathlib import Path
-
 import numpy as np
+from simulated import load
 
-from lrpilot import checkpoints
-from lrpilot.app.checks import data_dirs
-from lrpilot.trajectories import load_dir
-from lrpilot.worldmodel import fidelity, rollout
-from lrpilot.worldmodel.correction import ActionTerms, layout, log_base, log_params, paired_groups
-from lrpilot.worldmodel.model import WorldModelConfig
+from lrpilot.worldmodel import rollout
+from lrpilot.worldmodel.correction import log_base, log_params
 
-p = argparse.ArgumentParser()
-p.add_argument("--data", nargs="+", required=True)
-p.add_argument("--state", required=True)
-p.add_argument("--ckpt", default="pretrained")
-a = p.parse_args()
-ck = checkpoints.load(checkpoints.pretrained("worldmodel") if a.ckpt == "pretrained" else a.ckpt, kind="worldmodel")
-terms = layout(ActionTerms.of(WorldModelConfig.from_dict(ck.model_config)), np.asarray(ck.params["action_linear"]["w"]))
-full = load_dir(data_dirs(a.data), ck.spec)
-z = np.load(a.state)
-idx = {Path(f).name: i for i, f in enumerate(full.files)}  # run names are unique across the data (terms_cv.py)
-t = full.subset(np.array([idx[Path(f).name] for f in z["files"]]))
-sim, real = z["med"], fidelity.final_val(t)
-grps = [g for g in fidelity.groups(t) if np.isfinite(sim[g]).all()]
-paired = paired_groups(t) >= 0
-sides = {"all": grps, "paired": [g for g in grps if paired[g].all()], "unpaired": [g for g in grps if not paired[g].any()]}
+sims = load("levers")
+t, sim, real, grps, sides, terms = sims.t, sims.sim, sims.real, sims.grps, sims.sides, sims.terms
 
 sp, n = t.spec, t.actions.shape[1]
 obs = t.obs[:, :n].astype(np.float64)
@@ -68,7 +49,7 @@ rows += [("`kinks` + every phi column the actions fix", np.concatenate([psi, col
          ("`kinks` + M, M^2 by quarter of the run", np.concatenate([psi, by_q], 1)),
          ("`kinks` + M x task (8 tasks)", np.concatenate([psi, total(M) * task], 1)),
          ("`kinks` + M, M^2 x log vocabulary size", np.concatenate([psi, total(M) * vocab, total(M * M) * vocab], 1))]
-print(f"{len(grps)} groups, {sum(len(g) for g in grps)} runs simulated ({a.state}); M: decades above x1 of the default LR\n")
+print(f"{len(grps)} groups, {sum(len(g) for g in grps)} runs simulated ({sims.state}); M: decades above x1 of the default LR\n")
 print("| columns moved | " + " | ".join(f"{k} ({len(v)} groups)" for k, v in sides.items()) + " |")
 print("|---|" + "---|" * len(sides))
 for label, X in rows:

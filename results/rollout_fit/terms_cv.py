@@ -8,40 +8,15 @@ on all drawn groups and on the paired (anneal-timing and drop: one seed per grou
 
     python results/rollout_fit/terms_cv.py --data starter V2_NO21_DROP $R --state results/rollout_fit/sims_round0.npz
 """
-import argparse
 import dataclasses
-from pathlib import Path
 
-import numpy as np
+from simulated import load
 
-from lrpilot import checkpoints
-from lrpilot.app.checks import data_dirs
-from lrpilot.trajectories import load_dir
-from lrpilot.worldmodel import fidelity, rollout
-from lrpilot.worldmodel.correction import ActionTerms, layout, paired_groups
-from lrpilot.worldmodel.model import WorldModelConfig
+from lrpilot.worldmodel import rollout
 
-p = argparse.ArgumentParser()
-p.add_argument("--data", nargs="+", required=True)
-p.add_argument("--state", required=True)
-p.add_argument("--ckpt", default="pretrained")
-a = p.parse_args()
-ck = checkpoints.load(checkpoints.pretrained("worldmodel") if a.ckpt == "pretrained" else a.ckpt, kind="worldmodel")
-cfg = WorldModelConfig.from_dict(ck.model_config)
-terms = layout(ActionTerms.of(cfg), np.asarray(ck.params["action_linear"]["w"]))
-full = load_dir(data_dirs(a.data), ck.spec)
-z = np.load(a.state)
-key = lambda f: Path(f).name  # noqa: E731  (V2_NO21_DROP may live anywhere; run names are unique across the data)
-idx = {key(f): i for i, f in enumerate(full.files)}
-if len(idx) != len(full.files):
-    raise SystemExit("terms_cv: two runs of --data share a file name")
-t = full.subset(np.array([idx[key(f)] for f in z["files"]]))
-sim, real = z["med"], fidelity.final_val(t)
-grps = [g for g in fidelity.groups(t) if np.isfinite(sim[g]).all()]
-paired = paired_groups(t) >= 0
-sides = {"all": grps, "paired (one seed per group)": [g for g in grps if paired[g].all()],
-         "unpaired": [g for g in grps if not paired[g].any()]}
-print(f"{len(grps)} groups, {sum(len(g) for g in grps)} runs simulated ({a.state})\n")
+sims = load("terms_cv")
+t, sim, real, grps, sides, terms = sims.t, sims.sim, sims.real, sims.grps, sims.sides, sims.terms
+print(f"{len(grps)} groups, {sum(len(g) for g in grps)} runs simulated ({sims.state})\n")
 print("| level terms moved | " + " | ".join(f"{k} ({len(v)} groups)" for k, v in sides.items()) + " |")
 print("|---|" + "---|" * len(sides))
 print("| none (the simulation) | " + " | ".join(f"{rollout.spearman(sim, real, v):.3f}" for v in sides.values()) + " |")
