@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from lrpilot import checkpoints
-from lrpilot.app.checks import data_dirs
+from lrpilot.app.checks import data_dirs, resolve_ckpt
 from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel import fidelity
 from lrpilot.worldmodel.env import SimEnv
@@ -30,7 +30,7 @@ runs = grps = real = None
 meds = []
 Path(a.cache).mkdir(parents=True, exist_ok=True)
 for i, name in enumerate(a.ckpts):
-    src = checkpoints.pretrained("worldmodel") if name == "pretrained" else name
+    src = resolve_ckpt(name)
     ck = checkpoints.load(src, kind="worldmodel")
     cfg = WorldModelConfig.from_dict(ck.model_config)
     if runs is None:
@@ -48,8 +48,10 @@ for i, name in enumerate(a.ckpts):
     meds.append(np.nanmedian(sim, 1))
 per = [np.array([fidelity.spearman(m[g], real[g]) for g in grps]) for m in meds]
 for name, s, m in zip(a.ckpts, per, meds):
-    print(f"{name}: within-group Spearman {fidelity.mean_se(s)['mean']:.3f} ± {fidelity.mean_se(s)['stderr']:.3f} "
-          f"({len(grps)} groups), final-val MAE {np.nanmean(np.abs(m - real)):.4f}")
+    ms = fidelity.mean_se(s)
+    print(f"{name}: within-group Spearman {ms['mean']:.3f} ± {ms['stderr']:.3f} ({len(grps)} groups), "
+          f"final-val MAE {np.nanmean(np.abs(m - real)):.4f}")
 d = per[1] - per[0]
-print(f"second - first, per group: {fidelity.mean_se(d)['mean']:+.3f} ± {fidelity.mean_se(d)['stderr']:.3f} "
+ms = fidelity.mean_se(d)
+print(f"second - first, per group: {ms['mean']:+.3f} ± {ms['stderr']:.3f} "
       f"({int((d > 1e-9).sum())} better, {int((d < -1e-9).sum())} worse)")

@@ -7,11 +7,13 @@ command's 32 (`--sims`: the shipped model's own 32-sample simulation of the same
         --sims results/rollout_fit/sims_round1.npz --groups 40 --samples 16 --temperatures 1 0.6 0.3
 """
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+from simulated import by_name
 
 from lrpilot import checkpoints
 from lrpilot.app.checks import data_dirs
@@ -32,8 +34,7 @@ ck = checkpoints.load(checkpoints.pretrained("worldmodel"), kind="worldmodel")
 model, ser = build(WorldModelConfig.from_dict(ck.model_config), ck.spec)
 env = SimEnv(model, ser)
 full = load_dir(data_dirs(a.data), ck.spec)
-idx = {Path(f).name: i for i, f in enumerate(full.files)}
-t = full.subset(np.array([idx[Path(f).name] for f in np.load(a.state)["files"]]))
+t = by_name(full, np.load(a.state)["files"], "sampling")
 grps = fidelity.groups(t)
 pick = np.sort(np.random.default_rng(1).permutation(len(grps))[: a.groups])
 t = t.subset(np.concatenate([grps[i] for i in pick]))
@@ -49,8 +50,9 @@ for T in a.temperatures:
     s = fidelity.sim_final(env, env.params(ck.params, t, max_prefix=1, temperature=T), t, a.samples, jax.random.key(0))
     med = np.nanmedian(s, 1)
     print(f"| {T:g} | {rollout.spearman(med, real, grps):.3f} | {rollout.spearman(np.nanmean(s, 1), real, grps):.3f} | "
-          f"{np.nanmean(np.nanstd(s, 1)):.4f} | {np.nanmean(np.abs(med - real)):.4f} |  ({time.time() - t0:.0f} s)", flush=True)
+          f"{np.nanmean(np.nanstd(s, 1)):.4f} | {np.nanmean(np.abs(med - real)):.4f} |", flush=True)
+    print(f"T = {T:g}: {time.time() - t0:.0f} s", file=sys.stderr)
     if T == 1.0:
-        for m in (4, 8):
+        for m in [m for m in (4, 8) if m < a.samples]:
             print(f"|   (T = 1, first {m} samples) | {rollout.spearman(np.nanmedian(s[:, :m], 1), real, grps):.3f} | "
                   f"{rollout.spearman(np.nanmean(s[:, :m], 1), real, grps):.3f} | | |")

@@ -10,11 +10,20 @@ from types import SimpleNamespace
 import numpy as np
 
 from lrpilot import checkpoints
-from lrpilot.app.checks import data_dirs
-from lrpilot.trajectories import load_dir
+from lrpilot.app.checks import data_dirs, resolve_ckpt
+from lrpilot.trajectories import Trajectories, load_dir
 from lrpilot.worldmodel import fidelity
 from lrpilot.worldmodel.correction import ActionTerms, layout, paired_groups
 from lrpilot.worldmodel.model import WorldModelConfig
+
+
+def by_name(full: Trajectories, files, who: str) -> Trajectories:
+    """The runs of `full` named as `files` (a simulation's), in that order: matched by file name, since the data
+    directories (V2_NO21_DROP) may live anywhere; run names are unique across the data."""
+    idx = {Path(f).name: i for i, f in enumerate(full.files)}
+    if len(idx) != len(full.files):
+        raise SystemExit(f"{who}: two runs of --data share a file name")
+    return full.subset(np.array([idx[Path(f).name] for f in files]))
 
 
 def load(who: str) -> SimpleNamespace:
@@ -26,14 +35,11 @@ def load(who: str) -> SimpleNamespace:
     p.add_argument("--state", required=True)
     p.add_argument("--ckpt", default="pretrained")
     a = p.parse_args()
-    ck = checkpoints.load(checkpoints.pretrained("worldmodel") if a.ckpt == "pretrained" else a.ckpt, kind="worldmodel")
+    ck = checkpoints.load(resolve_ckpt(a.ckpt), kind="worldmodel")
     terms = layout(ActionTerms.of(WorldModelConfig.from_dict(ck.model_config)), np.asarray(ck.params["action_linear"]["w"]))
     full = load_dir(data_dirs(a.data), ck.spec)
     z = np.load(a.state)
-    idx = {Path(f).name: i for i, f in enumerate(full.files)}  # V2_NO21_DROP may live anywhere: runs keyed by name
-    if len(idx) != len(full.files):
-        raise SystemExit(f"{who}: two runs of --data share a file name")
-    t = full.subset(np.array([idx[Path(f).name] for f in z["files"]]))
+    t = by_name(full, z["files"], who)
     sim, real = z["med"], fidelity.final_val(t)
     grps = [g for g in fidelity.groups(t) if np.isfinite(sim[g]).all()]
     paired = paired_groups(t) >= 0
