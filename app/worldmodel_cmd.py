@@ -20,13 +20,20 @@ def _load_data(paths, spec):
 def cmd_train(args) -> int:
     from lrpilot.spec import SPECS
     from lrpilot.worldmodel.model import WorldModelConfig
-    from lrpilot.worldmodel.train import train
+    from lrpilot.worldmodel.train import check_warm_start, train
 
     cfg = flags.build_config(WorldModelConfig, args)
     if not 0 < args.data_fraction <= 1:
         raise ValueError(f"--data-fraction must be in (0, 1], got {args.data_fraction}")
     if args.member is not None and not 0 <= args.member < cfg.ensemble:
         raise ValueError(f"--member must be in [0, --ensemble={cfg.ensemble}), got {args.member}")
+    init = None
+    if args.init:
+        from lrpilot import checkpoints
+
+        ck = checkpoints.load(resolve_ckpt(args.init), kind="worldmodel")
+        check_warm_start(cfg, SPECS[args.spec], WorldModelConfig.from_dict(ck.model_config), ck.spec, f"--init {args.init}")
+        init = ck.params
     dirs = data_dirs(args.data)
     out_parent(args.out)
     traj = _load_data(dirs, SPECS[args.spec])
@@ -36,9 +43,9 @@ def cmd_train(args) -> int:
         keep, _ = split_runs(traj, 1.0 - args.data_fraction, seed=12345)  # whole run groups, another hash than the held-out split
         print(f"[worldmodel] --data-fraction {args.data_fraction}: {len(keep)} of {len(traj)} runs")
         traj = traj.subset(keep)
-    train(traj, cfg, args.out, progress=not args.quiet,
+    train(traj, cfg, args.out, progress=not args.quiet, init_params=init,
           meta={"data": list(args.data), "data_fraction": args.data_fraction, "spec": args.spec,
-                "command": "lrpilot worldmodel train"}, only_member=args.member)
+                "command": "lrpilot worldmodel train", "init": args.init}, only_member=args.member)
     return 0
 
 
@@ -280,6 +287,10 @@ def register(sub) -> None:
                         "base LR, parameter count, tokens per update, run length) or v3 (v2 plus each interval's absolute "
                         "LR); trajectory files of another spec are re-derived from their raw metrics")
     t.add_argument("--data-fraction", type=float, default=1.0, help="train on this fraction of the run groups (ablation)")
+    t.add_argument("--init", default=None, metavar="CKPT", help="warm start: begin from this world model's parameters "
+                   "(an ensemble's member M for --member M, else member 0; its fitted action terms are dropped and refit) "
+                   "instead of a fresh initialisation, e.g. to train a model longer or on more data; the architecture "
+                   "and --spec must match ('pretrained': the shipped one)")
     t.add_argument("--member", type=int, default=None, help="with --ensemble K: train only member M (0..K-1), e.g. one "
                    "per process or machine; a run without --member then stacks the finished members")
     flags.add_config_flags(t.add_argument_group("world model (WorldModelConfig)"), WorldModelConfig)

@@ -193,6 +193,31 @@ def test_worldmodel_eval_writes_forecasts_fidelity_and_which_checkpoint(tmp_path
     assert set(json.loads((tmp_path / "held" / "forecast.json").read_text())["fidelity"]) == {"heldout"}
 
 
+def test_worldmodel_train_init_warm_starts_and_refuses_another_architecture_before_the_data(tmp_path, tiny_wm, capsys):
+    from lrpilot import checkpoints
+    from lrpilot.spec import DEFAULT_SPEC
+
+    cfg, _, _, params = tiny_wm
+    init = tmp_path / "init"
+    shifted = jax.tree.map(lambda x: x + 0.5, params)  # unlike a fresh initialisation with the same seed
+    checkpoints.save(init, kind="worldmodel", params={**shifted, "action_hazard": {"c": np.zeros(2)}},  # a fitted term:
+                     spec=DEFAULT_SPEC, model_config=cfg.to_dict())                                    # dropped, refit
+    tiny = ["--n-layer", "1", "--n-head", "2", "--dropout", "0", "--batch-size", "4", "--quiet"]
+    nowhere = str(tmp_path / "no_data")  # mismatches are refused before any data is looked up
+    for extra, needle in ((["--d-model", "32"], "d_model = 16, this model's 32"), (["--d-model", "16", "--spec", "v2"], "spec")):
+        assert main(["worldmodel", "train", "--data", nowhere, "--init", str(init), *tiny, *extra,
+                     "--out", str(tmp_path / "bad")]) != 0
+        err = capsys.readouterr().err
+        assert f"--init {init}" in err and needle in err and "no_data" not in err, err
+    out = tmp_path / "warm"
+    assert main(["worldmodel", "train", "--data", "starter", "--init", str(init), *tiny, "--d-model", "16", "--steps", "2",
+                 "--warmup", "1", "--eval-every", "1", "--select-after", "0", "--learning-rate", "1e-9", "--out", str(out)]) == 0
+    ck = checkpoints.load(out, kind="worldmodel")
+    assert ck.meta["init"] == str(init) and "action_hazard" not in ck.params
+    got, want = jax.tree.leaves(ck.params["trunk"]), jax.tree.leaves(shifted["trunk"])
+    assert all(np.allclose(g, w, atol=1e-5) for g, w in zip(got, want))  # it began where the checkpoint was
+
+
 def test_worldmodel_compare_tabulates_each_eval_directory(tmp_path, capsys):
     def section(rho, fork):
         return {"n_groups": 9, "within_group_spearman": {"mean": rho, "stderr": 0.05}, "regression_spearman": {"mean": 0.3},

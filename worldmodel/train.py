@@ -208,12 +208,29 @@ def bootstrap(traj: Trajectories, idx: np.ndarray, seed: int) -> np.ndarray:
     return np.concatenate([idx[keys == uniq[j]] for j in pick])
 
 
+FITTED_TERMS = ("action_linear", "action_hazard")  # fit after training (correction.py, hazard.py), not trained
+WARM_FIELDS = ("n_layer", "d_model", "n_head", "base", "digits", "coding", "value_embed", "action_embed", "head", "mixture")
+"""WorldModelConfig fields a warm start must share with its initialisation: the parameters' shapes and what they read."""
+
+
+def check_warm_start(cfg: WorldModelConfig, spec: EnvSpec, init_cfg: WorldModelConfig, init_spec: EnvSpec, name: str) -> None:
+    """A ValueError naming the first field in which the checkpoint `name` (config `init_cfg`, spec
+    `init_spec`) cannot initialise a model of `cfg` on `spec`; checked before any data is read."""
+    if init_spec != spec:
+        raise ValueError(f"{name}: its observation spec (version {init_spec.version}) differs from the training spec "
+                         f"(version {spec.version}); warm start needs the same observations")
+    for f in WARM_FIELDS:
+        if getattr(init_cfg, f) != getattr(cfg, f):
+            raise ValueError(f"{name}: {f} = {getattr(init_cfg, f)!r}, this model's {getattr(cfg, f)!r}; "
+                             "warm start needs the same architecture")
+
+
 def warm_params(fresh: dict, init: dict, member: int | None = None) -> dict:
-    """`init` in place of the fresh initialisation `fresh`: its fitted linear action term is
-    dropped (it is refit after training); an ensemble's stacked parameters give member i's
-    (member 0's for a single model). Parameters of another architecture are refused, naming the
-    first leaf that differs."""
-    init = {k: v for k, v in init.items() if k != "action_linear"}
+    """`init` in place of the fresh initialisation `fresh`: its fitted action terms (linear term,
+    divergence hazard) are dropped (they are refit after training); an ensemble's stacked
+    parameters give member i's (member 0's for a single model). Parameters of another
+    architecture are refused, naming the first leaf that differs."""
+    init = {k: v for k, v in init.items() if k not in FITTED_TERMS}
     f_leaves, f_tree = jax.tree.flatten_with_path(fresh)
     i_leaves, i_tree = jax.tree.flatten_with_path(init)
     if f_tree != i_tree:
