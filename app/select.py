@@ -14,6 +14,11 @@ checkpoints (PPO seed to seed, which one checkpoint's runs do not show), and a c
 every checkpoint finished it. The single checkpoints' scores are listed beside it, so choosing a
 recipe does not reward the luckiest of several seeds.
 
+Candidates judged before in OUT on the same validation set (its selection.json) stay in the table, their
+finished runs reused: a later call names only what it adds (a name given again is judged anew, as given);
+`only=True` (`--only`) writes the table for the given candidates alone. A previous candidate whose
+checkpoint is gone is dropped, and said so.
+
     OUT/runs/...        the runs (as `lrpilot evaluate`)
     OUT/results.json    the grid (FORMATS.md)
     OUT/selection.json  {"validation": the grid, "reference": "cosine", "candidates": {name: {"controllers": [spec,
@@ -127,11 +132,41 @@ def selection_markdown(sel: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def previous(out: str | Path, validation: Validation, log=print) -> dict[str, list[str]]:
+    """{name: controller specs} of the candidates in OUT/selection.json, if it was written for
+    `validation`; those whose checkpoint no longer exists are left out (logged)."""
+    from lrpilot import checkpoints
+    from lrpilot.io import read_json
+
+    f = Path(out) / "selection.json"
+    if not f.exists():
+        return {}
+    sel = read_json(f)
+    try:
+        same = sel["validation"] == {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(validation).items()}
+        cands = {name: list(v["controllers"]) for name, v in sel["candidates"].items()}
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{f}: not a selection.json of lrpilot select (missing or malformed {e}); move it away to start "
+                         "a new table (the runs under runs/ are reused)") from None
+    if not same:
+        log(f"[select] {f} was written for another validation set ({sel['validation']}); its candidates are not carried")
+        return {}
+    kept = {}
+    for name, specs in cands.items():
+        gone = [c for c in specs if not checkpoints.exists(c.partition(":")[2])]
+        if gone:
+            log(f"[select] previous candidate {name!r} dropped: no checkpoint at {', '.join(c.partition(':')[2] for c in gone)}")
+        else:
+            kept[name] = specs
+    return kept
+
+
 def select(candidates: dict[str, str | list[str]], out: str | Path, validation: Validation = VALIDATION, max_batch: int = 0,
-           progress: bool = True, log=print) -> dict:
+           progress: bool = True, log=print, only: bool = False) -> dict:
     """Trains what is missing of the validation grid for `candidates` ({name: policy checkpoint, or
     a learned controller's spec `policy:CKPT` / `policy_est:CKPT`, or a list of them for one recipe})
-    and cosine, and writes selection.json / selection.md under `out`."""
+    and cosine, and writes selection.json / selection.md under `out`, with the candidates of an
+    earlier selection.json there unless `only` (module docstring)."""
     from lrpilot.app.evaluate import Grid, evaluate
 
     if not candidates:
@@ -139,6 +174,11 @@ def select(candidates: dict[str, str | list[str]], out: str | Path, validation: 
     ctrls = {name: [c if c.startswith(LEARNED) else f"policy:{c}" for c in _members(cs)] for name, cs in candidates.items()}
     if not all(ctrls.values()):
         raise ValueError(f"select: a candidate without a checkpoint: {candidates}")
+    if not only:
+        before = {n: c for n, c in previous(out, validation, log).items() if n not in ctrls}
+        if before:
+            log(f"[select] {len(before)} candidates judged before in {out} stay in the table (--only: the given ones alone)")
+        ctrls = {**before, **ctrls}
     specs = list(dict.fromkeys(c for cs in ctrls.values() for c in cs))  # each checkpoint trained once
     grid = Grid(tasks=list(validation.tasks), controllers=[REFERENCE, *specs], seeds=list(validation.seeds),
                 scale=validation.scale, lr_mults=list(validation.lr_mults))
@@ -173,7 +213,7 @@ def _candidates(items: list[str]) -> dict[str, list[str]]:
 
 def cmd_select(args) -> int:
     v = Validation(tasks=tuple(args.tasks), lr_mults=tuple(args.lr_mults), seeds=tuple(args.seeds), scale=args.scale)
-    sel = select(_candidates(args.candidates), args.out, v, max_batch=args.max_batch, progress=not args.quiet)
+    sel = select(_candidates(args.candidates), args.out, v, max_batch=args.max_batch, progress=not args.quiet, only=args.only)
     print((Path(args.out) / "selection.md").read_text())
     print(f"chosen: {sel['chosen']} ({', '.join(sel['candidates'][sel['chosen']]['controllers'])})" if sel["chosen"]
           else "no candidate finished")
@@ -194,5 +234,7 @@ def register(sub) -> None:
     s.add_argument("--seeds", type=_seeds, default=list(VALIDATION.seeds), help="a count (2) or a list (0,1)")
     s.add_argument("--scale", default=VALIDATION.scale, choices=SCALES, help="protocol scale")
     s.add_argument("--max-batch", type=int, default=0, help="at most this many runs trained together (0: all of a task)")
+    s.add_argument("--only", action="store_true", help="the table lists the given candidates alone (by default the "
+                   "candidates of an earlier selection.json in --out on the same validation set stay, their runs reused)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_select)

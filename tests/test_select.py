@@ -4,6 +4,8 @@ any run."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from lrpilot import checkpoints
@@ -31,7 +33,9 @@ def test_select_on_real_runs_and_add_a_candidate(tmp_path, capsys):
     # a second candidate trains only its own runs; the first's are kept
     first = (out / "runs").rglob("final_info.json")
     stamps = {p: p.stat().st_mtime_ns for p in first}
-    assert main(["select", "--candidates", f"shipped={shipped}", f"again={shipped}/", "est=policy_est:pretrained",
+    copy = tmp_path / "copy"
+    shutil.copytree(shipped, copy)
+    assert main(["select", "--candidates", f"again={copy}", "est=policy_est:pretrained",  # shipped: carried from the first
                  f"both={shipped},policy_est:pretrained", "--out", str(out), *TINY]) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     sel2 = read_json(out / "selection.json")
@@ -45,6 +49,24 @@ def test_select_on_real_runs_and_add_a_candidate(tmp_path, capsys):
     assert sel2["candidates"]["again"]["score"] == pytest.approx(sel["candidates"]["shipped"]["score"])  # same policy, same seeds
     best = min(sel2["candidates"], key=lambda n: sel2["candidates"][n]["score"])
     assert sel2["chosen"] == best and f"| {best} (chosen) |" in (out / "selection.md").read_text()
+    # a candidate whose checkpoint is gone is dropped and named; the others stay, no run trained again
+    shutil.rmtree(copy)
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("final_info.json")}
+    capsys.readouterr()
+    assert main(["select", "--candidates", f"est={shipped}", "--out", str(out), *TINY]) == 0  # a name given again: as given
+    assert f"previous candidate 'again' dropped: no checkpoint at {copy}" in capsys.readouterr().out
+    sel3 = read_json(out / "selection.json")
+    assert list(sel3["candidates"]) == ["shipped", "both", "est"]
+    assert sel3["candidates"]["est"]["controllers"] == [f"policy:{shipped}"]
+    assert sel3["candidates"]["both"] == sel2["candidates"]["both"]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    assert main(["select", "--candidates", f"est={shipped}", "--only", "--out", str(out), *TINY]) == 0
+    assert list(read_json(out / "selection.json")["candidates"]) == ["est"]
+    # another validation set: the table starts afresh (its own runs), the earlier candidates are not carried
+    assert main(["select", "--candidates", f"est={shipped}", "--out", str(out), *TINY[:2], "--lr-mults", "1",
+                 *TINY[5:]]) == 0
+    assert "another validation set" in capsys.readouterr().out
+    assert list(read_json(out / "selection.json")["candidates"]) == ["est"]
 
 
 def test_score_ranks_by_mean_and_reports_margins():
