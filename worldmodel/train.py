@@ -217,8 +217,8 @@ def check_warm_start(cfg: WorldModelConfig, spec: EnvSpec, init_cfg: WorldModelC
     """A ValueError naming the first field in which the checkpoint `name` (config `init_cfg`, spec
     `init_spec`) cannot initialise a model of `cfg` on `spec`; checked before any data is read."""
     if init_spec != spec:
-        raise ValueError(f"{name}: its observation spec (version {init_spec.version}) differs from the training spec "
-                         f"(version {spec.version}); warm start needs the same observations")
+        raise ValueError(f"{name}: its observation spec (version {init_spec.version}) differs from the spec trained on "
+                         f"(version {spec.version}; --spec); warm start needs the same observations")
     for f in WARM_FIELDS:
         if getattr(init_cfg, f) != getattr(cfg, f):
             raise ValueError(f"{name}: {f} = {getattr(init_cfg, f)!r}, this model's {getattr(cfg, f)!r}; "
