@@ -153,9 +153,9 @@ def previous(out: str | Path, validation: Validation, log=print) -> dict[str, li
         return {}
     kept = {}
     for name, specs in cands.items():
-        gone = [c for c in specs if not checkpoints.exists(c.partition(":")[2])]
+        gone = [path for path in (c.partition(":")[2] for c in specs) if not checkpoints.exists(path)]
         if gone:
-            log(f"[select] previous candidate {name!r} dropped: no checkpoint at {', '.join(c.partition(':')[2] for c in gone)}")
+            log(f"[select] previous candidate {name!r} dropped: no checkpoint at {', '.join(gone)}")
         else:
             kept[name] = specs
     return kept
