@@ -320,6 +320,9 @@ def test_fidelity_section_has_every_field(tiny_wm):
     assert paired["n_rows"] == 120
     assert paired["per_doubling"] == pytest.approx((paired["doubling"] - paired["halving"]) / 2, abs=1e-6)
     assert details["sim"].shape == (12,) and np.all((details["sim"] > 0) & (details["sim"] <= 1.5))
+    env = fidelity.SimEnv(model, ser)  # a script simulating with eval_keys(seed)[0] reproduces the section's draws
+    again = fidelity.sim_final(env, env.params(params, traj, max_prefix=1), traj, 2, fidelity.eval_keys(0)[0])
+    np.testing.assert_allclose(np.nanmedian(again, 1), details["sim"], rtol=0, atol=1e-6)
 
 
 def test_paired_walk_response_forces_each_action_from_the_same_prefix(tiny_wm):

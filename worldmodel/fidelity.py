@@ -260,12 +260,19 @@ def high_lr_cost(traj: Trajectories, real: np.ndarray, sim: np.ndarray, grps) ->
             "sim_stderr": se(ds), "ratio_ci95": ci}
 
 
+def eval_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+    """The fidelity section's keys for `seed`: (simulation from prefix 1, action effect); a script that simulates as
+    the section does draws `eval_keys(seed)[0]`."""
+    k_sim, k_eff = jax.random.split(jax.random.key(seed))
+    return k_sim, k_eff
+
+
 def fidelity(env: SimEnv, params, traj: Trajectories, train_traj: Trajectories, n_samples: int = 32, seed: int = 0,
              with_action_effect: bool = True) -> tuple[dict, dict]:
     """The fidelity section of forecast.json on `traj` (held-out or training runs), with the
     regression baseline fit on `train_traj`. Returns (section, per-run details for plots)."""
     spec = env.spec
-    k_sim, k_eff = jax.random.split(jax.random.key(seed))
+    k_sim, k_eff = eval_keys(seed)
     real = final_val(traj)
     sim = sim_final(env, params, traj, n_samples, k_sim)
     sim_med = np.nanmedian(sim, axis=1)

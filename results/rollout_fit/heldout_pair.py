@@ -10,7 +10,6 @@ fidelity section's), caching each simulation in CACHE/<i>_<name>.npz, and prints
 import argparse
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from lrpilot import checkpoints
@@ -43,7 +42,7 @@ for i, name in enumerate(a.ckpts):
     else:
         model, ser = build(cfg, ck.spec)
         env = SimEnv(model, ser)
-        sim = fidelity.sim_final(env, env.params(ck.params, runs, max_prefix=1), runs, 32, jax.random.split(jax.random.key(0))[0])
+        sim = fidelity.sim_final(env, env.params(ck.params, runs, max_prefix=1), runs, 32, fidelity.eval_keys(0)[0])
         np.savez(cache, sim=sim, real=real, files=np.array(runs.files))
     meds.append(np.nanmedian(sim, 1))
 per = [np.array([fidelity.spearman(m[g], real[g]) for g in grps]) for m in meds]
