@@ -76,6 +76,22 @@ def test_resume_continues_exactly_and_refuses_another_model(tmp_path):
                     progress=False, log=lambda s: None)
 
 
+def test_resume_from_a_state_saved_before_select_after(tmp_path):
+    """No state is selectable yet at the save (its best score is inf, stored as null): the resume selects as a straight run."""
+    d, sched = tmp_path / "run.state", harness.Schedule(30, eval_every=10, select_after=20)
+    straight = harness.fit(_start(), _step, sched, _score, progress=False, log=lambda s: None)
+
+    def crashing(state, i):  # the process dies after the checkpoint at step 10
+        if i == 12:
+            raise KeyboardInterrupt
+        return _step(state, i)
+
+    with pytest.raises(KeyboardInterrupt):
+        harness.fit(_start(), crashing, sched, _score, state_dir=d, progress=False, log=lambda s: None)
+    resumed = harness.fit(_start(), _step, sched, _score, state_dir=d, progress=False, log=lambda s: None)
+    assert resumed.best_step == straight.best_step == 30 and resumed.best_score == pytest.approx(straight.best_score)
+
+
 def test_identity_names_the_differing_fields_and_skips_keys_recorded_since(tmp_path):
     import dataclasses
 

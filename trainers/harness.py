@@ -133,7 +133,9 @@ def fit(state, step: Callable, schedule: Schedule, evaluate: Callable | None = N
     restored = _restore(state_dir, state, identity, log) if state_dir is not None else None
     if restored is not None:
         state, best, meta = restored
-        i, best_score, best_step, history = int(meta["step"]), float(meta["best_score"]), int(meta["best_step"]), list(meta["history"])
+        i, best_step, history = int(meta["step"]), int(meta["best_step"]), list(meta["history"])
+        # JSON has no inf: a state saved before any step could be selected (select_after) stores null
+        best_score = np.inf if meta["best_score"] is None else float(meta["best_score"])
     elif evaluate is not None:
         ev = evaluate(state)
         best_score = float(ev["score"]) if schedule.select_after == 0 else np.inf
