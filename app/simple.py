@@ -100,13 +100,12 @@ def _fidelity(wm_path: Path, traj: Trajectories, n_samples: int, log) -> dict:
     """The world model's fidelity section on its held-out and training groups (forecast.json's)."""
     from lrpilot.worldmodel import fidelity
     from lrpilot.worldmodel.model import build
-    from lrpilot.worldmodel.train import split_runs, training_runs
+    from lrpilot.worldmodel.train import heldout_runs, training_runs
 
     ck = checkpoints.load(wm_path, kind="worldmodel")
     cfg = WorldModelConfig.from_dict(ck.model_config)
     model, ser = build(cfg, ck.spec)
-    _, ho = split_runs(traj, cfg.heldout_frac, cfg.seed)
-    return fidelity.evaluate(model, ck.params, ser, traj.subset(ho), traj.subset(training_runs(traj, cfg)), n_samples,
+    return fidelity.evaluate(model, ck.params, ser, traj.subset(heldout_runs(traj, cfg)), traj.subset(training_runs(traj, cfg)), n_samples,
                              log=log)[0]
 
 

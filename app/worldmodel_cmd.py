@@ -56,7 +56,7 @@ def cmd_eval(args) -> int:
     from lrpilot.trajectories import load_dir
     from lrpilot.worldmodel import fidelity, forecast
     from lrpilot.worldmodel.model import WorldModelConfig, build
-    from lrpilot.worldmodel.train import split_runs, training_runs
+    from lrpilot.worldmodel.train import heldout_runs, training_runs
 
     if args.replays and (args.all_runs or args.no_fidelity):
         raise ValueError("--replays: the noise ceiling is part of the fidelity section; drop --all-runs / --no-fidelity")
@@ -68,8 +68,7 @@ def cmd_eval(args) -> int:
     full = traj = load_dir(data_dirs(args.data), ck.spec)
     replays = load_dir(replay_dirs, ck.spec) if replay_dirs else None
     if not args.all_runs:
-        _, ho = split_runs(traj, cfg.heldout_frac, cfg.seed)
-        traj = traj.subset(ho)
+        traj = traj.subset(heldout_runs(traj, cfg))
     print(f"[forecast] {len(traj)} held-out runs")
     result, samples = forecast.evaluate(model, ck.params, ser, traj, contexts=tuple(args.contexts),
                                         n_samples=args.samples, seed=args.seed)

@@ -92,6 +92,34 @@ def test_resume_from_a_state_saved_before_select_after(tmp_path):
     assert resumed.best_step == straight.best_step == 30 and resumed.best_score == pytest.approx(straight.best_score)
 
 
+
+def _saved_meta(d):
+    ocp, mngr = harness._manager(d)
+    return mngr.restore(mngr.latest_step(), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
+def test_the_best_state_is_stored_apart_only_when_it_is_not_the_state(tmp_path):
+    """Improving at the save: one tree and a flag; worsening since step 10: the best is stored and comes back."""
+    improving, d = harness.Schedule(20, eval_every=10), tmp_path / "a.state"
+    harness.fit(_start(), _step, improving, _score, state_dir=d, progress=False, log=lambda s: None)
+    assert _saved_meta(d)["best_is_state"]
+    resumed = harness.fit(_start(), _step, harness.Schedule(30, eval_every=10), _score, state_dir=d, progress=False,
+                          log=lambda s: None)
+    straight = harness.fit(_start(), _step, harness.Schedule(30, eval_every=10), _score, progress=False, log=lambda s: None)
+    np.testing.assert_array_equal(resumed.best_state["params"]["w"], straight.best_state["params"]["w"])
+
+    worsening = lambda state: {"score": -_score(state)["err"]}  # noqa: E731 (the first evaluation after step 0 wins)
+    d = tmp_path / "b.state"
+    harness.fit(_start(), _step, harness.Schedule(20, eval_every=10, select_after=10), worsening, state_dir=d,
+                progress=False, log=lambda s: None)
+    assert not _saved_meta(d)["best_is_state"] and _saved_meta(d)["best_step"] == 10
+    sched = harness.Schedule(30, eval_every=10, select_after=10)
+    resumed = harness.fit(_start(), _step, sched, worsening, state_dir=d, progress=False, log=lambda s: None)
+    straight = harness.fit(_start(), _step, sched, worsening, progress=False, log=lambda s: None)
+    assert resumed.best_step == straight.best_step == 10
+    np.testing.assert_array_equal(resumed.best_state["params"]["w"], straight.best_state["params"]["w"])
+
+
 def test_identity_names_the_differing_fields_and_skips_keys_recorded_since(tmp_path):
     import dataclasses
 

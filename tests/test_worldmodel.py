@@ -280,6 +280,10 @@ def test_spearman_and_ranks():
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
+    from lrpilot.worldmodel.fidelity import within_group
+
+    s = within_group(np.array([1.0, 2, 3, 3, 2, 1, 5, 5, 5]), np.arange(9.0), [np.arange(3), np.arange(3, 6), np.arange(6, 9)])
+    assert s == {"mean": 0.0, "stderr": 1.0, "n": 2}  # +1 and -1; a group with no ranking (constant score) left out
 
 
 def test_real_action_effect_recovers_a_known_slope():
@@ -384,7 +388,7 @@ def test_checkpoint_selection_on_fidelity_uses_validation_groups_only(tmp_path):
     from conftest import synthetic_trajectories
 
     from lrpilot.worldmodel.model import WorldModelConfig
-    from lrpilot.worldmodel.train import split_runs, train
+    from lrpilot.worldmodel.train import heldout_runs, split_runs, train, training_runs
 
     traj = synthetic_trajectories(n_runs=60, noise=0.0)
     for i, m in enumerate(traj.meta):
@@ -395,6 +399,7 @@ def test_checkpoint_selection_on_fidelity_uses_validation_groups_only(tmp_path):
     cfg = WorldModelConfig(n_layer=1, d_model=32, n_head=2, dropout=0.0, steps=40, eval_every=20, batch_size=16,
                            learning_rate=3e-3, warmup=5, heldout_frac=0.2, val_frac=0.2, base=16, digits=2,
                            select_samples=2, select_after=20)
+    assert list(training_runs(traj, cfg)) == list(tr) and list(heldout_runs(traj, cfg)) == list(ho)
     res = train(traj, cfg, tmp_path / "wm", progress=False, log=lambda *_: None)
     assert all("val_spearman" in h for h in res.log) and res.n_heldout == len(ho)
     from lrpilot import checkpoints

@@ -10,8 +10,8 @@ policy): the caller plugs in a state, a `step` and an optional `evaluate`.
 * Every `log_every` steps the mean of the step metrics since the last entry is appended to the
   history; every `eval_every` steps `evaluate` runs too, and the best-scoring state is kept.
   Training stops after `patience` evaluations without a better score (0: never).
-* Every `checkpoint_every` steps (and at the end) the state, the best state and the history go
-  into `state_dir` through orbax's `CheckpointManager` (the latest step only; orbax writes to a
+* Every `checkpoint_every` steps (and at the end) the state, the best state (unless it is the
+  state itself) and the history go into `state_dir` through orbax's `CheckpointManager` (the latest step only; orbax writes to a
   temporary directory and renames it, so a kill leaves the previous checkpoint). A rerun with
   the same `identity` resumes there; a different identity is refused, naming the keys and fields
   (`options(cfg)` makes a config's entry); a key recorded since the state was saved is not checked.
@@ -91,10 +91,10 @@ def _restore(state_dir: Path, state, identity: dict, log) -> tuple[Any, Any, dic
     if diff:
         raise ValueError(f"{state_dir}: cannot resume, it was started with different {', '.join(diff)} "
                          f"({'; '.join(_differences(k, saved[k], want.get(k)) for k in diff)}); delete it or use another --out")
-    target = {"state": state, "best": state}
+    target = {"state": state} if meta.get("best_is_state") else {"state": state, "best": state}
     trees = mngr.restore(step, args=ocp.args.Composite(trees=ocp.args.StandardRestore(target)))["trees"]
     log(f"resuming from {state_dir} at step {meta['step']}")
-    return trees["state"], trees["best"], meta
+    return trees["state"], trees.get("best", trees["state"]), meta
 
 
 def _differences(key: str, saved, want) -> str:
@@ -113,8 +113,10 @@ def options(cfg, skip=()) -> dict:
 
 
 def _save(state_dir: Path, step: int, state, best, meta: dict) -> None:
+    """The state, and the best state unless it is the state itself (then only a flag: half the bytes)."""
     ocp, mngr = _manager(state_dir)
-    mngr.save(step, args=ocp.args.Composite(trees=ocp.args.StandardSave({"state": state, "best": best}),
+    trees = {"state": state} if meta["best_is_state"] else {"state": state, "best": best}
+    mngr.save(step, args=ocp.args.Composite(trees=ocp.args.StandardSave(trees),
                                             meta=ocp.args.JsonSave(json_safe(meta))), force=True)
     mngr.wait_until_finished()
 
@@ -144,7 +146,7 @@ def fit(state, step: Callable, schedule: Schedule, evaluate: Callable | None = N
     def checkpoint(at: int) -> None:
         if state_dir is not None:
             _save(state_dir, at, state, best, {"step": at, "best_score": best_score, "best_step": best_step,
-                                               "history": history, "identity": identity})
+                                               "best_is_state": best is state, "history": history, "identity": identity})
 
     bar = progress_bar(schedule.steps, progress, desc)
     bar.update(i)

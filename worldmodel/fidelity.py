@@ -86,6 +86,11 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def within_group(score_R, real_R, grps) -> dict:
+    """mean_se over `grps` (index arrays into the R runs) of each group's Spearman of score against real."""
+    return mean_se([spearman(score_R[g], real_R[g]) for g in grps])
+
+
 def groups(traj: Trajectories, min_size: int = 3) -> list[np.ndarray]:
     """Run indices of each group of >= min_size runs, forked groups left out: their runs share one
     history up to the fork, so ranking them from prefix 1 measures the simulator's sampling noise;
@@ -282,13 +287,13 @@ def fidelity(env: SimEnv, params, traj: Trajectories, train_traj: Trajectories, 
     grps = groups(traj)
     out = {
         "n_groups": len(grps), "n_runs": int(sum(len(g) for g in grps)), "samples": n_samples, "common_keys": True,
-        "within_group_spearman": mean_se([spearman(sim_med[g], real[g]) for g in grps]),
-        "regression_spearman": mean_se([spearman(reg[g], real[g]) for g in grps]),
+        "within_group_spearman": within_group(sim_med, real, grps),
+        "regression_spearman": within_group(reg, real, grps),
         "final_val_mae": float(np.mean(np.abs(sim_med - real))),
         "final_val_mae_train_mean": float(np.mean(np.abs(ytr.mean() - real))),
     }
     one = onestep.final_val(onestep.fit(train_traj), traj)  # the one-step linear baseline simulator (onestep.py)
-    out.update(onestep_spearman=mean_se([spearman(one[g], real[g]) for g in grps]),
+    out.update(onestep_spearman=within_group(one, real, grps),
                onestep_final_val_mae=float(np.mean(np.abs(one - real))))
     rows, x, y = action_rows(traj)
     eff = {"real": None, "real_stderr": None, "sim": None, "sim_stderr": None, "ratio": None, "linear_ratio": None,
@@ -398,5 +403,5 @@ class Probe:
 
     def score(self, wm_params) -> tuple[float, float | None]:
         sim = np.median(np.asarray(self._final(wm_params)), axis=1)
-        s = mean_se([spearman(sim[g], self.real[g]) for g in self.grps])
+        s = within_group(sim, self.real, self.grps)
         return (s["mean"] if s["mean"] is not None else float("nan")), s["stderr"]

@@ -131,8 +131,9 @@ def extended(wm_params: dict, terms: ActionTerms, wider: ActionTerms) -> dict:
 
 
 def spearman(score_R: np.ndarray, real_R: np.ndarray, grps) -> float:
-    """Mean within-group Spearman of score against real."""
-    return float(np.nanmean([fidelity.spearman(score_R[g], real_R[g]) for g in grps]))
+    """Mean within-group Spearman of score against real (NaN where no group has one)."""
+    m = fidelity.within_group(score_R, real_R, grps)["mean"]
+    return float("nan") if m is None else m
 
 
 def simulate(env, wm_params: dict, traj: Trajectories, grps, samples: int, key, state=None, chunk: int = 10,

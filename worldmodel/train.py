@@ -68,6 +68,11 @@ def training_runs(traj: Trajectories, cfg: WorldModelConfig) -> np.ndarray:
     return split_runs(traj, cfg.heldout_frac, cfg.seed, cfg.val_frac if cfg.select == "fidelity" else 0.0)[0]
 
 
+def heldout_runs(traj: Trajectories, cfg: WorldModelConfig) -> np.ndarray:
+    """Indices of the runs a model with `cfg` held out (never trained or selected on): its fidelity yardstick."""
+    return split_runs(traj, cfg.heldout_frac, cfg.seed)[-1]
+
+
 def encode(traj: Trajectories, cfg: WorldModelConfig) -> tuple[np.ndarray, np.ndarray]:
     ser = cfg.serializer(traj.spec)
     seq = ser.encode_episodes(traj.obs, traj.actions, traj.length, traj.static)

@@ -10,14 +10,14 @@ from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel import responses as R
 from lrpilot.worldmodel.env import SimEnv
 from lrpilot.worldmodel.model import WorldModelConfig, build
-from lrpilot.worldmodel.train import split_runs, training_runs
+from lrpilot.worldmodel.train import heldout_runs, training_runs
 
 ck = checkpoints.load(sys.argv[1], kind="worldmodel")
 cfg = WorldModelConfig.from_dict(ck.model_config)
 model, ser = build(cfg, ck.spec)
 data = ["collect/data/starter", "collect/data/v2"] + [f"results/simple_v2/round_{i}/data" for i in range(3)]
 full = load_dir(data, ck.spec)
-_, ho = split_runs(full, cfg.heldout_frac, cfg.seed)
+ho = heldout_runs(full, cfg)
 tr = training_runs(full, cfg)
 env = SimEnv(model, ser)
 sp = ck.spec

@@ -12,11 +12,11 @@ import numpy as np
 
 from lrpilot import checkpoints
 from lrpilot.app.checks import data_dirs, resolve_ckpt
-from lrpilot.trajectories import load_dir
+from lrpilot.trajectories import group_key, load_dir
 from lrpilot.worldmodel import fidelity
 from lrpilot.worldmodel.model import WorldModelConfig
 from lrpilot.worldmodel.responses import action_rows, fe_slope
-from lrpilot.worldmodel.train import group_key, split_runs, training_runs
+from lrpilot.worldmodel.train import heldout_runs, training_runs
 
 
 def refs(traj) -> dict:
@@ -43,7 +43,7 @@ def main():
     ck = checkpoints.load(resolve_ckpt(a.ckpt), kind="worldmodel")
     cfg = WorldModelConfig.from_dict(ck.model_config)
     full = load_dir(data_dirs(a.data), ck.spec)
-    _, ho = split_runs(full, cfg.heldout_frac, cfg.seed)
+    ho = heldout_runs(full, cfg)
     tr = training_runs(full, cfg)
     print("| groups | random-walk rows (runs, groups) | halving's real effect on the next val: OLS s.e.; 95% interval over groups "
           "| high-LR cost: groups with both | real cost ± s.e. over groups | 95% interval |")

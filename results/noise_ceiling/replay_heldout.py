@@ -19,10 +19,10 @@ import numpy as np
 from lrpilot import checkpoints
 from lrpilot.app.checks import data_dirs
 from lrpilot.collect.replay import replay_group
-from lrpilot.trajectories import load_dir
+from lrpilot.trajectories import group_key, load_dir
 from lrpilot.worldmodel import fidelity
 from lrpilot.worldmodel.model import WorldModelConfig
-from lrpilot.worldmodel.train import group_key, split_runs
+from lrpilot.worldmodel.train import heldout_runs
 
 
 def heldout(ckpt: str, data: list[str]):
@@ -30,8 +30,7 @@ def heldout(ckpt: str, data: list[str]):
     ck = checkpoints.load(ckpt, kind="worldmodel")
     cfg = WorldModelConfig.from_dict(ck.model_config)
     full = load_dir(data_dirs(data), ck.spec)
-    _, ho = split_runs(full, cfg.heldout_frac, cfg.seed)
-    return ck, cfg, full.subset(ho)
+    return ck, cfg, full.subset(heldout_runs(full, cfg))
 
 
 def heldout_groups(ckpt: str, data: list[str]):

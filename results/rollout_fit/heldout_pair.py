@@ -18,7 +18,7 @@ from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel import fidelity
 from lrpilot.worldmodel.env import SimEnv
 from lrpilot.worldmodel.model import WorldModelConfig, build
-from lrpilot.worldmodel.train import split_runs
+from lrpilot.worldmodel.train import heldout_runs
 
 p = argparse.ArgumentParser()
 p.add_argument("--data", nargs="+", required=True)
@@ -34,7 +34,7 @@ for i, name in enumerate(a.ckpts):
     cfg = WorldModelConfig.from_dict(ck.model_config)
     if runs is None:
         full = load_dir(data_dirs(a.data), ck.spec)
-        runs = full.subset(split_runs(full, cfg.heldout_frac, cfg.seed)[1])
+        runs = full.subset(heldout_runs(full, cfg))
         grps, real = fidelity.groups(runs), fidelity.final_val(runs)
     cache = Path(a.cache) / f"{i}_{Path(src).name}.npz"
     if cache.exists() and list(np.load(cache)["files"]) == list(runs.files):

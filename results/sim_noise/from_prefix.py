@@ -21,7 +21,7 @@ ckpt, S, env, params, traj = load_args(max_prefix=max(KS) + 1)
 n, vi = env.spec.n_decisions, env.spec.index("val")
 real, grps = fid.final_val(traj), fid.groups(traj)
 fmt = lambda d: "-" if d["mean"] is None else f"{d['mean']:+.3f} ± {d['stderr']:.3f}"  # noqa: E731
-within = lambda x: fid.mean_se([fid.spearman(x[g], real[g]) for g in grps])  # noqa: E731
+within = lambda x: fid.within_group(x, real, grps)  # noqa: E731
 
 
 def futures(c: int) -> np.ndarray:

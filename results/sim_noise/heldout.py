@@ -8,7 +8,7 @@ from lrpilot.app.checks import data_dirs, resolve_ckpt
 from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel.env import SimEnv
 from lrpilot.worldmodel.model import WorldModelConfig, build
-from lrpilot.worldmodel.train import split_runs
+from lrpilot.worldmodel.train import heldout_runs
 
 
 def load_args(max_prefix: int = 1):
@@ -20,5 +20,5 @@ def load_args(max_prefix: int = 1):
     cfg = WorldModelConfig.from_dict(ck.model_config)
     env = SimEnv(*build(cfg, ck.spec))
     full = load_dir(data_dirs(["starter", "v2"]), ck.spec)
-    traj = full.subset(split_runs(full, cfg.heldout_frac, cfg.seed)[1])
+    traj = full.subset(heldout_runs(full, cfg))
     return ckpt, S, env, env.params(ck.params, traj, max_prefix=max_prefix), traj

@@ -21,7 +21,7 @@ from lrpilot.worldmodel import fidelity as fid
 
 ckpt, S, env, params, traj = load_args()
 real, grps = fid.final_val(traj), fid.groups(traj)
-within = lambda x, y: fid._mean_se([fid.spearman(x[g], y[g]) for g in grps])  # noqa: E731
+within = lambda x, y: fid.within_group(x, y, grps)  # noqa: E731
 res = {"ckpt": ckpt, "samples": S, "n_groups": len(grps)}
 for name, common in (("independent", False), ("common", True)):
     a, b = (fid.sim_final(env, params, traj, S, jax.random.key(i), common) for i in (0, 1))

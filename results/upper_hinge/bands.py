@@ -23,7 +23,7 @@ from lrpilot.worldmodel.correction import log_base, log_params
 from lrpilot.worldmodel.env import SimEnv
 from lrpilot.worldmodel.model import WorldModelConfig, build
 from lrpilot.worldmodel.responses import action_rows, fe_slope, sim_next
-from lrpilot.worldmodel.train import split_runs, training_runs
+from lrpilot.worldmodel.train import heldout_runs, training_runs
 
 BANDS = ((-9, -1), (-1, 0), (0, 0.5), (0.5, 1), (1, 1.5), (1.5, 2), (2, 9), (-9, 9))
 
@@ -39,8 +39,7 @@ def main() -> None:
     cfg = WorldModelConfig.from_dict(ck.model_config)
     model, ser = build(cfg, ck.spec)
     full = load_dir(data_dirs(args.data), ck.spec)
-    _, ho = split_runs(full, cfg.heldout_frac, cfg.seed)
-    traj = full.subset(ho if args.side == "heldout" else training_runs(full, cfg))
+    traj = full.subset(heldout_runs(full, cfg) if args.side == "heldout" else training_runs(full, cfg))
     sp = traj.spec
     rows, x, y = action_rows(traj)
     run, k = np.array([r for r, _ in rows]), np.array([k for _, k in rows])

@@ -16,7 +16,7 @@ from lrpilot.app.checks import data_dirs, resolve_ckpt
 from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel import fidelity
 from lrpilot.worldmodel.model import WorldModelConfig
-from lrpilot.worldmodel.train import split_runs
+from lrpilot.worldmodel.train import heldout_runs
 
 p = argparse.ArgumentParser()
 p.add_argument("--data", nargs="+", required=True)
@@ -29,7 +29,7 @@ for s, z in zip(a.sims, loaded):
 ck = checkpoints.load(resolve_ckpt("pretrained"), kind="worldmodel")  # the split and spec every simulation above was drawn on
 cfg = WorldModelConfig.from_dict(ck.model_config)
 full = load_dir(data_dirs(a.data), ck.spec)
-runs = full.subset(split_runs(full, cfg.heldout_frac, cfg.seed)[1])
+runs = full.subset(heldout_runs(full, cfg))
 if list(runs.files) != list(loaded[0]["files"]):
     raise SystemExit(f"--data {' '.join(a.data)}: its held-out runs are not the ones simulated in {a.sims[0]}")
 grps, real = fidelity.groups(runs), fidelity.final_val(runs)
@@ -37,7 +37,7 @@ grps, real = fidelity.groups(runs), fidelity.final_val(runs)
 
 def line(name: str, sim: np.ndarray) -> str:
     med = np.nanmedian(sim, 1)
-    ms = fidelity.mean_se(np.array([fidelity.spearman(med[g], real[g]) for g in grps]))
+    ms = fidelity.within_group(med, real, grps)
     return f"{name}: within-group Spearman {ms['mean']:.3f} ± {ms['stderr']:.3f} ({len(grps)} groups), final-val MAE {np.nanmean(np.abs(med - real)):.4f}"
 
 

@@ -11,7 +11,7 @@ from lrpilot.trajectories import load_dir
 from lrpilot.worldmodel import responses as R
 from lrpilot.worldmodel.env import SimEnv
 from lrpilot.worldmodel.model import WorldModelConfig, build
-from lrpilot.worldmodel.train import split_runs, training_runs
+from lrpilot.worldmodel.train import heldout_runs, training_runs
 
 
 def load(ckpt: str):
@@ -20,8 +20,7 @@ def load(ckpt: str):
     cfg = WorldModelConfig.from_dict(ck.model_config)
     model, ser = build(cfg, ck.spec)
     full = load_dir(["collect/data/starter", "collect/data/v2.parquet"], ck.spec)
-    _, ho = split_runs(full, cfg.heldout_frac, cfg.seed)
-    return ck, SimEnv(model, ser), full, ho, training_runs(full, cfg)
+    return ck, SimEnv(model, ser), full, heldout_runs(full, cfg), training_runs(full, cfg)
 
 
 def walks(ck, env, full, idx, samples: int) -> SimpleNamespace:
