@@ -22,4 +22,9 @@ done_ $W/wm_fit || { step fit-rollout; lrpilot worldmodel fit-rollout --ckpt $S/
   --groups 120 --samples 32 --out $W/wm_fit; }
 [ -f $W/eval_heldout/forecast.json ] || { step eval; lrpilot worldmodel eval --ckpt $W/wm_fit --data starter \
   $D/v2_before_timing $R --samples 32 --heldout-only --replays results/noise_ceiling/replays --out $W/eval_heldout; }
+for c in $W/wm_fit pretrained; do  # simulator speed beside the shipped one's, the same way (one core)
+  f=$W/bench_sim_$(basename $c).txt
+  [ -s $f ] || { step bench $c; python benchmarks/bench_sim.py --ckpt $c --data collect/data/starter --envs 256 \
+    --nocache-envs '' --real '' > $f.tmp && mv $f.tmp $f; }
+done
 step done
