@@ -105,8 +105,8 @@ def _fidelity(wm_path: Path, traj: Trajectories, n_samples: int, log) -> dict:
     ck = checkpoints.load(wm_path, kind="worldmodel")
     cfg = WorldModelConfig.from_dict(ck.model_config)
     model, ser = build(cfg, ck.spec)
-    return fidelity.evaluate(model, ck.params, ser, traj.subset(heldout_runs(traj, cfg)), traj.subset(training_runs(traj, cfg)), n_samples,
-                             log=log)[0]
+    return fidelity.evaluate(model, ck.params, ser, traj.subset(heldout_runs(traj, cfg)),
+                             traj.subset(training_runs(traj, cfg)), n_samples, log=log)[0]
 
 
 def _brief(fid: dict | None) -> dict | None:

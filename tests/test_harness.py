@@ -92,7 +92,6 @@ def test_resume_from_a_state_saved_before_select_after(tmp_path):
     assert resumed.best_step == straight.best_step == 30 and resumed.best_score == pytest.approx(straight.best_score)
 
 
-
 def _saved_meta(d):
     ocp, mngr = harness._manager(d)
     return mngr.restore(mngr.latest_step(), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]

@@ -70,4 +70,3 @@ def test_a_stale_name_is_caught(tmp_path):
                       "fid._mean_se([1.0])\nfid.mean_se([1.0])\nWorldModelConfig.anything\n")
     bad = [b.split(": ", 1)[1] for b in missing(script, tmp_path)]
     assert bad == ["lrpilot.worldmodel.train has no nothing_here", "lrpilot.worldmodel.fidelity has no _mean_se"]
-

@@ -11,9 +11,9 @@ policy): the caller plugs in a state, a `step` and an optional `evaluate`.
   history; every `eval_every` steps `evaluate` runs too, and the best-scoring state is kept.
   Training stops after `patience` evaluations without a better score (0: never).
 * Every `checkpoint_every` steps (and at the end) the state, the best state (unless it is the
-  state itself) and the history go into `state_dir` through orbax's `CheckpointManager` (the latest step only; orbax writes to a
-  temporary directory and renames it, so a kill leaves the previous checkpoint). A rerun with
-  the same `identity` resumes there; a different identity is refused, naming the keys and fields
+  state itself) and the history go into `state_dir` through orbax's `CheckpointManager` (the
+  latest step only; orbax writes to a temporary directory and renames it, so a kill leaves the
+  previous checkpoint). A rerun with the same `identity` resumes there; a different identity is refused, naming the keys and fields
   (`options(cfg)` makes a config's entry); a key recorded since the state was saved is not checked.
 """
 
@@ -113,7 +113,7 @@ def options(cfg, skip=()) -> dict:
 
 
 def _save(state_dir: Path, step: int, state, best, meta: dict) -> None:
-    """The state, and the best state unless it is the state itself (then only a flag: half the bytes)."""
+    """The state, and the best state unless it is the state itself (then only the meta's `best_is_state` flag)."""
     ocp, mngr = _manager(state_dir)
     trees = {"state": state} if meta["best_is_state"] else {"state": state, "best": best}
     mngr.save(step, args=ocp.args.Composite(trees=ocp.args.StandardSave(trees),
