@@ -13,8 +13,9 @@ policy): the caller plugs in a state, a `step` and an optional `evaluate`.
 * Every `checkpoint_every` steps (and at the end) the state, the best state (unless it is the
   state itself) and the history go into `state_dir` through orbax's `CheckpointManager` (the
   latest step only; orbax writes to a temporary directory and renames it, so a kill leaves the
-  previous checkpoint). A rerun with the same `identity` resumes there; a different identity is refused, naming the keys and fields
-  (`options(cfg)` makes a config's entry); a key recorded since the state was saved is not checked.
+  previous checkpoint). A rerun with the same `identity` resumes there; a different identity is
+  refused, naming the keys and fields (`options(cfg)` makes a config's entry); a key recorded
+  since the state was saved is not checked.
 """
 
 from __future__ import annotations
