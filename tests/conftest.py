@@ -55,19 +55,26 @@ def tiny_wm():
     return cfg, model, ser, params
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """A persistent XLA compilation cache shared by the test modules that ask for it, restored afterwards."""
+@pytest.fixture(scope="session", autouse=True)
+def _compile_cache(tmp_path_factory):
+    """One persistent XLA compilation cache for the whole session, also given (by environment) to CLI
+    subprocesses and Ray workers: a computation compiled by one test (the same shapes, however its
+    function was built) is loaded by the next. Everything restored afterwards."""
     from jax.experimental.compilation_cache import compilation_cache as cc
 
+    cache = str(tmp_path_factory.getbasetemp() / "jax-compile-cache")
     names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
              "jax_persistent_cache_min_entry_size_bytes")
     old = {n: getattr(jax.config, n) for n in names}
     cc.reset_cache()
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.getbasetemp() / "jax-compile-cache"))
+    jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    yield
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAX_COMPILATION_CACHE_DIR", cache)
+        mp.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        mp.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+        yield
     for n, v in old.items():
         jax.config.update(n, v)
     cc.reset_cache()

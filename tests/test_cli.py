@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TASK = "python_docs"
 FORMATS_FIELDS = ("task", "scale", "controller", "seed", "final_train_loss", "best_val_loss", "total_train_time",
                   "avg_inference_tokens_per_second", "ms_per_iter", "diverged", "backend", "device", "lrpilot_version")
-pytestmark = pytest.mark.usefixtures("compile_cache")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ import pytest
 from lrpilot.app.cli import main
 from lrpilot.trainers import loop as trainer_loop
 
-pytestmark = pytest.mark.usefixtures("compile_cache")
 TINY = ["--task", "python_docs", "--scale", "tiny", "--max-iters", "60", "--eval-interval", "20", "--quiet"]
 
 

@@ -2,9 +2,9 @@
 
 Real training is tiny (the `tiny` family: 1 layer, width 16, 40 iterations, `python_docs`),
 two runs per group, so every group has the same shapes and, after the first compilation,
-loads its XLA executables from a persistent compilation cache shared with subprocesses and
-Ray workers. One 4-run job is collected once per module and copied where a test needs to
-change it.
+loads its XLA executables from the session's persistent compilation cache (conftest), shared
+with subprocesses and Ray workers. One 4-run job is collected once per module and copied where
+a test needs to change it.
 """
 
 from __future__ import annotations
@@ -35,31 +35,6 @@ from lrpilot.trajectories import load_dir, read_run
 JOB = Job(family="tiny", tasks=("python_docs",), parallel=2)
 N = DEFAULT_SPEC.n_decisions
 UP = DEFAULT_SPEC.actions.index(2.0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _compile_cache(tmp_path_factory):
-    """A persistent XLA compilation cache for this module, also given (by environment) to the
-    CLI subprocess and Ray workers; everything restored afterwards."""
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    cache = str(tmp_path_factory.getbasetemp() / "jax-compile-cache")
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    old = {n: getattr(jax.config, n) for n in names}
-    cc.reset_cache()
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JAX_COMPILATION_CACHE_DIR", cache)
-        mp.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-        mp.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-        yield
-    for n, v in old.items():
-        jax.config.update(n, v)
-    cc.reset_cache()
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,6 @@ from lrpilot.trainers.gpt import GPT, GPTConfig, decay_mask
 from lrpilot.trainers.loop import RunSpec, run_info, train
 
 TASK = "python_docs"  # offline corpus: the training tests never need a download
-pytestmark = pytest.mark.usefixtures("compile_cache")
 
 
 # ---------------------------------------------------------------------------------------------

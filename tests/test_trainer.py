@@ -31,7 +31,6 @@ from conftest import tiny_cfg
 TASK = "python_docs"
 FORMATS_FIELDS = ("task", "scale", "controller", "seed", "final_train_loss", "best_val_loss", "total_train_time",
                   "avg_inference_tokens_per_second", "ms_per_iter", "diverged", "backend", "device", "lrpilot_version")
-pytestmark = pytest.mark.usefixtures("compile_cache")
 
 
 class Recording(Constant):
