@@ -8,22 +8,23 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 D=${DATA:-/work/scratch}; S=${STAGES:-results/wm6x192/stages}; W=results/wm6x192
 R="results/simple_v2/round_0/data results/simple_v2/round_1/data results/simple_v2/round_2/data results/simple_v2/round_3/data"
-done_() { local c; for c in "$@"; do [ -f "$c/checkpoint.json" ] && return 0; done; return 1; }
+OUTS=($W/wm $S/stage1 $S/stage2 $S/stage3 $W/wm_fit)  # the chain's outputs, in order
+done_() { local c; for c in "${OUTS[@]:$1}"; do [ -f "$c/checkpoint.json" ] && return 0; done; return 1; }  # N or later
 step() { echo "[$(date -u +%H:%M)] $*"; }
-done_ $W/wm $S/stage1 $S/stage2 $S/stage3 $W/wm_fit ||
+done_ 0 ||
   { step stack; lrpilot worldmodel train --data starter $D/v2_at_tw $R --spec v2 --n-layer 6 --d-model 192 \
   --n-head 6 --steps 3000 --select nll --patience 0 --eval-every 250 --action-response noop --action-level true \
   --own-draws 0.5 --ensemble 3 --bootstrap false --out $W/wm; }
-done_ $S/stage1 $S/stage2 $S/stage3 $W/wm_fit ||
+done_ 1 ||
   { step stage1; lrpilot worldmodel fit-action --ckpt $W/wm --data starter $D/v2_no21 $R --response noop \
   --hinge -0.873 --hinge-params -0.191 --hinge-offsets -1 1 --fit exogenous --out $S/stage1; }
-done_ $S/stage2 $S/stage3 $W/wm_fit ||
+done_ 2 ||
   { step stage2; lrpilot worldmodel fit-action --ckpt $S/stage1 --data starter $D/v2_no21_drop $R \
   --response noop --keep --level --level-terms kinks --fit paired --out $S/stage2; }
-done_ $S/stage3 $W/wm_fit ||
+done_ 3 ||
   { step stage3; lrpilot worldmodel fit-action --ckpt $S/stage2 --data starter $D/v2_no21_drop $R \
   --response noop --keep --divergence --fit exogenous --out $S/stage3; }
-done_ $W/wm_fit || { step fit-rollout; lrpilot worldmodel fit-rollout --ckpt $S/stage3 --data starter $D/v2_no21_drop $R \
+done_ 4 || { step fit-rollout; lrpilot worldmodel fit-rollout --ckpt $S/stage3 --data starter $D/v2_no21_drop $R \
   --groups 120 --samples 32 --out $W/wm_fit; }
 [ -f $W/eval_heldout/forecast.json ] || { step eval; lrpilot worldmodel eval --ckpt $W/wm_fit --data starter \
   $D/v2_before_timing $R --samples 32 --heldout-only --replays results/noise_ceiling/replays --out $W/eval_heldout; }
