@@ -76,6 +76,21 @@ def test_ensemble_forecasts_split_samples_over_members_at_one_models_cost(tiny_w
     assert np.isfinite(result["forecasters"]["worldmodel"]["mae"][0])
 
 
+def test_forecasts_in_bounded_chunks_draw_what_one_call_draws(tiny_wm, traj, monkeypatch):
+    """Many runs are simulated (and scored) a bounded number at a time, the last chunk padded: memory stays
+    bounded (at 6 x 192, the 664 held-out runs x 32 samples at once needed 18 GB), the draws are one call's."""
+    cfg, model, ser, params = tiny_wm
+    env = SimEnv(model, ser)
+    ep = env.params(params, traj, max_prefix=3)
+    runs, key = np.arange(5), jax.random.key(2)
+    seq = ser.encode_episodes(traj.obs, traj.actions, traj.length, traj.static)[:5]
+    whole = forecast.sample_futures(env, ep, traj, runs, 3, 4, 3, key, common=False)
+    nll = forecast.teacher_forced_nll(model, params, ser, seq)
+    monkeypatch.setattr(forecast, "RUNS_AT_ONCE", 2)  # chunks of 2, 2, 1 (padded to 2)
+    np.testing.assert_allclose(forecast.sample_futures(env, ep, traj, runs, 3, 4, 3, key, common=False), whole, rtol=1e-5)
+    np.testing.assert_allclose(forecast.teacher_forced_nll(model, params, ser, seq), nll, rtol=1e-5)
+
+
 def test_ensemble_training_stacks_members_and_resumes(tmp_path):
     from conftest import synthetic_trajectories
 
